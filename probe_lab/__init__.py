@@ -1,0 +1,5 @@
+"""probe-lab: a fast linear-probe sandbox for weak-to-strong generalization."""
+
+from probe_lab.train import Probes, TrainConfig, train_probes
+
+__all__ = ["Probes", "TrainConfig", "train_probes"]

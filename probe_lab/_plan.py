@@ -1,0 +1,409 @@
+"""Input checks and the chunk plan behind :func:`probe_lab.train_probes`.
+
+The planner turns per-probe inputs (targets, row masks, feature masks, settings) into
+fixed-size chunks of probes that share one training-row set and one minibatch order
+(and, for L-BFGS, one feature mask), so a chunk's forward pass is one matrix product.
+All chunks of a call have the same shapes, so the trainer compiles once per call
+signature. Results come back per chunk and are scattered into probe order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+if TYPE_CHECKING:
+    from probe_lab.train import Probes, TrainConfig
+
+
+class ChunkInputs(struct.PyTreeNode):
+    """Device inputs of one chunk of ``C`` probes (probe axis last)."""
+
+    rows: jax.Array  # (n_max,) int32 row indices of the chunk's row set, 0-padded
+    n_rows: jax.Array  # () int32 real entries of ``rows``
+    mean: jax.Array  # (d,) float32 standardization mean
+    scale: jax.Array  # (d,) float32 standardization scale
+    targets: jax.Array  # (n_max, C) float32 targets at ``rows``
+    feature_mask: jax.Array  # (d, C) bool
+    lr: jax.Array  # (C,)
+    l2: jax.Array  # (C,)
+    alpha: jax.Array  # (C,)
+    eval_index: jax.Array  # (m,) int32 rows evaluated every epoch
+    eval_rows: jax.Array  # (S, m, C) bool, set 0 is validation when present
+    eval_labels: jax.Array  # (S, m, C) bool reference labels
+
+
+def standardized_rows(x: jax.Array, c: ChunkInputs) -> jax.Array:
+    """``(n_max, d)`` float32 standardized features of the chunk's row set."""
+    return (x[c.rows].astype(jnp.float32) - c.mean) / c.scale
+
+
+def standardized_eval(x: jax.Array, c: ChunkInputs) -> jax.Array:
+    """``(m, d)`` float32 standardized features of the evaluation rows."""
+    return (x[c.eval_index].astype(jnp.float32) - c.mean) / c.scale
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Which probes a chunk trains and on which rows."""
+
+    probes: np.ndarray  # (C,) probe indices, padded by repeating the first
+    n_real: int  # leading entries of ``probes`` that are real
+    row_set: int  # index into Plan.row_sets
+    order_key: int  # user order group: minibatch order comes from fold_in(key, it)
+    mask_key: int  # index into Plan.masks (one per unique feature mask)
+
+
+@dataclasses.dataclass
+class Plan:
+    """Checked inputs, grouped into chunks."""
+
+    features: np.ndarray  # (n, d) float16/float32
+    targets: np.ndarray  # (P, n) float32
+    feature_mask: np.ndarray  # (P, d) bool
+    lr: np.ndarray  # (P,) float32
+    l2: np.ndarray  # (P,) float32
+    alpha: np.ndarray  # (P,) float32
+    row_sets: list[np.ndarray]  # each: int32 row indices
+    row_set_of: np.ndarray  # (P,) index into row_sets
+    masks: list[np.ndarray]  # unique feature masks, each (d,) bool
+    mean: list[np.ndarray]  # per row set (d,)
+    scale: list[np.ndarray]  # per row set (d,)
+    eval_index: np.ndarray  # (m,) int32
+    eval_rows: np.ndarray  # (S, P, m) bool
+    eval_labels: np.ndarray  # (S, P, m) bool
+    eval_names: list[str]
+    has_val: bool
+    chunks: list[Chunk]
+    max_rows: int
+    chunk_size: int
+
+    @property
+    def n_probes(self) -> int:
+        return int(self.targets.shape[0])
+
+    def chunk_inputs(self, chunk: Chunk) -> ChunkInputs:
+        rows = self.row_sets[chunk.row_set]
+        padded = np.zeros(self.max_rows, np.int32)
+        padded[: rows.size] = rows
+        p = chunk.probes
+        targets = np.zeros((self.max_rows, p.size), np.float32)
+        targets[: rows.size] = self.targets[p][:, rows].T
+        return ChunkInputs(
+            rows=padded,
+            n_rows=np.int32(rows.size),
+            mean=self.mean[chunk.row_set].astype(np.float32),
+            scale=self.scale[chunk.row_set].astype(np.float32),
+            targets=targets,
+            feature_mask=self.feature_mask[p].T,
+            lr=self.lr[p],
+            l2=self.l2[p],
+            alpha=self.alpha[p],
+            eval_index=self.eval_index,
+            eval_rows=self.eval_rows[:, p].transpose(0, 2, 1),
+            eval_labels=self.eval_labels[:, p].transpose(0, 2, 1),
+        )
+
+    def assemble(
+        self, outputs: list[tuple[Chunk, dict[str, np.ndarray]]], config: TrainConfig
+    ) -> Probes:
+        """Scatter chunk outputs into probe order, weights back to raw features."""
+        from probe_lab.train import Probes
+
+        n_probes, d = self.n_probes, self.features.shape[1]
+        weights = np.zeros((n_probes, d), np.float32)
+        bias = np.zeros(n_probes, np.float32)
+        best_epoch = np.zeros(n_probes, np.int32)
+        mean = np.zeros((n_probes, d), np.float32)
+        scale = np.ones((n_probes, d), np.float32)
+        n_records = outputs[0][1]["train_loss"].shape[0]
+        loss = np.zeros((n_records, n_probes), np.float32)
+        n_sets = len(self.eval_names)
+        accs = np.zeros((n_records, n_sets, n_probes), np.float32)
+        for chunk, out in outputs:
+            real = chunk.probes[: chunk.n_real]
+            mu = self.mean[chunk.row_set]
+            sd = self.scale[chunk.row_set]
+            w_std = np.asarray(out["w"], np.float64)[:, : chunk.n_real]  # (d, R)
+            w_raw = w_std / sd[:, None]
+            weights[real] = w_raw.T
+            bias[real] = out["b"][: chunk.n_real] - mu @ w_raw
+            best_epoch[real] = out["best_epoch"][: chunk.n_real]
+            mean[real] = mu
+            scale[real] = sd
+            loss[:, real] = out["train_loss"][:, : chunk.n_real]
+            accs[:, :, real] = out["eval_acc"][:, :, : chunk.n_real]
+        # A feature mask is exact: masked weights are zero, not merely small.
+        weights = np.where(self.feature_mask, weights, 0.0).astype(np.float32)
+        history = {"train_loss": loss}
+        for i, name in enumerate(self.eval_names):
+            history[name] = accs[:, i]
+        return Probes(
+            weights=jnp.asarray(weights),
+            bias=jnp.asarray(bias),
+            best_epoch=best_epoch,
+            history=history,
+            feature_mean=mean,
+            feature_scale=scale,
+            config=config,
+        )
+
+
+def _per_probe(value: Any, n_probes: int, name: str) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float32)
+    if array.ndim == 0:
+        return np.full(n_probes, array, np.float32)
+    if array.shape != (n_probes,):
+        raise ValueError(
+            f"TrainConfig.{name} has {array.size} values but there are {n_probes} "
+            f"probes: give a scalar or exactly one value per probe"
+        )
+    return array
+
+
+def _row_mask(value: Any, n_probes: int, n: int, name: str) -> np.ndarray:
+    mask = np.asarray(value)
+    if mask.dtype != bool:
+        raise TypeError(
+            f"{name} must be a boolean mask of shape (n,) or (P, n), got dtype "
+            f"{mask.dtype}; convert row indices with np.isin(np.arange(n), idx)"
+        )
+    if mask.shape == (n,):
+        mask = mask[None, :]
+    if mask.ndim != 2 or mask.shape[1] != n or mask.shape[0] not in (1, n_probes):
+        raise ValueError(
+            f"{name} has shape {mask.shape}; expected ({n},) or ({n_probes}, {n}) "
+            f"for {n_probes} probes on {n} rows"
+        )
+    return np.broadcast_to(mask, (n_probes, n))
+
+
+def _unique_rows(mask: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Unique rows of a bool matrix: (list of unique rows, index of each row)."""
+    seen: dict[bytes, int] = {}
+    uniques: list[np.ndarray] = []
+    inverse = np.empty(mask.shape[0], np.int64)
+    packed = np.packbits(mask, axis=1)
+    for i, row in enumerate(packed):
+        k = row.tobytes()
+        if k not in seen:
+            seen[k] = len(uniques)
+            uniques.append(mask[i])
+        inverse[i] = seen[k]
+    return uniques, inverse
+
+
+def check_features(features: Any) -> np.ndarray:
+    """Validate and return ``(n, d)`` features as float16 or float32 numpy."""
+    x = np.asarray(features)
+    if x.ndim != 2:
+        raise ValueError(f"features must be 2-D (n, d), got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"features are empty: shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"features must be floating point, got dtype {x.dtype}")
+    if x.dtype not in (np.float16, np.float32):
+        x = x.astype(np.float32)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"features contain NaN or inf in {bad.size} row(s), first rows "
+            f"{bad[:5].tolist()}; re-extract them (with float32 if float16 "
+            f"overflowed) or drop those rows"
+        )
+    return x
+
+
+def make_plan(
+    features: Any,
+    targets: Any,
+    *,
+    train_rows: Any,
+    val_rows: Any,
+    feature_mask: Any,
+    groups: Any,
+    eval_sets: Mapping[str, tuple[Any, Any]] | None,
+    config: TrainConfig,
+) -> Plan:
+    """Check every input against the others and group probes into chunks."""
+    x = check_features(features)
+    n, d = x.shape
+    y = np.asarray(targets, dtype=np.float32)
+    if y.ndim == 1:
+        y = y[None, :]
+    if y.ndim != 2 or y.shape[1] != n:
+        raise ValueError(
+            f"targets must have shape (P, n) with n = {n} rows of features, got "
+            f"{np.shape(targets)}"
+        )
+    n_probes = y.shape[0]
+    if n_probes == 0:
+        raise ValueError("targets has 0 rows: there are no probes to train (P = 0)")
+    if not np.isfinite(y).all() or y.min() < 0 or y.max() > 1:
+        raise ValueError(
+            f"targets must lie in [0, 1] (hard or soft labels), got values in "
+            f"[{np.nanmin(y):.3g}, {np.nanmax(y):.3g}]"
+            + ("" if np.isfinite(y).all() else " with NaN or inf")
+        )
+    train = (
+        np.ones((n_probes, n), bool)
+        if train_rows is None
+        else _row_mask(train_rows, n_probes, n, "train_rows")
+    )
+    empty = np.flatnonzero(~train.any(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"train_rows selects no rows for probe(s) {empty[:10].tolist()}: every "
+            f"probe needs at least one training row"
+        )
+    if feature_mask is None:
+        fmask = np.ones((n_probes, d), bool)
+    else:
+        fmask = np.asarray(feature_mask)
+        if fmask.dtype != bool:
+            raise TypeError(f"feature_mask must be boolean, got dtype {fmask.dtype}")
+        if fmask.shape == (d,):
+            fmask = fmask[None, :]
+        if (
+            fmask.ndim != 2
+            or fmask.shape[1] != d
+            or fmask.shape[0]
+            not in (
+                1,
+                n_probes,
+            )
+        ):
+            raise ValueError(
+                f"feature_mask has shape {fmask.shape}; expected ({d},) or "
+                f"({n_probes}, {d}) for {n_probes} probes on {d} features"
+            )
+        fmask = np.broadcast_to(fmask, (n_probes, d))
+        blind = np.flatnonzero(~fmask.any(axis=1))
+        if blind.size:
+            raise ValueError(
+                f"feature_mask selects no features for probe(s) {blind[:10].tolist()}"
+            )
+    if groups is None:
+        group = np.zeros(n_probes, np.int64)
+    else:
+        group = np.asarray(groups)
+        if group.shape != (n_probes,) or not np.issubdtype(group.dtype, np.integer):
+            raise ValueError(
+                f"groups must be an integer array of shape ({n_probes},), got "
+                f"{group.dtype} {group.shape}"
+            )
+        if group.min() < 0:
+            raise ValueError("groups must be non-negative integers")
+
+    # Evaluation sets: validation first (set 0), then the named ones.
+    names: list[str] = []
+    rows_list: list[np.ndarray] = []
+    labels_list: list[np.ndarray] = []
+    if val_rows is not None:
+        val = _row_mask(val_rows, n_probes, n, "val_rows")
+        empty = np.flatnonzero(~val.any(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"val_rows selects no rows for probe(s) {empty[:10].tolist()}; give "
+                f"each probe validation rows or pass val_rows=None to train all "
+                f"epochs without early stopping"
+            )
+        names.append("val_agreement")
+        rows_list.append(val)
+        labels_list.append(y >= 0.5)
+    for name, pair in (eval_sets or {}).items():
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise ValueError(f"eval_sets[{name!r}] must be a (rows, labels) pair")
+        ev_rows = _row_mask(pair[0], n_probes, n, f"eval_sets[{name!r}] rows")
+        ev_labels = np.asarray(pair[1])
+        if ev_labels.shape == (n,):
+            ev_labels = ev_labels[None, :]
+        if ev_labels.ndim != 2 or ev_labels.shape[1] != n:
+            raise ValueError(
+                f"eval_sets[{name!r}] labels have shape {np.shape(pair[1])}; "
+                f"expected ({n},) or ({n_probes}, {n})"
+            )
+        if not np.isin(ev_labels, (0, 1)).all():
+            raise ValueError(f"eval_sets[{name!r}] labels must be 0 or 1")
+        names.append(f"{name}_acc")
+        rows_list.append(ev_rows)
+        labels_list.append(np.broadcast_to(ev_labels.astype(bool), (n_probes, n)))
+    if rows_list:
+        union = np.logical_or.reduce([r.any(axis=0) for r in rows_list])
+        eval_index = np.flatnonzero(union).astype(np.int32)
+        eval_rows = np.stack([r[:, eval_index] for r in rows_list])
+        eval_labels = np.stack([lab[:, eval_index] for lab in labels_list])
+    else:
+        eval_index = np.zeros(0, np.int32)
+        eval_rows = np.zeros((0, n_probes, 0), bool)
+        eval_labels = np.zeros((0, n_probes, 0), bool)
+
+    row_sets_mask, row_set_of = _unique_rows(train)
+    row_sets = [np.flatnonzero(m).astype(np.int32) for m in row_sets_mask]
+    masks, mask_of = _unique_rows(fmask)
+    mean, scale = [], []
+    for rows in row_sets:
+        if config.standardize:
+            sub = x[rows].astype(np.float64)
+            mean.append(sub.mean(axis=0))
+            scale.append(sub.std(axis=0) + config.standardize_eps)
+        else:
+            mean.append(np.zeros(d))
+            scale.append(np.ones(d))
+
+    # Chunks: probes sharing (order group, row set) -- and for L-BFGS, which has no
+    # minibatch order but preconditions per feature mask, (row set, feature mask).
+    if config.solver == "lbfgs":
+        keys = np.stack([row_set_of, mask_of], axis=1)
+    else:
+        keys = np.stack([group, row_set_of], axis=1)
+    _, key_of = np.unique(keys, axis=0, return_inverse=True)
+    key_of = key_of.reshape(-1)
+    members = [np.flatnonzero(key_of == k) for k in range(key_of.max() + 1)]
+    largest = max(m.size for m in members)
+    chunk_size = min(int(config.probe_chunk), -(-largest // 8) * 8)
+    chunks = []
+    for idx in members:
+        for start in range(0, idx.size, chunk_size):
+            part = idx[start : start + chunk_size]
+            padded = np.concatenate(
+                [part, np.full(chunk_size - part.size, part[0], part.dtype)]
+            )
+            first = part[0]
+            chunks.append(
+                Chunk(
+                    probes=padded,
+                    n_real=part.size,
+                    row_set=int(row_set_of[first]),
+                    order_key=int(group[first]),
+                    mask_key=int(mask_of[first]),
+                )
+            )
+    return Plan(
+        features=x,
+        targets=y,
+        feature_mask=np.ascontiguousarray(fmask),
+        lr=_per_probe(config.lr, n_probes, "lr"),
+        l2=_per_probe(config.l2, n_probes, "l2"),
+        alpha=_per_probe(config.alpha_max, n_probes, "alpha_max"),
+        row_sets=row_sets,
+        row_set_of=row_set_of,
+        masks=masks,
+        mean=mean,
+        scale=scale,
+        eval_index=eval_index,
+        eval_rows=eval_rows,
+        eval_labels=eval_labels,
+        eval_names=names,
+        has_val=val_rows is not None,
+        chunks=chunks,
+        max_rows=max(r.size for r in row_sets),
+        chunk_size=chunk_size,
+    )

@@ -1,0 +1,517 @@
+"""Train thousands of binary linear probes at once.
+
+One probe is ``sigmoid(x @ w + b)`` on features ``x: (n, d)``. Many probes are one
+compiled program in which the weights of a chunk of probes form a matrix
+``W: (d, P_chunk)``, so the forward pass of every probe on a minibatch is the single
+matrix product ``x_batch @ W`` and the backward pass is ``x_batch.T @ residuals``.
+Those two products are the whole cost of training; everything else (Adam, masks,
+early stopping) is elementwise work on ``(d, P_chunk)`` arrays, kept in cache by
+choosing the chunk size.
+
+Probes that train on the same rows in the same minibatch order share one product.
+The planner groups probes by (training-row set, order group); each group gets its own
+permutation per epoch, drawn from ``fold_in(key, group)``, and is cut into chunks of a
+fixed size (the last one padded) so a whole sweep compiles once. Per-probe variation
+is data: targets ``(P, n)``, feature masks ``(P, d)``, learning rate, L2 and the
+confidence-loss weight as ``(P,)`` arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from tqdm.auto import tqdm
+
+from probe_lab import _plan
+from probe_lab.losses import confidence_targets
+
+__all__ = ["Probes", "TrainConfig", "train_probes"]
+
+PerProbe = float | Sequence[float] | np.ndarray
+
+SOLVERS = ("adam", "lbfgs")
+LOSSES = ("xent", "confidence")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How probes are trained. Defaults follow Burns et al. (2023), Appendix D.2."""
+
+    solver: str = "adam"
+    """``"adam"``: minibatch Adam, the paper's protocol. ``"lbfgs"``: full-batch
+    L-BFGS to convergence on all probes at once (needs ``l2 > 0``)."""
+
+    epochs: int = 200
+    """Passes over each probe's training rows (Adam)."""
+
+    batch_size: int = 128
+    """Rows per minibatch (Adam); the last batch of an epoch may be smaller."""
+
+    lr: PerProbe = 1e-3
+    """Adam learning rate: a scalar, or one value per probe."""
+
+    l2: PerProbe = 0.0
+    """``lambda`` in ``mean cross-entropy + lambda / 2 * ||w||^2`` (bias not
+    penalized), on standardized features; scikit-learn's ``C = 1 / (lambda *
+    n_train)``. A scalar or one value per probe."""
+
+    loss: str = "xent"
+    """``"xent"`` (cross-entropy on hard or soft targets) or ``"confidence"`` (the
+    auxiliary confidence loss of Section 4.3)."""
+
+    alpha_max: PerProbe = 0.75
+    """Final weight of the self-hardened term of the confidence loss, scalar or per
+    probe (the paper uses 0.75 for its largest students, 0.5 for smaller ones)."""
+
+    warmup_frac: float = 0.2
+    """Fraction of training steps over which ``alpha`` rises linearly from 0 to
+    ``alpha_max``."""
+
+    standardize: bool = True
+    """Z-score each feature with the training rows' mean and standard deviation
+    before training. Returned weights always act on the raw features."""
+
+    standardize_eps: float = 1e-6
+    """Added to the standard deviation, so constant features do not divide by 0."""
+
+    adam_b1: float = 0.9
+    """Adam first-moment decay."""
+
+    adam_b2: float = 0.999
+    """Adam second-moment decay."""
+
+    adam_eps: float = 1e-8
+    """Adam denominator epsilon."""
+
+    probe_chunk: int = 512
+    """Probes per compiled chunk. Chunks are trained one after another (or one per
+    device). Measured on a 2-core CPU at d=768: 512 runs the step's two
+    products at the full-size product's rate while Adam's state stays in cache."""
+
+    lbfgs_max_iter: int = 100
+    """Iteration cap of the L-BFGS solver."""
+
+    lbfgs_tol: float = 1e-5
+    """L-BFGS stops for a probe once the gradient's infinity norm falls below this."""
+
+    lbfgs_history: int = 10
+    """Correction pairs kept by L-BFGS."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "l2", "alpha_max"):
+            value = getattr(self, name)
+            if not np.isscalar(value):
+                array = np.asarray(value, dtype=np.float64)
+                if array.ndim != 1:
+                    raise ValueError(
+                        f"TrainConfig.{name} must be a scalar or a 1-D sequence "
+                        f"with one value per probe, got shape {array.shape}"
+                    )
+                object.__setattr__(self, name, tuple(float(v) for v in array))
+            values = np.atleast_1d(np.asarray(getattr(self, name), dtype=np.float64))
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"TrainConfig.{name} must be finite, got {value!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(
+                f"TrainConfig.solver must be one of {SOLVERS}, got {self.solver!r}"
+            )
+        if self.loss not in LOSSES:
+            raise ValueError(
+                f"TrainConfig.loss must be one of {LOSSES}, got {self.loss!r}"
+            )
+        if self.solver == "lbfgs" and self.loss != "xent":
+            raise ValueError(
+                "TrainConfig.loss='confidence' needs solver='adam': the confidence "
+                "loss re-hardens targets per minibatch, which a full-batch solver "
+                "does not have"
+            )
+        for name in ("epochs", "batch_size", "probe_chunk", "lbfgs_max_iter"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1")
+        if np.any(np.asarray(self.lr) <= 0):
+            raise ValueError("TrainConfig.lr must be > 0")
+        if np.any(np.asarray(self.l2) < 0):
+            raise ValueError("TrainConfig.l2 must be >= 0")
+        if self.solver == "lbfgs" and np.any(np.asarray(self.l2) <= 0):
+            raise ValueError(
+                "TrainConfig(solver='lbfgs') needs l2 > 0: unregularized logistic "
+                "regression has no finite minimum on separable data. scikit-learn's "
+                "default C=1 corresponds to l2 = 1 / n_train."
+            )
+        alpha = np.asarray(self.alpha_max)
+        if np.any((alpha < 0) | (alpha > 1)):
+            raise ValueError("TrainConfig.alpha_max must lie in [0, 1]")
+        if not 0 < self.warmup_frac <= 1:
+            raise ValueError("TrainConfig.warmup_frac must lie in (0, 1]")
+        if self.lbfgs_history < 1:
+            raise ValueError("TrainConfig.lbfgs_history must be >= 1")
+
+
+@struct.dataclass
+class Probes:
+    """A trained batch of ``P`` binary linear probes on ``d`` raw features.
+
+    ``weights`` and ``bias`` act on the RAW features (standardization, if any, is
+    folded in), so ``logit = features @ weights.T + bias``.
+    """
+
+    weights: jax.Array
+    """``(P, d)`` float32."""
+    bias: jax.Array
+    """``(P,)`` float32."""
+    best_epoch: np.ndarray
+    """``(P,)`` int: the epoch (1-based) whose parameters were kept; with no
+    validation rows, the last epoch. For L-BFGS, the iteration count."""
+    history: dict[str, np.ndarray]
+    """Per-epoch curves, each ``(epochs, P)``: ``train_loss`` (mean minibatch loss
+    over the epoch), ``val_agreement`` (with validation rows), and ``<name>_acc`` for
+    each evaluation set."""
+    feature_mean: np.ndarray
+    """``(P, d)`` the training rows' feature means used to standardize (zeros when
+    ``standardize=False``)."""
+    feature_scale: np.ndarray
+    """``(P, d)`` the standard deviations (plus eps) used to standardize."""
+    config: TrainConfig = struct.field(pytree_node=False)
+
+    @property
+    def n_probes(self) -> int:
+        return int(self.weights.shape[0])
+
+    def logits(self, features: Any) -> jax.Array:
+        """``(P, n)`` logits of every probe on raw features ``(n, d)``."""
+        x = _as_features(features, self.weights.shape[1])
+        return _logits(x, self.weights, self.bias)
+
+    def predict_proba(self, features: Any) -> jax.Array:
+        """``(P, n)`` probability of label 1 for every probe on ``(n, d)`` features."""
+        return jax.nn.sigmoid(self.logits(features))
+
+    def predict(self, features: Any) -> jax.Array:
+        """``(P, n)`` hard predictions in {0, 1} (int8)."""
+        return (self.logits(features) > 0).astype(jnp.int8)
+
+
+@jax.jit
+def _logits(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    return (x.astype(jnp.float32) @ w.T).T + b[:, None]
+
+
+def _as_features(features: Any, d: int | None = None) -> jax.Array:
+    x = features if isinstance(features, jax.Array) else np.asarray(features)
+    if x.ndim != 2:
+        raise ValueError(f"features must be 2-D (n, d), got shape {x.shape}")
+    if d is not None and x.shape[1] != d:
+        raise ValueError(
+            f"features have {x.shape[1]} columns but the probes were trained on {d}"
+        )
+    return jnp.asarray(x)
+
+
+def train_probes(
+    features: Any,
+    targets: Any,
+    train_rows: Any = None,
+    val_rows: Any = None,
+    feature_mask: Any = None,
+    config: TrainConfig = TrainConfig(),
+    key: int | jax.Array = 0,
+    *,
+    groups: Any = None,
+    eval_sets: Mapping[str, tuple[Any, Any]] | None = None,
+    progress: bool = False,
+) -> Probes:
+    """Train ``P`` binary linear probes on shared features in a few compiled calls.
+
+    Args:
+        features: ``(n, d)`` float16/float32 features (numpy or jax). They go to the
+            device once, in their own dtype.
+        targets: ``(P, n)`` labels in [0, 1], hard or soft, one row per probe
+            (``(n,)`` means one probe).
+        train_rows: bool ``(n,)`` or ``(P, n)``: rows each probe trains on (default
+            all). Probes with equal training rows share minibatches.
+        val_rows: bool ``(n,)`` or ``(P, n)``: rows for early stopping on agreement
+            between the probe's hard predictions and its targets (rounded at 0.5).
+            ``None`` trains all epochs and keeps the last.
+        feature_mask: bool ``(P, d)`` or ``(d,)``: features each probe may use (the
+            k-feature family M_k masks all but the first k). Masked weights stay
+            exactly zero.
+        config: a :class:`TrainConfig`.
+        key: int seed or a JAX PRNG key. Group ``g``'s minibatch order is drawn from
+            ``fold_in(key, g)``, so a probe trained alone with the same key and group
+            sees the same minibatches as in a batch.
+        groups: int ``(P,)`` order groups (default all 0): probes in different groups
+            get independent minibatch orders, e.g. one group per seed.
+        eval_sets: ``{name: (rows, labels)}`` with bool rows and labels in {0, 1},
+            each ``(n,)`` or ``(P, n)``: accuracy per epoch recorded in
+            ``history[name + "_acc"]`` (training dynamics).
+        progress: show a progress bar over chunks.
+
+    Returns:
+        A :class:`Probes` with ``(P, d)`` weights on the raw features.
+    """
+    plan = _plan.make_plan(
+        features,
+        targets,
+        train_rows=train_rows,
+        val_rows=val_rows,
+        feature_mask=feature_mask,
+        groups=groups,
+        eval_sets=eval_sets,
+        config=config,
+    )
+    key = jax.random.key(key) if isinstance(key, int | np.integer) else key
+    devices = jax.local_devices()
+    x_on = {dev: jax.device_put(plan.features, dev) for dev in devices}
+    rotated: dict[tuple, Any] = {}
+    pending = []
+    for i, chunk in enumerate(plan.chunks):
+        dev = devices[i % len(devices)]
+        inputs = jax.device_put(plan.chunk_inputs(chunk), dev)
+        if config.solver == "lbfgs":
+            from probe_lab import lbfgs
+
+            shared = (chunk.row_set, chunk.mask_key, dev)
+            if shared not in rotated:
+                rotated[shared] = lbfgs.rotate(x_on[dev], inputs)
+            out = lbfgs.fit_chunk_lbfgs(
+                x_on[dev], *rotated[shared], inputs, **lbfgs.static_args(config)
+            )
+        else:
+            chunk_key = jax.random.fold_in(key, chunk.order_key)
+            out = _train_chunk_adam(
+                x_on[dev], inputs, chunk_key, **_adam_static(config, plan)
+            )
+        pending.append((chunk, out))
+    bar = tqdm(
+        total=plan.n_probes, disable=not progress, unit="probe", desc="train_probes"
+    )
+    outputs = []
+    for chunk, out in pending:
+        out = jax.device_get(out)
+        outputs.append((chunk, out))
+        bar.update(chunk.n_real)
+    bar.close()
+    return plan.assemble(outputs, config)
+
+
+def _adam_static(config: TrainConfig, plan: _plan.Plan) -> dict[str, Any]:
+    steps = math.ceil(plan.max_rows / config.batch_size)
+    return dict(
+        epochs=int(config.epochs),
+        batch_size=int(config.batch_size),
+        steps=steps,
+        confidence=config.loss == "confidence",
+        warmup_frac=float(config.warmup_frac),
+        b1=float(config.adam_b1),
+        b2=float(config.adam_b2),
+        eps=float(config.adam_eps),
+        has_val=plan.has_val,
+        has_l2=bool(np.any(plan.l2 > 0)),
+        has_mask=not bool(plan.feature_mask.all()),
+    )
+
+
+class _AdamState(NamedTuple):
+    count: jax.Array  # () updates taken
+    mu: Any  # first moments, same tree as the parameters
+    nu: Any  # second moments
+
+
+def _fused_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """Adam as an optax transformation whose update is one elementwise expression.
+
+    Numerically Adam (``optax.scale_by_adam``); the bias corrections are folded into
+    two scalars so that XLA emits a single fused pass over the ``(d, C)`` state
+    (measured here: 6% less time per step than ``optax.scale_by_adam``).
+    """
+
+    def init(params: Any) -> _AdamState:
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return _AdamState(jnp.zeros((), jnp.int32), zeros, zeros)
+
+    def update(grads: Any, state: _AdamState, params: Any = None):
+        del params
+        count = state.count + 1
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        t = count.astype(jnp.float32)
+        step = jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        eps_hat = eps * jnp.sqrt(1 - b2**t)
+        updates = jax.tree.map(lambda m, v: step * m / (jnp.sqrt(v) + eps_hat), mu, nu)
+        return updates, _AdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _bce_from_logits(logits: jax.Array, prob: jax.Array, target: jax.Array):
+    """``binary_xent`` reusing ``prob = sigmoid(logits)``: one log per element.
+
+    ``softplus(z) = max(z, 0) - log(sigmoid(|z|))`` and ``sigmoid(|z|) =
+    max(p, 1 - p)`` lies in [0.5, 1], so the log never sees 0.
+    """
+    return (
+        jnp.maximum(logits, 0.0)
+        - jnp.log(jnp.maximum(prob, 1.0 - prob))
+        - target * logits
+    )
+
+
+class _AdamCarry(struct.PyTreeNode):
+    w: jax.Array  # (d, C)
+    b: jax.Array  # (C,)
+    opt: Any
+    step: jax.Array  # real (non-empty) steps taken so far
+    best_w: jax.Array
+    best_b: jax.Array
+    best_val: jax.Array  # (C,)
+    best_epoch: jax.Array  # (C,)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "epochs",
+        "batch_size",
+        "steps",
+        "confidence",
+        "warmup_frac",
+        "b1",
+        "b2",
+        "eps",
+        "has_val",
+        "has_l2",
+        "has_mask",
+    ),
+)
+def _train_chunk_adam(
+    x: jax.Array,
+    c: _plan.ChunkInputs,
+    key: jax.Array,
+    *,
+    epochs: int,
+    batch_size: int,
+    steps: int,
+    confidence: bool,
+    warmup_frac: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    has_val: bool,
+    has_l2: bool,
+    has_mask: bool,
+) -> dict[str, jax.Array]:
+    """Train one chunk of probes that share training rows and minibatch order."""
+    d = x.shape[1]
+    n_pad = steps * batch_size
+    xr = _plan.standardized_rows(x, c)  # (n_max, d) float32, in row-set order
+    xe = _plan.standardized_eval(x, c)  # (m, d)
+    n_chunk = c.lr.shape[0]
+    n_rows = c.n_rows
+    real_steps = jnp.ceil(n_rows / batch_size)
+    total_steps = jnp.maximum(real_steps * epochs, 1.0)
+    tx = _fused_adam(b1, b2, eps)
+    w0 = jnp.zeros((d, n_chunk), jnp.float32)
+    b0 = jnp.zeros((n_chunk,), jnp.float32)
+    params0 = (w0, b0)
+    carry0 = _AdamCarry(
+        w=w0,
+        b=b0,
+        opt=tx.init(params0),
+        step=jnp.zeros((), jnp.float32),
+        best_w=w0,
+        best_b=b0,
+        best_val=jnp.full((n_chunk,), -1.0, jnp.float32),
+        best_epoch=jnp.zeros((n_chunk,), jnp.int32),
+    )
+    fmask = c.feature_mask.astype(jnp.float32)  # (d, C)
+    row_ids = jnp.arange(n_pad)
+
+    def train_step(carry: _AdamCarry, batch: jax.Array):
+        w, b = carry.w, carry.b
+        valid = batch < n_rows  # (B,)
+        idx = jnp.where(valid, batch, 0)
+        xb = xr[idx]  # (B, d)
+        yb = c.targets[idx]  # (B, C)
+        count = valid.sum()
+        logits = xb @ w + b
+        vmask = valid[:, None]
+        if confidence:
+            frac = carry.step / total_steps
+            alpha = c.alpha * jnp.minimum(1.0, frac / warmup_frac)
+            yb = confidence_targets(logits, yb, vmask, alpha)
+        scale = valid.astype(jnp.float32) / jnp.maximum(count, 1)
+        prob = jax.nn.sigmoid(logits)
+        resid = (prob - yb) * scale[:, None]
+        gw = xb.T @ resid
+        if has_l2:
+            gw = gw + c.l2 * w
+        if has_mask:
+            gw = gw * fmask
+        gb = resid.sum(axis=0)
+        updates, opt = tx.update((gw, gb), carry.opt)
+        carry = carry.replace(
+            w=w - c.lr * updates[0],
+            b=b - c.lr * updates[1],
+            opt=opt,
+            step=carry.step + 1,
+        )
+        loss = (_bce_from_logits(logits, prob, yb) * vmask).sum(axis=0)
+        return carry, loss
+
+    def maybe_step(carry: _AdamCarry, batch: jax.Array):
+        # Row sets smaller than the largest in the call end their epoch early: the
+        # remaining (empty) batches skip all work rather than multiply zeros.
+        return jax.lax.cond(
+            batch[0] < n_rows,
+            train_step,
+            lambda carry, _: (carry, jnp.zeros((n_chunk,), jnp.float32)),
+            carry,
+            batch,
+        )
+
+    def epoch_step(carry: _AdamCarry, epoch: jax.Array):
+        u = jax.random.uniform(jax.random.fold_in(key, epoch), (n_pad,))
+        order = jnp.argsort(jnp.where(row_ids < n_rows, u, 2.0))
+        carry, losses = jax.lax.scan(
+            maybe_step, carry, order.reshape(steps, batch_size)
+        )
+        record = {"train_loss": losses.sum(axis=0) / jnp.maximum(n_rows, 1)}
+        logits_e = xe @ carry.w + carry.b  # (m, C)
+        hits = (logits_e > 0) == c.eval_labels  # (S, m, C)
+        accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(
+            c.eval_rows.sum(axis=1), 1
+        )  # (S, C)
+        record["eval_acc"] = accs
+        if has_val:
+            val = accs[0]
+            better = val > carry.best_val
+            carry = carry.replace(
+                best_w=jnp.where(better, carry.w, carry.best_w),
+                best_b=jnp.where(better, carry.b, carry.best_b),
+                best_val=jnp.where(better, val, carry.best_val),
+                best_epoch=jnp.where(better, epoch + 1, carry.best_epoch),
+            )
+        return carry, record
+
+    carry, records = jax.lax.scan(epoch_step, carry0, jnp.arange(epochs))
+    if has_val:
+        w, b, best_epoch = carry.best_w, carry.best_b, carry.best_epoch
+    else:
+        w, b = carry.w, carry.b
+        best_epoch = jnp.full((n_chunk,), epochs, jnp.int32)
+    return dict(
+        w=w,
+        b=b,
+        best_epoch=best_epoch,
+        train_loss=records["train_loss"],
+        eval_acc=records["eval_acc"],
+    )
