@@ -1,0 +1,167 @@
+"""The ``extract`` and ``info`` subcommands of the ``probe-lab`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from activation_cache.extract import ExtractConfig, ExtractError, extract, parse_layers
+from activation_cache.store import CacheError, open_cache, read_state
+from activation_cache.tasks import TASKS, TaskError
+
+__all__ = ["register", "run_extract", "run_info"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``extract`` and ``info`` subcommands.
+
+    Args:
+        subparsers: from ``parser.add_subparsers()``; each subcommand sets ``func`` to
+            a handler taking the parsed arguments and returning an exit code.
+    """
+    p = subparsers.add_parser(
+        "extract",
+        help="cache a model's residual stream for a task",
+        description="Run a transformers model over a labelled task and store its "
+        "residual stream per layer in an HDF5 cache (resumable).",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="minilm (packaged all-MiniLM-L6-v2), a model folder, or a hub id in "
+        "the local cache",
+    )
+    p.add_argument(
+        "--task",
+        required=True,
+        help=f"built-in ({', '.join(sorted(TASKS))}) or a .jsonl/.csv file with "
+        "text and label columns",
+    )
+    p.add_argument("--out", required=True, help="cache file to write or resume")
+    p.add_argument("--size", type=int, help="rows of the task (default: per task)")
+    p.add_argument("--seed", type=int, default=0, help="task sampling seed")
+    p.add_argument(
+        "--layers",
+        type=parse_layers,
+        default="all",
+        help="all, or hidden_states indices like 0,6,-1 (0 = embeddings)",
+    )
+    p.add_argument("--position", choices=("last", "first", "mean"), default="last")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--template", default="{text}", help='e.g. "{text} I think {hint}."')
+    p.add_argument("--max-length", type=int, help="tokens per prompt at most")
+    p.add_argument("--padding-side", choices=("right", "left"), default="right")
+    p.add_argument(
+        "--model-dtype",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        default="auto",
+    )
+    p.add_argument(
+        "--autocast", choices=("none", "float16", "bfloat16"), default="none"
+    )
+    p.add_argument("--revision", help="hub revision of a hub-id model")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="delete --out and restart")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_extract)
+
+    p = subparsers.add_parser("info", help="describe a cache file")
+    p.add_argument("path", help="cache file")
+    p.add_argument(
+        "--validate", action="store_true", help="also check every value is finite"
+    )
+    p.set_defaults(func=run_info)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    """Handle ``extract``: build an `ExtractConfig` and run it.
+
+    Returns:
+        0 on success, 1 on a bad input (with the error on stderr).
+    """
+    try:
+        config = ExtractConfig(
+            model=args.model,
+            task=args.task,
+            out=args.out,
+            size=args.size,
+            seed=args.seed,
+            layers=args.layers,
+            position=args.position,
+            dtype=args.dtype,
+            device=args.device,
+            batch_size=args.batch_size,
+            template=args.template,
+            max_length=args.max_length,
+            padding_side=args.padding_side,
+            model_dtype=args.model_dtype,
+            autocast=args.autocast,
+            revision=args.revision,
+            trust_remote_code=args.trust_remote_code,
+            overwrite=args.overwrite,
+            quiet=args.quiet,
+        )
+        path = extract(config)
+    except (ValueError, ExtractError, CacheError, TaskError) as e:
+        print(f"probe-lab extract: error: {e}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"wrote {path}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Handle ``info``: print schema, model, task, sizes, completeness, shapes.
+
+    Returns:
+        0 on success, 1 if the file is not a readable cache or fails validation.
+    """
+    try:
+        meta, done = read_state(args.path)
+        cache = open_cache(args.path, allow_partial=True)
+        with cache:
+            lines = [
+                f"file      {cache.path}",
+                f"format    {meta['format']} v{meta['format_version']}",
+                f"model     {meta.get('model')} ({meta.get('model_type')}, "
+                f"{meta.get('n_blocks')} blocks, d={cache.d})",
+                f"weights   {meta.get('weights_sha256') or meta.get('model_revision')}",
+                f"tokenizer {meta.get('tokenizer')} ({meta.get('tokenizer_class')})",
+                f"task      {meta.get('task')} ({meta.get('task_size')} rows, "
+                f"{meta.get('task_fingerprint')})",
+                f"template  {meta.get('template')!r}",
+                f"position  {meta.get('position')} token, {meta.get('padding_side')} "
+                f"padding, max_length {meta.get('max_length')}",
+                f"layers    {meta.get('layer_convention')}",
+                f"last      post final norm: {meta.get('last_layer_post_final_norm')}",
+                f"dtype     {meta.get('dtype')} (model {meta.get('model_dtype')}, "
+                f"autocast {meta.get('autocast')}, {meta.get('device_type')})",
+                f"created   {meta.get('created')}",
+                f"versions  {meta.get('versions')}",
+            ]
+            if cache.complete:
+                lines.append(f"complete  yes ({cache.n} rows)")
+            else:
+                lines.append(
+                    f"complete  no: {cache.n} of {meta.get('task_size')} rows "
+                    f"({done} batches) written; rerun the same extract to finish"
+                )
+            if meta.get("shards"):
+                lines.append(f"shards    {meta['shards']}")
+            balance = cache.labels.mean() if cache.n else float("nan")
+            lines.append(f"labels    {balance:.3f} positive")
+            for layer in cache.layers:
+                lines.append(
+                    f"  features/layer_{layer:02d}  ({cache.n}, {cache.d}) "
+                    f"{meta.get('dtype')}"
+                )
+            print("\n".join(lines))
+            if args.validate:
+                cache.validate()
+                print("valid     all values finite, labels binary, ids unique")
+    except CacheError as e:
+        print(f"probe-lab info: error: {e}", file=sys.stderr)
+        return 1
+    return 0

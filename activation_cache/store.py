@@ -1,0 +1,581 @@
+"""The HDF5 cache file: schema, resumable writer, reader and join by example id.
+
+Layout of a cache file (format ``probe-lab-cache``, version 1)::
+
+    /                      attributes: settings, fingerprints, versions, complete
+    /ids, /texts           (n,) UTF-8 strings: stable example id, task text
+    /labels                (n,) int8, 0 or 1
+    /n_chars, /n_tokens    (n,) int32: prompt length in characters and in tokens
+    /extra/<field>         (n,) UTF-8 strings: the task's extra fields
+    /features/layer_LL     (n, d) float16 or float32, chunked by rows, uncompressed;
+                           LL is the hidden_states index (0 = embeddings,
+                           i = output of block i)
+    /plan/order            (n,) int64: rows in processing order (length-bucketed)
+    /plan/bounds           (n_batches + 1,) int64; batch b: order[bounds[b]:bounds[b+1]]
+    /plan/batches_done     () int64: batches fully written, flushed after each batch
+
+Everything except the feature rows and the counter is written and flushed when the file
+is created, and the feature datasets are allocated then; afterwards a run only
+overwrites raw data in place, so a process killed at any point leaves a readable file
+that resumes where the counter says. A file joining shards written by several
+processes holds its features as HDF5 virtual datasets over the shard files (kept next
+to it) and has no plan group.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Cache",
+    "CacheError",
+    "Writer",
+    "create_cache",
+    "feature_name",
+    "join",
+    "open_cache",
+    "read_state",
+    "write_virtual",
+]
+
+FORMAT = "probe-lab-cache"
+FORMAT_VERSION = 1
+LAYER_CONVENTION = "hidden_states index: 0 = embeddings, i = output of block i"
+_STR = h5py.string_dtype("utf-8")
+_CHUNK_BYTES = 1 << 20
+
+
+class CacheError(RuntimeError):
+    """A cache file that is missing, foreign, corrupt, incomplete or inconsistent."""
+
+
+def feature_name(layer: int) -> str:
+    """Dataset path of a layer's features, e.g. ``features/layer_06``."""
+    return f"features/layer_{layer:02d}"
+
+
+def _to_python(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return [_to_python(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _open_h5(path: Path, mode: str = "r", **kwargs: object) -> h5py.File:
+    if not path.exists():
+        raise CacheError(f"no cache file at {path}")
+    try:
+        return h5py.File(path, mode, **kwargs)
+    except OSError as e:
+        raise CacheError(
+            f"{path} is not a readable HDF5 file (truncated, corrupt or not HDF5): "
+            f"{e}. Re-run the extraction to a new --out to recreate it"
+        ) from e
+
+
+def _check_format(path: Path, attrs: dict[str, object]) -> None:
+    if attrs.get("format") != FORMAT:
+        raise CacheError(
+            f"{path} is an HDF5 file but not a probe-lab cache (its 'format' attribute "
+            f"is {attrs.get('format')!r}, expected {FORMAT!r}); write caches with "
+            "activation_cache.extract or `probe-lab extract`"
+        )
+    if attrs.get("format_version") != FORMAT_VERSION:
+        raise CacheError(
+            f"{path} has cache format version {attrs.get('format_version')}, this "
+            f"reader reads version {FORMAT_VERSION}; use the matching probe-lab "
+            "release or re-extract the cache"
+        )
+
+
+def read_state(path: str | Path) -> tuple[dict[str, object], int]:
+    """Read a cache file's attributes and progress, without its arrays.
+
+    Args:
+        path: the cache file.
+
+    Returns:
+        (attributes as Python values, batches done); raises `CacheError` on a foreign,
+        corrupt or wrong-version file.
+    """
+    path = Path(path)
+    with _open_h5(path) as f:
+        attrs = {k: _to_python(v) for k, v in f.attrs.items()}
+        _check_format(path, attrs)
+        done = int(f["plan/batches_done"][()]) if "plan" in f else 0
+    return attrs, done
+
+
+def create_cache(
+    path: str | Path,
+    *,
+    attrs: dict[str, object],
+    ids: Sequence[str],
+    texts: Sequence[str],
+    labels: np.ndarray,
+    n_chars: np.ndarray,
+    n_tokens: np.ndarray,
+    extra: dict[str, Sequence[str]],
+    layers: Sequence[int],
+    d: int,
+    dtype: str,
+    order: np.ndarray,
+    bounds: np.ndarray,
+) -> None:
+    """Create an empty cache: metadata, per-example data, plan and allocated features.
+
+    Args:
+        path: file to create (must not exist).
+        attrs: file attributes (settings and fingerprints); format, version, layer
+            convention and ``complete=False`` are added.
+        ids, texts: (n,) example ids and texts.
+        labels: (n,) 0/1 labels.
+        n_chars, n_tokens: (n,) prompt lengths.
+        extra: extra string fields, each (n,).
+        layers: hidden_states indices to store.
+        d: hidden width.
+        dtype: stored dtype, ``"float16"`` or ``"float32"``.
+        order: (n,) rows in processing order.
+        bounds: (n_batches + 1,) batch boundaries into ``order``.
+    """
+    n = len(ids)
+    with h5py.File(path, "w-") as f:
+        f.attrs.update(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "layer_convention": LAYER_CONVENTION,
+                **attrs,
+                "layers": np.asarray(layers, dtype=np.int64),
+                "complete": False,
+            }
+        )
+        f.create_dataset("ids", data=list(ids), dtype=_STR)
+        f.create_dataset("texts", data=list(texts), dtype=_STR)
+        f.create_dataset("labels", data=np.asarray(labels, dtype=np.int8))
+        f.create_dataset("n_chars", data=np.asarray(n_chars, dtype=np.int32))
+        f.create_dataset("n_tokens", data=np.asarray(n_tokens, dtype=np.int32))
+        group = f.create_group("extra")
+        for name, values in extra.items():
+            group.create_dataset(name, data=list(values), dtype=_STR)
+        plan = f.create_group("plan")
+        plan.create_dataset("order", data=np.asarray(order, dtype=np.int64))
+        plan.create_dataset("bounds", data=np.asarray(bounds, dtype=np.int64))
+        _create_early(plan, "batches_done", (), np.dtype(np.int64), None)
+        plan["batches_done"][()] = 0
+        item = np.dtype(dtype)
+        rows = max(1, min(n, _CHUNK_BYTES // (d * item.itemsize)))
+        for layer in layers:
+            _create_early(f, feature_name(layer), (n, d), item, (rows, d))
+
+
+def _create_early(
+    group: h5py.Group,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    chunks: tuple[int, ...] | None,
+) -> None:
+    """Create a dataset whose storage is allocated now, so later writes are raw data."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    if chunks is not None:
+        dcpl.set_chunk(chunks)
+    space = h5py.h5s.create_simple(shape) if shape else h5py.h5s.create(h5py.h5s.SCALAR)
+    parent, _, leaf = name.rpartition("/")
+    target = group.require_group(parent) if parent else group
+    h5py.h5d.create(target.id, leaf.encode(), h5py.h5t.py_create(dtype), space, dcpl)
+
+
+class Writer:
+    """Writes batches of feature rows to a created cache from a background thread.
+
+    Each batch's rows are written to every layer, the file is flushed, then the
+    ``plan/batches_done`` counter is advanced and flushed, so the counter never covers
+    a batch that is not on disk.
+
+    Args:
+        path: a file made by `create_cache`.
+        layers: the stored layers, in the order of the arrays given to `put`.
+        on_batch: called from the writer thread after each batch is committed, with
+            (batches done, total batches).
+        depth: batches that may wait in the queue.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        layers: Sequence[int],
+        *,
+        on_batch: Callable[[int, int], None] | None = None,
+        depth: int = 2,
+    ):
+        self._file = h5py.File(path, "r+", rdcc_nbytes=0)
+        self._datasets = [self._file[feature_name(layer)] for layer in layers]
+        self._counter = self._file["plan/batches_done"]
+        self._n_batches = len(self._file["plan/bounds"]) - 1
+        self._on_batch = on_batch
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def batches_done(self) -> int:
+        """Batches committed to the file so far."""
+        return int(self._counter[()])
+
+    def put(self, batch: int, rows: np.ndarray, features: np.ndarray) -> None:
+        """Queue one batch for writing.
+
+        Args:
+            batch: the batch's index in the plan (batches must come in plan order).
+            rows: (B,) dataset rows of the batch.
+            features: (L, B, d) features, already in the stored dtype.
+        """
+        self._raise_if_failed()
+        self._queue.put((batch, rows, features))
+
+    def close(self, *, complete: bool) -> None:
+        """Wait for queued batches, then close the file.
+
+        Args:
+            complete: mark the file complete (all batches must be written).
+        """
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            self._raise_if_failed()
+            if complete:
+                if self.batches_done != self._n_batches:
+                    raise CacheError(
+                        f"{self._file.filename}: only {self.batches_done} of "
+                        f"{self._n_batches} batches were written"
+                    )
+                self._file.attrs["complete"] = True
+        finally:
+            self._file.close()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise CacheError(
+                f"writing the cache failed: {self._error}"
+            ) from self._error
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self._write(*item)
+            except BaseException as e:  # handed to the main thread by put/close
+                self._error = e
+
+    def _write(self, batch: int, rows: np.ndarray, features: np.ndarray) -> None:
+        if batch != self.batches_done:
+            raise CacheError(f"batch {batch} arrived, expected {self.batches_done}")
+        sort = np.argsort(rows)
+        rows = rows[sort]
+        for dataset, values in zip(self._datasets, features, strict=True):
+            dataset[rows] = values[sort]
+        self._file.flush()
+        self._counter[()] = batch + 1
+        self._file.flush()
+        if self._on_batch is not None:
+            self._on_batch(batch + 1, self._n_batches)
+
+
+def write_virtual(
+    path: str | Path,
+    shard_paths: Sequence[str | Path],
+    *,
+    attrs: dict[str, object],
+    ids: Sequence[str],
+    texts: Sequence[str],
+    labels: np.ndarray,
+    n_chars: np.ndarray,
+    extra: dict[str, Sequence[str]],
+) -> None:
+    """Write the main file joining complete shard files with virtual datasets.
+
+    Args:
+        path: main file to write (replaced if it exists).
+        shard_paths: complete shard files, in row order, in the same folder as ``path``.
+        attrs: file attributes of the whole cache.
+        ids, texts, labels, n_chars, extra: per-example data of all rows.
+    """
+    path = Path(path)
+    shards = [Cache(p) for p in shard_paths]
+    n, d = len(ids), shards[0].d
+    n_tokens = np.concatenate([s.n_tokens for s in shards])
+    if sum(s.n for s in shards) != n:
+        raise CacheError(f"shards of {path} hold {n_tokens.size} rows, expected {n}")
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "layer_convention": LAYER_CONVENTION,
+                **attrs,
+                "layers": np.asarray(shards[0].layers, dtype=np.int64),
+                "shards": json.dumps([Path(p).name for p in shard_paths]),
+                "complete": True,
+            }
+        )
+        f.create_dataset("ids", data=list(ids), dtype=_STR)
+        f.create_dataset("texts", data=list(texts), dtype=_STR)
+        f.create_dataset("labels", data=np.asarray(labels, dtype=np.int8))
+        f.create_dataset("n_chars", data=np.asarray(n_chars, dtype=np.int32))
+        f.create_dataset("n_tokens", data=n_tokens.astype(np.int32))
+        group = f.create_group("extra")
+        for name, values in extra.items():
+            group.create_dataset(name, data=list(values), dtype=_STR)
+        dtype = np.dtype(shards[0].meta["dtype"])
+        for layer in shards[0].layers:
+            layout = h5py.VirtualLayout(shape=(n, d), dtype=dtype)
+            start = 0
+            for shard in shards:
+                source = h5py.VirtualSource(
+                    shard.path.name, feature_name(layer), shape=(shard.n, d)
+                )
+                layout[start : start + shard.n] = source
+                start += shard.n
+            f.create_virtual_dataset(feature_name(layer), layout, fillvalue=np.nan)
+    tmp.replace(path)
+
+
+class Cache:
+    """A cache file opened for reading.
+
+    Per-example arrays are read when the cache is opened; texts and features are read
+    on demand. Usable as a context manager, which keeps the file open for the block;
+    without one, each read opens and closes the file.
+
+    Args:
+        path: the cache file.
+        allow_partial: open an incomplete file, exposing only the rows written so far.
+    """
+
+    def __init__(self, path: str | Path, *, allow_partial: bool = False):
+        self.path = Path(path)
+        self._file: h5py.File | None = None
+        with self._handle() as f:
+            self.meta: dict[str, object] = {
+                k: _to_python(v) for k, v in f.attrs.items()
+            }
+            _check_format(self.path, self.meta)
+            self.complete = bool(self.meta.get("complete"))
+            self._rows: np.ndarray | None = None
+            if not self.complete:
+                order, bounds = f["plan/order"][()], f["plan/bounds"][()]
+                done = int(f["plan/batches_done"][()])
+                if not allow_partial:
+                    raise CacheError(
+                        f"{self.path} is incomplete ({bounds[done]} of {order.size} "
+                        "rows written); finish it by running the same extract command "
+                        "again, or open it with allow_partial=True"
+                    )
+                self._rows = np.sort(order[: bounds[done]])
+            self.layers: list[int] = [int(x) for x in self.meta["layers"]]
+            self.ids: np.ndarray = self._read(f, "ids").astype(str)
+            self.labels: np.ndarray = self._read(f, "labels").astype(np.int8)
+            self.n_chars: np.ndarray = self._read(f, "n_chars")
+            self.n_tokens: np.ndarray = self._read(f, "n_tokens")
+            first = f[feature_name(self.layers[0])]
+            self.d: int = int(first.shape[1])
+            self._check_sources(f)
+
+    def __enter__(self) -> Cache:
+        self._file = _open_h5(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Cache({str(self.path)!r}, model={self.meta.get('model')!r}, "
+            f"task={self.meta.get('task')!r}, n={self.n}, d={self.d}, "
+            f"layers={self.layers})"
+        )
+
+    def close(self) -> None:
+        """Close the file held open by a ``with`` block (reads reopen it)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    @property
+    def n(self) -> int:
+        """Number of rows (rows written so far for a partial cache)."""
+        return int(self.ids.size)
+
+    @property
+    def fingerprint(self) -> str:
+        """The task fingerprint: sha256 over all the task's texts and labels."""
+        return str(self.meta["task_fingerprint"])
+
+    @cached_property
+    def texts(self) -> np.ndarray:
+        """(n,) object array of the task texts."""
+        with self._handle() as f:
+            return self._read(f, "texts").astype(object)
+
+    @cached_property
+    def extra(self) -> dict[str, np.ndarray]:
+        """The task's extra fields, each an (n,) object array."""
+        with self._handle() as f:
+            return {k: self._read(f, f"extra/{k}").astype(object) for k in f["extra"]}
+
+    def features(self, layer: int) -> np.ndarray:
+        """Read one layer's features in one contiguous read.
+
+        Args:
+            layer: hidden_states index (0 = embeddings, i = after block i; negative
+                counts from the model's last, e.g. -1 = the final layer).
+
+        Returns:
+            (n, d) array in the stored dtype.
+        """
+        name = feature_name(self._resolve(layer))
+        with self._handle() as f:
+            dataset = f[name]
+            out = np.empty(dataset.shape, dtype=dataset.dtype)
+            if out.size:
+                dataset.read_direct(out)
+        return out if self._rows is None else out[self._rows]
+
+    def validate(self) -> None:
+        """Check labels, ids, lengths and that every feature value is finite.
+
+        Raises:
+            CacheError naming each problem found.
+        """
+        problems = []
+        if not np.isin(self.labels, (0, 1)).all():
+            problems.append("labels other than 0/1")
+        unique, counts = np.unique(self.ids, return_counts=True)
+        if (counts > 1).any():
+            problems.append(f"duplicate ids (e.g. {unique[counts > 1][0]!r})")
+        for name in ("labels", "n_chars", "n_tokens"):
+            if len(getattr(self, name)) != self.n:
+                problems.append(
+                    f"{name} has {len(getattr(self, name))} rows, not {self.n}"
+                )
+        for layer in self.layers:
+            x = self.features(layer)
+            if x.shape != (self.n, self.d):
+                problems.append(
+                    f"layer {layer} has shape {x.shape}, not {(self.n, self.d)}"
+                )
+            bad = ~np.isfinite(x).all(axis=1)
+            if bad.any():
+                problems.append(
+                    f"layer {layer}: {int(bad.sum())} rows with NaN or inf "
+                    f"(first id {self.ids[np.argmax(bad)]!r})"
+                )
+        if problems:
+            raise CacheError(f"{self.path} failed validation: " + "; ".join(problems))
+
+    def _resolve(self, layer: int) -> int:
+        blocks = int(self.meta["n_blocks"])
+        resolved = layer + blocks + 1 if layer < 0 else layer
+        if resolved not in self.layers:
+            raise CacheError(
+                f"layer {layer} is not stored in {self.path}; stored layers "
+                f"(hidden_states index, 0 = embeddings, model has {blocks} blocks): "
+                f"{self.layers}"
+            )
+        return resolved
+
+    @contextmanager
+    def _handle(self) -> Iterator[h5py.File]:
+        if self._file is not None:
+            yield self._file
+            return
+        with _open_h5(self.path) as f:
+            yield f
+
+    def _read(self, f: h5py.File, name: str) -> np.ndarray:
+        dataset = f[name]
+        values = dataset.asstr()[()] if dataset.dtype.kind == "O" else dataset[()]
+        values = np.asarray(values)
+        return values if self._rows is None else values[self._rows]
+
+    def _check_sources(self, f: h5py.File) -> None:
+        dataset = f[feature_name(self.layers[0])]
+        if not dataset.is_virtual:
+            return
+        for source in dataset.virtual_sources():
+            shard = self.path.parent / source.file_name
+            if not shard.exists():
+                raise CacheError(
+                    f"{self.path} joins shard files and {shard} is missing; keep the "
+                    "shard files in the same folder as the main file"
+                )
+
+
+def open_cache(path: str | Path, *, allow_partial: bool = False) -> Cache:
+    """Open a cache file for reading.
+
+    Args:
+        path: the cache file.
+        allow_partial: open an incomplete file (only the rows written so far).
+
+    Returns:
+        The `Cache`.
+    """
+    return Cache(path, allow_partial=allow_partial)
+
+
+def join(a: Cache, b: Cache) -> tuple[np.ndarray, np.ndarray]:
+    """Align the rows of two caches by example id.
+
+    Args:
+        a, b: caches of the same task rows (e.g. two models).
+
+    Returns:
+        (idx_a, idx_b): int64 arrays with ``a.ids[idx_a] == b.ids[idx_b]``, over the
+        ids in both, in ``a``'s row order.
+    """
+    for cache in (a, b):
+        unique, counts = np.unique(cache.ids, return_counts=True)
+        if (counts > 1).any():
+            raise CacheError(
+                f"{cache.path} has duplicate example ids (e.g. "
+                f"{unique[counts > 1][0]!r}); ids must be unique to join caches"
+            )
+    _, idx_a, idx_b = np.intersect1d(
+        a.ids, b.ids, assume_unique=True, return_indices=True
+    )
+    if idx_a.size == 0:
+        raise CacheError(
+            f"{a.path} (task {a.meta.get('task')!r}) and {b.path} (task "
+            f"{b.meta.get('task')!r}) share no example ids; extract both from the "
+            "same task"
+        )
+    keep = np.argsort(idx_a)
+    idx_a, idx_b = idx_a[keep].astype(np.int64), idx_b[keep].astype(np.int64)
+    differ = a.labels[idx_a] != b.labels[idx_b]
+    if differ.any():
+        raise CacheError(
+            f"{a.path} and {b.path} give different labels to {int(differ.sum())} "
+            f"shared ids (e.g. {a.ids[idx_a][differ][0]!r}); they are not the same task"
+        )
+    return idx_a, idx_b
