@@ -1,5 +1,6 @@
 """probe-lab: a fast linear-probe sandbox for weak-to-strong generalization."""
 
+from probe_lab import metrics
 from probe_lab.train import Probes, TrainConfig, train_probes
 
-__all__ = ["Probes", "TrainConfig", "train_probes"]
+__all__ = ["Probes", "TrainConfig", "metrics", "train_probes"]

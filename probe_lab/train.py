@@ -193,16 +193,28 @@ class Probes:
 
     def predict_proba(self, features: Any) -> jax.Array:
         """``(P, n)`` probability of label 1 for every probe on ``(n, d)`` features."""
-        return jax.nn.sigmoid(self.logits(features))
+        x = _as_features(features, self.weights.shape[1])
+        return _proba(x, self.weights, self.bias)
 
     def predict(self, features: Any) -> jax.Array:
         """``(P, n)`` hard predictions in {0, 1} (int8)."""
-        return (self.logits(features) > 0).astype(jnp.int8)
+        x = _as_features(features, self.weights.shape[1])
+        return _predict(x, self.weights, self.bias)
 
 
 @jax.jit
 def _logits(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     return (x.astype(jnp.float32) @ w.T).T + b[:, None]
+
+
+@jax.jit
+def _proba(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    return jax.nn.sigmoid(_logits(x, w, b))
+
+
+@jax.jit
+def _predict(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    return (_logits(x, w, b) > 0).astype(jnp.int8)
 
 
 def _as_features(features: Any, d: int | None = None) -> jax.Array:
@@ -286,9 +298,12 @@ def train_probes(
                 x_on[dev], *rotated[shared], inputs, **lbfgs.static_args(config)
             )
         else:
-            chunk_key = jax.random.fold_in(key, chunk.order_key)
             out = _train_chunk_adam(
-                x_on[dev], inputs, chunk_key, **_adam_static(config, plan)
+                x_on[dev],
+                inputs,
+                key,
+                np.uint32(chunk.order_key),
+                **_adam_static(config, plan),
             )
         pending.append((chunk, out))
     bar = tqdm(
@@ -396,6 +411,7 @@ def _train_chunk_adam(
     x: jax.Array,
     c: _plan.ChunkInputs,
     key: jax.Array,
+    order_key: jax.Array,
     *,
     epochs: int,
     batch_size: int,
@@ -411,6 +427,7 @@ def _train_chunk_adam(
 ) -> dict[str, jax.Array]:
     """Train one chunk of probes that share training rows and minibatch order."""
     d = x.shape[1]
+    key = jax.random.fold_in(key, order_key)
     n_pad = steps * batch_size
     xr = _plan.standardized_rows(x, c)  # (n_max, d) float32, in row-set order
     xe = _plan.standardized_eval(x, c)  # (m, d)

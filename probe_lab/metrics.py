@@ -1,0 +1,192 @@
+"""Accuracy, agreement, performance gap recovered (PGR) and bootstrap intervals.
+
+Every function is vectorized over leading axes: predictions ``(P, n)`` give ``(P,)``
+results; ``(n,)`` gives a scalar. Predictions may be probabilities (hardened at 0.5),
+logits are not accepted (harden them first).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "PGRWarning",
+    "accuracy",
+    "agreement",
+    "bootstrap_interval",
+    "bootstrap_pgr",
+    "pgr",
+    "pgr_reason",
+]
+
+NO_GAP = "ceiling <= weak: no performance gap to recover"
+
+
+class PGRWarning(UserWarning):
+    """PGR is undefined (NaN) for some entries; the message says why."""
+
+
+def _hard(values: Any) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype == bool:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        if array.size and (np.nanmin(array) < 0 or np.nanmax(array) > 1):
+            raise ValueError(
+                "predictions must be probabilities in [0, 1] or hard {0, 1} labels; "
+                "got values outside [0, 1] (logits? apply a sigmoid first)"
+            )
+        return array >= 0.5
+    if not np.isin(array, (0, 1)).all():
+        raise ValueError("integer predictions and labels must be 0 or 1")
+    return array.astype(bool)
+
+
+def _masked_mean(hits: np.ndarray, rows: Any) -> np.ndarray:
+    if rows is None:
+        return hits.mean(axis=-1)
+    rows = np.broadcast_to(np.asarray(rows, bool), hits.shape)
+    count = rows.sum(axis=-1)
+    if np.any(count == 0):
+        raise ValueError("rows selects no examples for at least one probe")
+    return (hits & rows).sum(axis=-1) / count
+
+
+def accuracy(pred: Any, labels: Any, rows: Any = None) -> np.ndarray:
+    """Share of rows where hardened predictions equal the labels.
+
+    Args:
+        pred: ``(..., n)`` probabilities or hard labels.
+        labels: ``(n,)`` or ``(..., n)`` labels in {0, 1} (soft labels are hardened
+            at 0.5).
+        rows: optional bool ``(n,)`` or ``(..., n)``: rows to score.
+
+    Returns:
+        ``(...)`` accuracies in [0, 1].
+    """
+    return _masked_mean(_hard(pred) == _hard(labels), rows)
+
+
+def agreement(a: Any, b: Any, rows: Any = None) -> np.ndarray:
+    """Share of rows where two sets of hardened predictions agree.
+
+    Args:
+        a, b: ``(..., n)`` probabilities or hard labels, broadcastable.
+        rows: optional bool rows to compare.
+
+    Returns:
+        ``(...)`` agreement in [0, 1].
+    """
+    return _masked_mean(_hard(a) == _hard(b), rows)
+
+
+def pgr_reason(weak: Any, ceiling: Any) -> np.ndarray:
+    """Why PGR is undefined for each entry: ``""`` where it is defined."""
+    gap = np.asarray(ceiling, np.float64) - np.asarray(weak, np.float64)
+    return np.where(gap > 0, "", NO_GAP)
+
+
+def pgr(weak: Any, student: Any, ceiling: Any, *, warn: bool = True) -> np.ndarray:
+    """Performance gap recovered: ``(student - weak) / (ceiling - weak)``.
+
+    Args:
+        weak: weak supervisor performance (accuracy), broadcastable.
+        student: weak-to-strong student performance.
+        ceiling: strong ceiling performance (trained on ground truth).
+        warn: emit a :class:`PGRWarning` naming the reason when entries are NaN.
+
+    Returns:
+        PGR as float64; NaN where ``ceiling <= weak`` (there is no gap to recover,
+        see :func:`pgr_reason`).
+    """
+    weak, student, ceiling = (
+        np.asarray(v, np.float64) for v in np.broadcast_arrays(weak, student, ceiling)
+    )
+    gap = ceiling - weak
+    defined = gap > 0
+    out = np.where(defined, (student - weak) / np.where(defined, gap, 1.0), np.nan)
+    if warn and not np.all(defined):
+        warnings.warn(
+            f"PGR is NaN for {int((~defined).sum())} of {defined.size} entries: "
+            f"{NO_GAP}",
+            PGRWarning,
+            stacklevel=2,
+        )
+    return out
+
+
+def bootstrap_interval(
+    values: Any,
+    *,
+    statistic: Callable[[np.ndarray], Any] = np.mean,
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a statistic over seeds (axis 0).
+
+    Args:
+        values: ``(S,)`` one value per seed (NaNs are dropped).
+        statistic: called as ``statistic(resamples, axis=1)`` on the resampled
+            ``(n_boot, S)`` array; defaults to the mean.
+        confidence: central coverage of the interval.
+        n_boot: bootstrap resamples.
+        seed: seed of the resampling generator.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` with fewer than 2 finite values.
+    """
+    x = np.asarray(values, np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    stats = np.asarray(statistic(x[idx], axis=1))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(stats, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_pgr(
+    weak: Any,
+    student: Any,
+    ceiling: Any,
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval of PGR over seeds, resampling seeds jointly.
+
+    Each resample draws seeds with replacement and computes the PGR of the mean
+    weak, student and ceiling accuracies over the drawn seeds (the paper's PGR of
+    averaged performances).
+
+    Args:
+        weak, student, ceiling: ``(S,)`` accuracies per seed.
+
+    Returns:
+        ``(low, high)``; NaN bounds when fewer than 2 seeds or no resample has a gap.
+    """
+    w, s, c = (np.asarray(v, np.float64).reshape(-1) for v in (weak, student, ceiling))
+    if not w.size == s.size == c.size:
+        raise ValueError(
+            f"weak, student and ceiling need one value per seed each, got sizes "
+            f"{w.size}, {s.size}, {c.size}"
+        )
+    if w.size < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, w.size, size=(n_boot, w.size))
+    values = pgr(w[idx].mean(1), s[idx].mean(1), c[idx].mean(1), warn=False)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)

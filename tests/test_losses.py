@@ -1,0 +1,89 @@
+"""The confidence loss against a float64 NumPy reference of the paper's formula."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from probe_lab import TrainConfig, train_probes
+from probe_lab.losses import binary_xent, confidence_targets, harden_to_balance
+
+
+def reference_confidence_loss(logits, weak, mask, alpha):
+    """L_conf = (1 - a) CE(f, f_w) + a CE(f, hard_t(f)), float64, per probe.
+
+    hard_t(f) is 1 for the round(m * mean weak) rows with the largest logits.
+    """
+    logits, weak = logits.astype(np.float64), weak.astype(np.float64)
+    n_probes = logits.shape[1]
+    losses = np.zeros(n_probes)
+    for p in range(n_probes):
+        rows = np.flatnonzero(mask[:, p])
+        z, y = logits[rows, p], weak[rows, p]
+        k = int(np.round(y.sum()))
+        hard = np.zeros(rows.size)
+        if k > 0:
+            hard[z >= np.sort(z)[::-1][k - 1]] = 1.0
+        prob = 1 / (1 + np.exp(-z))
+        ce_weak = -(y * np.log(prob) + (1 - y) * np.log(1 - prob))
+        ce_hard = -(hard * np.log(prob) + (1 - hard) * np.log(1 - prob))
+        losses[p] = np.mean((1 - alpha[p]) * ce_weak + alpha[p] * ce_hard)
+    return losses
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_confidence_loss_equals_float64_reference(soft):
+    rng = np.random.default_rng(1)
+    batch, n_probes = 64, 7
+    logits = rng.normal(scale=2.0, size=(batch, n_probes)).astype(np.float32)
+    weak = rng.random((batch, n_probes))
+    weak = (weak if soft else weak < 0.3).astype(np.float32)
+    mask = rng.random((batch, n_probes)) < 0.8
+    alpha = rng.uniform(0, 1, n_probes).astype(np.float32)
+
+    def loss(z):
+        target = confidence_targets(z, weak, mask, alpha)
+        per_row = binary_xent(z, target) * mask
+        return per_row.sum(0) / mask.sum(0)
+
+    ours = np.asarray(loss(jnp.asarray(logits)))
+    ref = reference_confidence_loss(logits, weak, mask, alpha)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
+
+    # Gradient: the hardened labels are constants, so dL/dz = (p - mixed) / m.
+    grad = np.asarray(jax.grad(lambda z: loss(z).sum())(jnp.asarray(logits)))
+    hard = np.asarray(harden_to_balance(logits, weak, mask))
+    mixed = (1 - alpha) * weak + alpha * hard
+    expected = (1 / (1 + np.exp(-logits.astype(np.float64))) - mixed) * mask
+    np.testing.assert_allclose(grad, expected / mask.sum(0), atol=1e-6)
+
+
+def test_hardening_matches_the_weak_class_balance():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(100, 5)).astype(np.float32)
+    weak = (rng.random((100, 5)) < np.array([0.1, 0.3, 0.5, 0.7, 0.0])).astype(
+        np.float32
+    )
+    hard = np.asarray(harden_to_balance(logits, weak, np.ones((100, 1), bool)))
+    np.testing.assert_array_equal(hard.sum(0), weak.sum(0))
+    for p in range(5):  # the hardened positives are the top logits
+        if weak[:, p].sum():
+            assert logits[hard[:, p] == 1, p].min() > logits[hard[:, p] == 0, p].max()
+
+
+def test_confidence_loss_with_alpha_zero_is_plain_xent():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (rng.random((2, 200)) < 0.5).astype(np.float32)
+    common = dict(epochs=3, batch_size=50)
+    xent = train_probes(x, y, config=TrainConfig(**common))
+    conf = train_probes(
+        x, y, config=TrainConfig(loss="confidence", alpha_max=0.0, **common)
+    )
+    np.testing.assert_allclose(xent.weights, conf.weights, atol=1e-6)
+    strong = train_probes(
+        x, y, config=TrainConfig(loss="confidence", alpha_max=0.75, **common)
+    )
+    assert not np.allclose(xent.weights, strong.weights)

@@ -1,0 +1,54 @@
+"""Metrics against hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from probe_lab import metrics
+
+
+def test_accuracy_and_agreement_by_hand():
+    pred = np.array([[0.9, 0.2, 0.6, 0.4], [1, 1, 0, 0]])
+    labels = np.array([1, 0, 0, 0])
+    np.testing.assert_allclose(metrics.accuracy(pred, labels), [0.75, 0.75])
+    rows = np.array([True, True, False, False])
+    np.testing.assert_allclose(metrics.accuracy(pred, labels, rows), [1.0, 0.5])
+    np.testing.assert_allclose(metrics.agreement(pred[0], pred[1]), 0.5)
+    with pytest.raises(ValueError, match="logits"):
+        metrics.accuracy(np.array([2.0, -1.0]), np.array([1, 0]))
+    with pytest.raises(ValueError, match="selects no examples"):
+        metrics.accuracy(pred, labels, np.zeros(4, bool))
+
+
+def test_pgr_by_hand_and_nan_with_reason():
+    out = metrics.pgr([0.6, 0.7, 0.8], [0.7, 0.7, 0.9], [0.8, 0.9, 0.8], warn=False)
+    np.testing.assert_allclose(out[:2], [0.5, 0.0])
+    assert np.isnan(out[2])
+    with pytest.warns(metrics.PGRWarning, match="no performance gap"):
+        metrics.pgr(0.8, 0.85, 0.75)
+    reasons = metrics.pgr_reason([0.6, 0.8], [0.8, 0.8])
+    assert reasons[0] == "" and "ceiling <= weak" in reasons[1]
+
+
+def test_bootstrap_interval_covers_and_is_reproducible():
+    values = np.array([0.50, 0.52, 0.55, 0.49, 0.51, 0.53])
+    low, high = metrics.bootstrap_interval(values, seed=1)
+    assert low < values.mean() < high
+    assert (low, high) == metrics.bootstrap_interval(values, seed=1)
+    assert values.min() <= low and high <= values.max()
+    assert np.isnan(metrics.bootstrap_interval([0.5])[0])
+
+
+def test_bootstrap_pgr_matches_resampled_means():
+    weak = np.array([0.60, 0.62, 0.61])
+    student = np.array([0.70, 0.74, 0.72])
+    ceiling = np.array([0.80, 0.82, 0.81])
+    low, high = metrics.bootstrap_pgr(weak, student, ceiling, seed=0)
+    point = metrics.pgr(weak.mean(), student.mean(), ceiling.mean())
+    assert low <= point <= high
+    # Every resample is a mix of these three seeds: PGR lies in their hull.
+    per_seed = metrics.pgr(weak, student, ceiling)
+    assert per_seed.min() - 1e-9 <= low and high <= per_seed.max() + 1e-9
+    with pytest.raises(ValueError, match="one value per seed"):
+        metrics.bootstrap_pgr(weak, student[:2], ceiling)

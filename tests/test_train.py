@@ -1,0 +1,260 @@
+"""The Adam trainer: batched equals single, masks hold, early stopping, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import make_problem
+
+from probe_lab import TrainConfig, train_probes
+from probe_lab.train import _train_chunk_adam
+
+FAST = TrainConfig(epochs=6, batch_size=32)
+
+
+def split(n, frac=0.75):
+    train = np.arange(n) < int(n * frac)
+    return train, ~train
+
+
+def test_batched_run_equals_loop_of_single_probes(problem):
+    x, y, _ = problem
+    train, val = split(x.shape[0])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    batch = train_probes(x, y, train, val, config=FAST, key=3, groups=groups)
+    for p in range(y.shape[0]):
+        one = train_probes(
+            x, y[p], train, val, config=FAST, key=3, groups=groups[p : p + 1]
+        )
+        np.testing.assert_allclose(one.weights[0], batch.weights[p], atol=2e-5)
+        np.testing.assert_allclose(one.bias[0], batch.bias[p], atol=2e-5)
+        assert one.best_epoch[0] == batch.best_epoch[p]
+
+
+def test_order_groups_change_minibatch_order(problem):
+    x, y, _ = problem
+    same = train_probes(x, np.stack([y[0], y[0]]), config=FAST, groups=[0, 0])
+    other = train_probes(x, np.stack([y[0], y[0]]), config=FAST, groups=[0, 1])
+    np.testing.assert_array_equal(same.weights[0], same.weights[1])
+    assert not np.allclose(other.weights[0], other.weights[1])
+
+
+def test_learns_planted_direction_and_beats_chance():
+    x, y, _ = make_problem(n=600, d=10, noise=0.3)
+    train, test = split(600)
+    probes = train_probes(x, y, train, config=TrainConfig(epochs=30, batch_size=32))
+    acc = (np.asarray(probes.predict(x)) == y)[:, test].mean(axis=1)
+    assert acc.min() > 0.85
+
+
+def test_feature_mask_weights_stay_exactly_zero(problem):
+    x, y, _ = problem
+    d = x.shape[1]
+    ks = np.array([1, 2, 4, 6, 9, 12])
+    mask = np.arange(d)[None, :] < ks[:, None]
+    for config in (FAST, TrainConfig(solver="lbfgs", l2=1e-2)):
+        probes = train_probes(x, y, feature_mask=mask, config=config)
+        w = np.asarray(probes.weights)
+        assert np.all(w[~mask] == 0.0)
+        assert np.all(np.abs(w[mask]) > 0)
+
+
+def test_rows_outside_train_and_val_do_not_matter(problem):
+    x, y, _ = problem
+    n = x.shape[0]
+    train = np.arange(n) % 3 == 0
+    val = np.arange(n) % 3 == 1
+    y2 = y.copy()
+    y2[:, ~(train | val)] = 1 - y2[:, ~(train | val)]
+    a = train_probes(x, y, train, val, config=FAST)
+    b = train_probes(x, y2, train, val, config=FAST)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    # ... and rows of the training set do matter.
+    y3 = y.copy()
+    y3[:, train] = 1 - y3[:, train]
+    c = train_probes(x, y3, train, val, config=FAST)
+    assert not np.allclose(a.weights, c.weights)
+
+
+def test_per_probe_train_rows_form_separate_row_sets(problem):
+    x, y, _ = problem
+    n = x.shape[0]
+    rows = np.stack([np.arange(n) < n // 2, np.arange(n) >= n // 2])
+    both = train_probes(x, y[:2], rows, config=FAST)
+    for p in range(2):
+        one = train_probes(x, y[p], rows[p], config=FAST)
+        np.testing.assert_allclose(one.weights[0], both.weights[p], atol=2e-5)
+
+
+def test_early_stopping_returns_best_validation_epoch(problem):
+    x, y, _ = problem
+    train, val = split(x.shape[0], 0.5)
+    config = TrainConfig(epochs=12, batch_size=16, lr=0.05)
+    probes = train_probes(x, y, train, val, config=config)
+    curve = probes.history["val_agreement"]  # (epochs, P)
+    np.testing.assert_array_equal(probes.best_epoch, curve.argmax(axis=0) + 1)
+    for p in range(y.shape[0]):
+        epochs = int(probes.best_epoch[p])
+        rerun = train_probes(
+            x, y[p], train, config=TrainConfig(epochs=epochs, batch_size=16, lr=0.05)
+        )
+        np.testing.assert_allclose(rerun.weights[0], probes.weights[p], atol=2e-5)
+        agree = (np.asarray(probes.predict(x))[p] == (y[p] >= 0.5))[val].mean()
+        assert agree == pytest.approx(curve[epochs - 1, p], abs=1e-6)
+
+
+def test_eval_sets_record_accuracy_per_epoch(problem):
+    x, y, _ = problem
+    train, test = split(x.shape[0])
+    truth = y[0].astype(int)
+    probes = train_probes(x, y, train, config=FAST, eval_sets={"test": (test, truth)})
+    curve = probes.history["test_acc"]
+    assert curve.shape == (FAST.epochs, y.shape[0])
+    final = (np.asarray(probes.predict(x)) == truth)[:, test].mean(axis=1)
+    np.testing.assert_allclose(curve[-1], final, atol=1e-6)
+    assert probes.history["train_loss"].shape == (FAST.epochs, y.shape[0])
+
+
+def test_soft_targets_and_float16_features(problem):
+    x, y, _ = problem
+    soft = np.clip(y * 0.8 + 0.1, 0, 1)
+    a = train_probes(x.astype(np.float16), soft, config=FAST)
+    b = train_probes(x.astype(np.float16).astype(np.float32), soft, config=FAST)
+    np.testing.assert_allclose(a.weights, b.weights, atol=1e-5)
+
+
+def test_per_probe_learning_rate_and_l2(problem):
+    x, y, _ = problem
+    yy = np.stack([y[0]] * 3)
+    probes = train_probes(x, yy, config=TrainConfig(epochs=6, l2=(0.0, 0.1, 1.0)))
+    norms = np.linalg.norm(np.asarray(probes.weights) * probes.feature_scale, axis=1)
+    assert norms[0] > norms[1] > norms[2]
+    zero = train_probes(x, y[:2], config=TrainConfig(epochs=3, lr=(1e-3, 1e-1)))
+    assert np.linalg.norm(zero.weights[1]) > np.linalg.norm(zero.weights[0])
+
+
+def test_standardize_off_trains_on_raw_features(problem):
+    x, y, _ = problem
+    probes = train_probes(x, y, config=TrainConfig(epochs=3, standardize=False))
+    assert np.all(probes.feature_mean == 0) and np.all(probes.feature_scale == 1)
+
+
+def test_second_call_with_same_shapes_compiles_nothing(problem, compiles):
+    x, y, _ = problem
+    train, val = split(x.shape[0])
+    train_probes(x, y, train, val, config=FAST).predict_proba(x)
+    with compiles() as seen:
+        probes = train_probes(x, 1 - y, train, val, config=FAST, key=7)
+        probes.predict_proba(x)
+    assert seen == []
+
+
+def test_many_chunks_compile_once(problem):
+    x, y, _ = problem
+    yy = np.concatenate([y] * 4)  # 24 probes in chunks of 8
+    config = TrainConfig(epochs=2, probe_chunk=8)
+    before = _train_chunk_adam._cache_size()
+    probes = train_probes(x, yy, config=config, key=11)
+    assert _train_chunk_adam._cache_size() == before + 1
+    # Equal targets in different chunks train identically: chunks are independent.
+    np.testing.assert_array_equal(probes.weights[:6], probes.weights[18:])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(targets=np.zeros((2, 5))), "targets must have shape"),
+        (dict(targets=np.full((2, 240), 1.5)), r"targets must lie in \[0, 1\]"),
+        (dict(targets=np.zeros((0, 240))), "P = 0"),
+        (dict(train_rows=np.zeros(240, bool)), "train_rows selects no rows"),
+        (dict(val_rows=np.zeros(240, bool)), "val_rows selects no rows"),
+        (dict(train_rows=np.ones(7, bool)), "train_rows has shape"),
+        (dict(train_rows=np.ones(240)), "boolean mask"),
+        (dict(feature_mask=np.ones((2, 3), bool)), "feature_mask has shape"),
+        (dict(feature_mask=np.zeros(12, bool)), "selects no features"),
+        (dict(groups=[0]), "groups must be"),
+    ],
+)
+def test_bad_input_names_the_argument(problem, kwargs, message):
+    x, y, _ = problem
+    args = dict(targets=y[:2])
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=message):
+        train_probes(x, config=FAST, **args)
+
+
+def test_non_finite_features_are_refused(problem):
+    x, y, _ = problem
+    x = x.copy()
+    x[5, 2] = np.nan
+    x[9, 0] = np.inf
+    with pytest.raises(
+        ValueError, match=r"NaN or inf in 2 row\(s\), first rows \[5, 9\]"
+    ):
+        train_probes(x, y, config=FAST)
+    with pytest.raises(ValueError, match="features must be 2-D"):
+        train_probes(x[0], y, config=FAST)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(solver="sgd"), "solver must be one of"),
+        (dict(loss="hinge"), "loss must be one of"),
+        (dict(solver="lbfgs"), "needs l2 > 0"),
+        (dict(lr=0.0), "lr must be > 0"),
+        (dict(alpha_max=1.5), "alpha_max must lie"),
+        (dict(epochs=0), "epochs must be >= 1"),
+        (dict(lr=[[1e-3]]), "one value per probe"),
+    ],
+)
+def test_bad_config_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_per_probe_setting_length_must_match(problem):
+    x, y, _ = problem
+    with pytest.raises(ValueError, match="lr has 2 values but there are 6 probes"):
+        train_probes(x, y, config=TrainConfig(epochs=1, lr=(1e-3, 1e-2)))
+
+
+def test_several_devices_give_the_same_probes(problem, tmp_path):
+    """Chunks spread over 4 (forced) host devices train exactly as on one."""
+    x, y, _ = problem
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.concatenate([y] * 3))
+    script = (
+        "import numpy as np, jax, sys\n"
+        "from probe_lab import train_probes, TrainConfig\n"
+        f"x = np.load('{tmp_path}/x.npy'); y = np.load('{tmp_path}/y.npy')\n"
+        "p = train_probes(x, y, config=TrainConfig(epochs=3, probe_chunk=8))\n"
+        f"np.save('{tmp_path}/w' + sys.argv[1] + '.npy', np.asarray(p.weights))\n"
+        "print(len(jax.devices()))\n"
+    )
+    outs = []
+    for devices in ("1", "4"):
+        env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        run = subprocess.run(
+            [sys.executable, "-c", script, devices],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, **env},
+            check=True,
+        )
+        outs.append(run.stdout.strip())
+    assert outs == ["1", "4"]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "w1.npy"), np.load(tmp_path / "w4.npy"), atol=1e-6
+    )
+
+
+def test_probes_is_a_pytree(problem):
+    x, y, _ = problem
+    probes = train_probes(x, y[:2], config=TrainConfig(epochs=1))
+    leaves = jax.tree.leaves(probes)
+    assert any(leaf.shape == (2, x.shape[1]) for leaf in leaves)
