@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -449,6 +449,21 @@ def _check_existing(path: Path, attrs: dict, config: ExtractConfig) -> str:
     return "complete" if found.get("complete") else "resume"
 
 
+@contextlib.contextmanager
+def _transformers_bars(*, enabled: bool) -> Iterator[None]:
+    """Turn transformers' own progress bars off for a block (if not ``enabled``)."""
+    from transformers.utils import logging
+
+    was = logging.is_progress_bar_enabled()
+    if not enabled:
+        logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
+
+
 def _say(config: ExtractConfig, rank: int, message: str) -> None:
     if not config.quiet and rank == 0:
         print(f"activation_cache: {message}", flush=True)
@@ -656,12 +671,13 @@ def _extract_rows(job: _Job, rows: np.ndarray, path: Path, attrs: dict) -> None:
         dtype = torch.float32 if torch.device(device).type == "cpu" else "auto"
     else:
         dtype = getattr(torch, config.model_dtype)
-    model = _load(
-        lambda src, **kw: AutoModel.from_pretrained(src, dtype=dtype, **kw),
-        job.source,
-        config,
-        "model",
-    )
+    with _transformers_bars(enabled=not config.quiet):
+        model = _load(
+            lambda src, **kw: AutoModel.from_pretrained(src, dtype=dtype, **kw),
+            job.source,
+            config,
+            "model",
+        )
     model.to(device).eval()
     forward_params = inspect.signature(model.forward).parameters
     batcher = _Batcher(

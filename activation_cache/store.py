@@ -472,7 +472,7 @@ class Cache:
             problems.append("labels other than 0/1")
         unique, counts = np.unique(self.ids, return_counts=True)
         if (counts > 1).any():
-            problems.append(f"duplicate ids (e.g. {unique[counts > 1][0]!r})")
+            problems.append(f"duplicate ids (e.g. {str(unique[counts > 1][0])!r})")
         for name in ("labels", "n_chars", "n_tokens"):
             if len(getattr(self, name)) != self.n:
                 problems.append(
@@ -488,7 +488,7 @@ class Cache:
             if bad.any():
                 problems.append(
                     f"layer {layer}: {int(bad.sum())} rows with NaN or inf "
-                    f"(first id {self.ids[np.argmax(bad)]!r})"
+                    f"(first id {str(self.ids[np.argmax(bad)])!r})"
                 )
         if problems:
             raise CacheError(f"{self.path} failed validation: " + "; ".join(problems))
@@ -559,7 +559,7 @@ def join(a: Cache, b: Cache) -> tuple[np.ndarray, np.ndarray]:
         if (counts > 1).any():
             raise CacheError(
                 f"{cache.path} has duplicate example ids (e.g. "
-                f"{unique[counts > 1][0]!r}); ids must be unique to join caches"
+                f"{str(unique[counts > 1][0])!r}); ids must be unique to join caches"
             )
     _, idx_a, idx_b = np.intersect1d(
         a.ids, b.ids, assume_unique=True, return_indices=True
@@ -576,6 +576,7 @@ def join(a: Cache, b: Cache) -> tuple[np.ndarray, np.ndarray]:
     if differ.any():
         raise CacheError(
             f"{a.path} and {b.path} give different labels to {int(differ.sum())} "
-            f"shared ids (e.g. {a.ids[idx_a][differ][0]!r}); they are not the same task"
+            f"shared ids (e.g. {str(a.ids[idx_a][differ][0])!r}); they are not the "
+            "same task"
         )
     return idx_a, idx_b

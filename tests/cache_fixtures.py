@@ -1,6 +1,8 @@
 """Tiny models and task files for the activation_cache tests (no downloads).
 
-Import the fixtures into a test module with ``pytest_plugins = ["cache_fixtures"]``.
+Use them from a test module with ``pytest_plugins = ["cache_fixtures"]``; the helper
+functions are fixtures too (``write_cache``, ``save_model``, ``jsonl``), so test modules
+never import this module themselves.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TEXTS = [
@@ -105,7 +108,10 @@ def save_tiny_model(kind: str, folder: Path, *, dtype: str = "float32") -> Path:
             max_position_embeddings=256,
             **common,
         )
-        model, tokenizer = GPTNeoXModel(config), make_byte_tokenizer(bos=False, pad=True)
+        model, tokenizer = (
+            GPTNeoXModel(config),
+            make_byte_tokenizer(bos=False, pad=True),
+        )
     else:
         raise ValueError(kind)
     model.to(getattr(torch, dtype)).save_pretrained(folder)
@@ -135,3 +141,81 @@ def text_task(tmp_path_factory) -> Path:
         for i, t in enumerate(TEXTS)
     ]
     return write_jsonl(path, rows)
+
+
+def write_cache_file(
+    path: Path,
+    ids: list[str],
+    features: dict[int, np.ndarray],
+    *,
+    labels: np.ndarray | None = None,
+    batch_size: int = 4,
+    batches: int | None = None,
+) -> Path:
+    """Write a cache file with given features through the store API (no model).
+
+    Args:
+        path: file to create.
+        ids: (n,) example ids.
+        features: layer -> (n, d) float array (all the same dtype).
+        labels: (n,) labels (default: alternating 0/1).
+        batch_size: rows per batch of the plan.
+        batches: write only this many batches (a partial file); default all.
+
+    Returns:
+        ``path``.
+    """
+    from activation_cache import store
+
+    n = len(ids)
+    layers = sorted(features)
+    first = features[layers[0]]
+    labels = np.arange(n) % 2 if labels is None else labels
+    order = np.arange(n)[::-1].copy()
+    bounds = np.append(np.arange(0, n, batch_size), n)
+    store.create_cache(
+        path,
+        attrs={
+            "task": "synthetic",
+            "task_fingerprint": "sha256:test",
+            "dtype": first.dtype.name,
+            "n_blocks": max(layers),
+            "model": "none",
+        },
+        ids=ids,
+        texts=[f"text {i}" for i in ids],
+        labels=labels,
+        n_chars=np.full(n, 6),
+        n_tokens=np.full(n, 2),
+        extra={"hint": ["h"] * n},
+        layers=layers,
+        d=first.shape[1],
+        dtype=first.dtype.name,
+        order=order,
+        bounds=bounds,
+    )
+    writer = store.Writer(path, layers)
+    total = len(bounds) - 1 if batches is None else batches
+    for b in range(total):
+        rows = order[bounds[b] : bounds[b + 1]]
+        writer.put(b, rows, np.stack([features[layer][rows] for layer in layers]))
+    writer.close(complete=batches is None)
+    return path
+
+
+@pytest.fixture
+def write_cache():
+    """`write_cache_file`: a cache file from given features, without a model."""
+    return write_cache_file
+
+
+@pytest.fixture
+def save_model():
+    """`save_tiny_model`: save a tiny random decoder to a folder."""
+    return save_tiny_model
+
+
+@pytest.fixture
+def jsonl():
+    """`write_jsonl`: write rows to a JSONL file."""
+    return write_jsonl
