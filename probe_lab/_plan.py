@@ -231,6 +231,7 @@ def make_plan(
     groups: Any,
     eval_sets: Mapping[str, tuple[Any, Any]] | None,
     config: TrainConfig,
+    feature_gain: Any = None,
 ) -> Plan:
     """Check every input against the others and group probes into chunks."""
     x = check_features(features)
@@ -348,15 +349,21 @@ def make_plan(
     row_sets_mask, row_set_of = _unique_rows(train)
     row_sets = [np.flatnonzero(m).astype(np.int32) for m in row_sets_mask]
     masks, mask_of = _unique_rows(fmask)
+    gain = np.ones(d) if feature_gain is None else np.asarray(feature_gain, float)
+    if gain.shape != (d,) or not np.all(np.isfinite(gain)) or np.any(gain <= 0):
+        raise ValueError(
+            f"feature_gain must be ({d},) finite positive factors, got shape "
+            f"{gain.shape}"
+        )
     mean, scale = [], []
     for rows in row_sets:
         if config.standardize:
             sub = x[rows].astype(np.float64)
             mean.append(sub.mean(axis=0))
-            scale.append(sub.std(axis=0) + config.standardize_eps)
+            scale.append((sub.std(axis=0) + config.standardize_eps) / gain)
         else:
             mean.append(np.zeros(d))
-            scale.append(np.ones(d))
+            scale.append(1.0 / gain)
 
     # Chunks: probes sharing (order group, row set) -- and for L-BFGS, which has no
     # minibatch order but preconditions per feature mask, (row set, feature mask).

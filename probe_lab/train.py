@@ -239,6 +239,7 @@ def train_probes(
     *,
     groups: Any = None,
     eval_sets: Mapping[str, tuple[Any, Any]] | None = None,
+    feature_gain: Any = None,
     progress: bool = False,
 ) -> Probes:
     """Train ``P`` binary linear probes on shared features in a few compiled calls.
@@ -265,6 +266,9 @@ def train_probes(
         eval_sets: ``{name: (rows, labels)}`` with bool rows and labels in {0, 1},
             each ``(n,)`` or ``(P, n)``: accuracy per epoch recorded in
             ``history[name + "_acc"]`` (training dynamics).
+        feature_gain: ``(d,)`` positive factors applied to the (standardized)
+            features before training (default 1): e.g. how salient an appended
+            column is, which standardization alone would erase.
         progress: show a progress bar over chunks.
 
     Returns:
@@ -278,6 +282,7 @@ def train_probes(
         feature_mask=feature_mask,
         groups=groups,
         eval_sets=eval_sets,
+        feature_gain=feature_gain,
         config=config,
     )
     key = jax.random.key(key) if isinstance(key, int | np.integer) else key

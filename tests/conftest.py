@@ -50,3 +50,55 @@ def make_problem(n=240, d=12, n_probes=6, noise=0.5, seed=0, scale=3.0):
 @pytest.fixture
 def problem():
     return make_problem()
+
+
+def write_synthetic_cache(path, *, n=1200, d=16, seed=0, layers=(1, 2), noise=0.3):
+    """A cache file of planted features: latent factors of decreasing variance (so
+    PCA order is coordinate order), each carrying part of the label.
+
+    Returns:
+        the path; layer ``layers[-1]`` holds the features, earlier layers a noisier
+        copy (a weaker representation).
+    """
+    from activation_cache import store
+
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, d)) * np.linspace(3.0, 0.5, d)
+    weights = rng.normal(size=d) / np.linspace(3.0, 0.5, d)
+    logits = z @ weights / np.sqrt(d) + noise * rng.normal(size=n)
+    labels = (logits > np.median(logits)).astype(np.int8)
+    n_chars = rng.integers(10, 80, size=n)
+    ids = [f"row-{i:05d}" for i in range(n)]
+    feats = {}
+    for j, layer in enumerate(layers):
+        blur = (len(layers) - 1 - j) * 2.0
+        feats[layer] = (z + blur * rng.normal(size=z.shape)).astype(np.float32)
+    order = np.arange(n)
+    bounds = np.append(np.arange(0, n, 256), n)
+    store.create_cache(
+        path,
+        attrs={
+            "task": "planted",
+            "task_fingerprint": f"sha256:planted-{seed}",
+            "dtype": "float32",
+            "n_blocks": max(layers),
+            "model": "synthetic",
+        },
+        ids=ids,
+        texts=[f"text {i}" for i in ids],
+        labels=labels,
+        n_chars=n_chars,
+        n_tokens=n_chars // 4,
+        extra={},
+        layers=list(layers),
+        d=d,
+        dtype="float32",
+        order=order,
+        bounds=bounds,
+    )
+    writer = store.Writer(path, list(layers))
+    for b in range(len(bounds) - 1):
+        rows = order[bounds[b] : bounds[b + 1]]
+        writer.put(b, rows, np.stack([feats[layer][rows] for layer in layers]))
+    writer.close(complete=True)
+    return path
