@@ -365,25 +365,22 @@ class _Batcher:
 
         seqs = [self.tokens[i] for i in rows]
         width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
         for i, s in enumerate(seqs):
-            span = (
-                slice(0, len(s))
-                if self.side == "right"
-                else slice(width - len(s), width)
-            )
-            ids[i, span] = torch.tensor(s, dtype=torch.long)
-            mask[i, span] = 1
-        batch = {"input_ids": ids, "attention_mask": mask}
+            start = 0 if self.side == "right" else width - len(s)
+            ids[i, start : start + len(s)] = s
+            mask[i, start : start + len(s)] = 1
+        batch = {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+        }
         if self.with_positions:
-            batch["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
+            batch["position_ids"] = torch.from_numpy(np.maximum(mask.cumsum(1) - 1, 0))
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         if self.no_cache:
             batch["use_cache"] = False
-        return {
-            k: v.to(self.device) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()
-        }
+        return batch
 
 
 def _pool(hidden, mask, position: str):

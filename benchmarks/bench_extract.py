@@ -1,0 +1,222 @@
+"""Extraction overhead and cache read speed, printed as a table.
+
+Run: ``python benchmarks/bench_extract.py`` (about 2 minutes on 2 CPU cores) or
+``python benchmarks/bench_extract.py --quick`` (about 30 seconds).
+
+1. Extraction with caching vs the bare model forward: the packaged MiniLM on
+   ``cities`` rows (written to a JSONL task file first), the same prompts and the same
+   length-bucketed batches, timed in the same run and interleaved (best of
+   ``--repeats``). ``extract()`` is timed end to end (task file read, model load,
+   tokenization, batching, all-layer mean pooling, float16 cast, HDF5 writes); the bare
+   loop is ``model(**batch, output_hidden_states=True)`` over prebuilt batches.
+   Target: ratio >= 0.90. Building the built-in ``cities`` task (reading the
+   gazetteer) is a fixed cost, shown on its own line.
+2. Reading one layer of a 20,000 x 384 float16 cache into memory (time and MB/s), and
+   a random gather of half the rows in numpy vs HDF5 fancy indexing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from activation_cache import (
+    ExtractConfig,
+    extract,
+    format_prompts,
+    load_task,
+    open_cache,
+    store,
+)
+from activation_cache.extract import _Batcher, _plan, resolve_model
+
+
+def bench_extract(
+    rows: int, batch_size: int, repeats: int, folder: Path
+) -> list[tuple]:
+    """Time extract() and the bare forward over the same batches."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    source = resolve_model("minilm")
+    start = time.perf_counter()
+    task = load_task("cities", size=rows)
+    t_task = time.perf_counter() - start
+    # the same rows as a task file, so both sides start from the texts
+    task_file = folder / "cities.jsonl"
+    task_file.write_text(
+        "".join(
+            json.dumps({"id": i, "text": t, "label": int(y)}) + "\n"
+            for i, t, y in zip(task.ids, task.texts, task.labels, strict=True)
+        )
+    )
+    prompts = format_prompts(task, "{text}")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokens = tokenizer(prompts)["input_ids"]
+    lengths = np.asarray([len(t) for t in tokens])
+    order, bounds = _plan(lengths, batch_size)
+    model = AutoModel.from_pretrained(source, dtype=torch.float32).eval()
+    params = inspect.signature(model.forward).parameters
+    batcher = _Batcher(tokens, tokenizer.pad_token_id, "right", "cpu", params)
+    batches = [
+        batcher(order[bounds[b] : bounds[b + 1]]) for b in range(len(bounds) - 1)
+    ]
+
+    def bare() -> tuple[float, float]:
+        """Seconds for all batches, and for all but the first."""
+        with torch.inference_mode():
+            start = time.perf_counter()
+            model(**batches[0], output_hidden_states=True)
+            first = time.perf_counter()
+            for batch in batches[1:]:
+                model(**batch, output_hidden_states=True)
+            end = time.perf_counter()
+        return end - start, end - first
+
+    def cached() -> tuple[float, float]:
+        """Seconds for extract() end to end, and from the first batch committed to
+        the last (the same batches as bare's second number)."""
+        cfg = ExtractConfig(
+            model="minilm",
+            task=str(task_file),
+            position="mean",
+            batch_size=batch_size,
+            out=folder / "bench.h5",
+            overwrite=True,
+            quiet=True,
+        )
+        stamps = []
+        start = time.perf_counter()
+        extract(cfg, on_batch=lambda done, total: stamps.append(time.perf_counter()))
+        return time.perf_counter() - start, stamps[-1] - stamps[0]
+
+    bare()  # warm up
+    times_bare, times_cached = [], []
+    for _ in range(repeats):
+        times_bare.append(bare())
+        times_cached.append(cached())
+    t_bare, t_bare_loop = np.min(times_bare, axis=0)
+    t_cached, t_cached_loop = np.min(times_cached, axis=0)
+    n_tok = int(lengths.sum())
+    return [
+        (
+            "MiniLM bare forward (rows/s, tok/s)",
+            f"{rows / t_bare:,.0f}",
+            f"{n_tok / t_bare:,.0f}",
+        ),
+        (
+            "MiniLM extract() to HDF5 (rows/s, tok/s)",
+            f"{rows / t_cached:,.0f}",
+            f"{n_tok / t_cached:,.0f}",
+        ),
+        ("ratio extract / bare, end to end (>= 0.90)", f"{t_bare / t_cached:.3f}", ""),
+        (
+            "ratio extract / bare, batch loop (>= 0.90)",
+            f"{t_bare_loop / t_cached_loop:.3f}",
+            "",
+        ),
+        ("  seconds bare, extract: end to end", f"{t_bare:.2f}", f"{t_cached:.2f}"),
+        (
+            "  seconds bare, extract: batches 2..last",
+            f"{t_bare_loop:.2f}",
+            f"{t_cached_loop:.2f}",
+        ),
+        ("  fixed cost: build the cities task (s)", f"{t_task:.2f}", ""),
+    ]
+
+
+def bench_read(n: int, d: int, repeats: int, folder: Path) -> list[tuple]:
+    """Time reading one layer of an (n, d) float16 cache, and random gathers."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype(np.float16)
+    path = folder / "read.h5"
+    batch = 256
+    order = np.arange(n)
+    bounds = np.append(np.arange(0, n, batch), n)
+    store.create_cache(
+        path,
+        attrs={
+            "task": "bench",
+            "task_fingerprint": "",
+            "dtype": "float16",
+            "n_blocks": 6,
+        },
+        ids=[f"r{i}" for i in range(n)],
+        texts=[""] * n,
+        labels=np.arange(n) % 2,
+        n_chars=np.zeros(n),
+        n_tokens=np.zeros(n),
+        extra={},
+        layers=[6],
+        d=d,
+        dtype="float16",
+        order=order,
+        bounds=bounds,
+    )
+    start = time.perf_counter()
+    writer = store.Writer(path, [6])
+    for b in range(len(bounds) - 1):
+        rows = order[bounds[b] : bounds[b + 1]]
+        writer.put(b, rows, x[rows][None])
+    writer.close(complete=True)
+    t_write = time.perf_counter() - start
+    cache = open_cache(path)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        y = cache.features(6)
+        times.append(time.perf_counter() - start)
+    assert np.array_equal(y, x)
+    t_read = min(times)
+    mb = x.nbytes / 1e6
+    pick = np.sort(rng.permutation(n)[: n // 2])
+    start = time.perf_counter()
+    cache.features(6)[pick]
+    t_numpy = time.perf_counter() - start
+    with h5py.File(path) as f:
+        start = time.perf_counter()
+        f["features/layer_06"][pick]
+        t_fancy = time.perf_counter() - start
+    return [
+        (
+            f"write {n:,} x {d} float16 rows via Writer (s, MB/s)",
+            f"{t_write:.3f}",
+            f"{mb / t_write:,.0f}",
+        ),
+        (
+            f"read one layer {n:,} x {d} float16 (ms, MB/s)",
+            f"{t_read * 1e3:.1f}",
+            f"{mb / t_read:,.0f}",
+        ),
+        ("gather half the rows: numpy after read (ms)", f"{t_numpy * 1e3:.1f}", ""),
+        ("gather half the rows: HDF5 fancy index (ms)", f"{t_fancy * 1e3:.1f}", ""),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller, ~30 s")
+    parser.add_argument("--rows", type=int, help="cities rows for the extraction bench")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, help="timings per measurement (best of)")
+    args = parser.parse_args()
+    rows = args.rows or (1000 if args.quick else 4000)
+    repeats = args.repeats or (2 if args.quick else 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = bench_extract(rows, args.batch_size, repeats, Path(tmp))
+        table += bench_read(20000, 384, 5, Path(tmp))
+    width = max(len(r[0]) for r in table)
+    print(f"{'measure':<{width}}  {'value':>10}  {'value':>10}")
+    for name, a, b in table:
+        print(f"{name:<{width}}  {a:>10}  {b:>10}")
+
+
+if __name__ == "__main__":
+    main()
