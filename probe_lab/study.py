@@ -549,7 +549,7 @@ def _run_stage(
     """Train every probe of a stage in ONE ``train_probes`` call."""
     from jax import monitoring
 
-    n, d = x.shape
+    d = x.shape[1]
     extra = [p for p in probes if p.imitation is not None]
     features = x
     feature_gain = None
@@ -642,7 +642,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
     """
     data = _load(config)
     x = data.sources[(None, None)]
-    n, d = x.shape
+    d = x.shape[1]
     too_wide = [k for k in (*config.students, *config.bootstrap) if k and k > d]
     too_wide += [
         s.k

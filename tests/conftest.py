@@ -63,9 +63,12 @@ def write_synthetic_cache(path, *, n=1200, d=16, seed=0, layers=(1, 2), noise=0.
     from activation_cache import store
 
     rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, d)) * np.linspace(3.0, 0.5, d)
-    weights = rng.normal(size=d) / np.linspace(3.0, 0.5, d)
-    logits = z @ weights / np.sqrt(d) + noise * rng.normal(size=n)
+    spread = np.linspace(3.0, 0.5, d)
+    z = rng.normal(size=(n, d)) * spread
+    # Each factor's share of the label decays with its variance rank, so M_k
+    # (the first k principal components) grows stronger with k.
+    share = np.linspace(1.0, 0.25, d) * rng.choice([-1.0, 1.0], size=d)
+    logits = z @ (share / spread) + noise * rng.normal(size=n)
     labels = (logits > np.median(logits)).astype(np.int8)
     n_chars = rng.integers(10, 80, size=n)
     ids = [f"row-{i:05d}" for i in range(n)]

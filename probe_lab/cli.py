@@ -1,0 +1,60 @@
+"""The ``probe-lab`` command: a thin layer over the Python API.
+
+probe-lab extract --model minilm --task cities --out cities.h5   # cache features
+probe-lab info cities.h5                                         # describe a cache
+probe-lab study config.toml --out results/                       # run a study
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _study(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from probe_lab.study import StudyConfig, run_study
+
+    config = StudyConfig.from_toml(args.config)
+    result = run_study(config, progress=not args.quiet)
+    out = result.save(args.out)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(result.summary().round(3).to_string(index=False))
+    print(f"\nwrote {out}/ (table, dynamics, summary, config, fingerprints)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from activation_cache import cli as cache_cli
+
+    parser = argparse.ArgumentParser(
+        prog="probe-lab",
+        description="Fast linear probes for weak-to-strong generalization research.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    cache_cli.register(sub)
+    study = sub.add_parser("study", help="run a weak-to-strong study from TOML")
+    study.add_argument("config", help="study TOML file (see experiments/)")
+    study.add_argument("--out", required=True, help="folder for the results")
+    study.add_argument("--quiet", action="store_true", help="no progress lines")
+    study.set_defaults(func=_study)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, RuntimeError, OSError, KeyError) as err:
+        print(f"probe-lab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Weak-to-strong studies on planted caches where the truth is known."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_synthetic_cache
+
+from activation_cache import CacheError
+from probe_lab import TrainConfig, metrics
+from probe_lab.study import (
+    StudyConfig,
+    StudyError,
+    StudyResult,
+    Supervisor,
+    run_study,
+)
+
+QUICK = TrainConfig(epochs=25, lr=1e-2, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(write_synthetic_cache(tmp_path_factory.mktemp("c") / "p.h5", n=2000))
+
+
+def study(cache, **kwargs):
+    args = dict(cache=cache, layer=2, seeds=3, train=QUICK)
+    args.update(kwargs)
+    return run_study(StudyConfig(**args), progress=False)
+
+
+def mean_of(table, supervisor, column, **where):
+    rows = table[table.supervisor == supervisor]
+    for key, value in where.items():
+        rows = rows[rows[key] == value]
+    assert len(rows), (supervisor, where)
+    return rows[column].mean()
+
+
+def test_simulatable_errors_give_more_agreement_and_less_pgr_than_random(cache):
+    result = study(
+        cache,
+        supervisors=(Supervisor(kind="probe", k=3), Supervisor(kind="random")),
+        students=(16,),
+    )
+    table = result.table
+    # Matched accuracy: the random labeller hits M_3's label accuracy to the row.
+    sim = table[table.supervisor == "M_3"]
+    rnd = table[table.supervisor == "random"]
+    np.testing.assert_allclose(
+        rnd.weak_label_acc.to_numpy(), sim.weak_label_acc.to_numpy(), atol=1e-3
+    )
+    assert mean_of(table, "M_3", "agreement") > mean_of(table, "random", "agreement")
+    assert mean_of(table, "M_3", "pgr") < mean_of(table, "random", "pgr")
+    # The strong student beats its simulatable supervisor but keeps its errors.
+    assert mean_of(table, "M_3", "agreement_weak_wrong") > mean_of(
+        table, "random", "agreement_weak_wrong"
+    )
+
+
+def test_trivial_imitation_is_imitated_and_the_confidence_loss_resists(cache):
+    # Unsimulatable weak labels (random errors at M_3's accuracy) made visible as a
+    # feature: cross-entropy copies the column, the confidence loss keeps the
+    # student's own (better) beliefs. Paper protocol learning rate.
+    result = study(
+        cache,
+        supervisors=(
+            Supervisor(kind="probe", k=3),
+            Supervisor(kind="random"),
+            Supervisor(kind="imitation", base="random", scale=1.0),
+        ),
+        students=(16,),
+        losses=("xent", "confidence"),
+        seeds=2,
+        train=TrainConfig(epochs=100, batch_size=64, alpha_max=0.75),
+    )
+    table = result.table
+    xent_agree = mean_of(table, "imitation", "agreement", loss="xent")
+    xent_pgr = mean_of(table, "imitation", "pgr", loss="xent")
+    conf_pgr = mean_of(table, "imitation", "pgr", loss="confidence")
+    assert xent_agree > 0.95
+    assert abs(xent_pgr) < 0.15
+    assert conf_pgr > xent_pgr + 0.3
+    # Without the visible label the same weak labels are not imitated.
+    assert mean_of(table, "random", "agreement", loss="xent") < 0.9
+
+
+def test_table_dynamics_and_stages_are_complete(cache, tmp_path):
+    sups = (
+        Supervisor(kind="probe", k=3),
+        Supervisor(kind="longest"),
+        Supervisor(kind="strong_unconfident"),
+        Supervisor(kind="mixture", k=3, level=0.5),
+        Supervisor(kind="probe", layer=1, name="layer1"),
+    )
+    result = study(
+        cache,
+        supervisors=sups,
+        students=(4, None),
+        losses=("xent", "confidence"),
+        seeds=2,
+        bootstrap=(2, 4, 8),
+        train=TrainConfig(epochs=4, batch_size=64),
+    )
+    table = result.table
+    assert len(table) == 5 * 2 * 2 * 2 + 2 * 2 * 2  # students + bootstrap steps
+    for column in (
+        "supervisor student loss seed weak_acc student_acc ceiling_acc pgr "
+        "agreement agreement_weak_wrong agreement_weak_right best_epoch"
+    ).split():
+        assert column in table.columns
+    assert set(table.student) == {4, 8, 16}
+    np.testing.assert_allclose(
+        table.pgr,
+        metrics.pgr(table.weak_acc, table.student_acc, table.ceiling_acc, warn=False),
+    )
+    makers = table[table.kind.isin(["longest", "strong_unconfident", "mixture"])]
+    np.testing.assert_allclose(makers.weak_label_acc, makers.target_acc, atol=2e-3)
+    assert len(result.dynamics) == len(table) * 4
+    stage_names = [s["stage"] for s in result.stages]
+    assert stage_names == [
+        "ground truth",
+        "ground truth (layer 1)",
+        "students",
+        "bootstrap 1",
+        "bootstrap 2",
+    ]
+    out = result.save(tmp_path / "out")
+    saved = json.loads((out / "config.json").read_text())
+    assert StudyConfig.from_dict(saved) == result.config
+    assert (out / "summary.csv").exists()
+    assert json.loads((out / "fingerprints.json").read_text())["rows"] == 2000
+
+
+def test_compilations_do_not_grow_with_conditions(cache):
+    small = study(
+        cache,
+        supervisors=(Supervisor(kind="probe", k=3),),
+        students=(4,),
+        seeds=1,
+        train=TrainConfig(epochs=2),
+    )
+    large = study(
+        cache,
+        supervisors=(
+            Supervisor(kind="probe", k=3),
+            Supervisor(kind="random"),
+            Supervisor(kind="shortest"),
+            Supervisor(kind="strong_confident_correct"),
+        ),
+        students=(4, 8, 16),
+        losses=("xent", "confidence"),
+        seeds=3,
+        train=TrainConfig(epochs=2),
+    )
+    small_students = next(s for s in small.stages if s["stage"] == "students")
+    large_students = next(s for s in large.stages if s["stage"] == "students")
+    assert large_students["probes"] == 4 * 3 * 2 * 3
+    assert large_students["compilations"] <= max(small_students["compilations"], 2)
+
+
+def test_summary_pgr_and_intervals_equal_hand_computation():
+    table = pd.DataFrame(
+        dict(
+            supervisor=["w"] * 3,
+            kind=["probe"] * 3,
+            student=[8] * 3,
+            loss=["xent"] * 3,
+            seed=[0, 1, 2],
+            weak_acc=[0.60, 0.62, 0.61],
+            student_acc=[0.70, 0.74, 0.72],
+            ceiling_acc=[0.80, 0.82, 0.81],
+            agreement=[0.9, 0.8, 0.7],
+            agreement_weak_wrong=[0.5, 0.4, 0.3],
+            agreement_weak_right=[1.0, 0.9, 0.8],
+        )
+    )
+    result = StudyResult(
+        table=table,
+        dynamics=pd.DataFrame(),
+        config=None,
+        fingerprints={},
+        stages=[],
+    )
+    row = result.summary().iloc[0]
+    assert row.pgr == pytest.approx((0.72 - 0.61) / (0.81 - 0.61))
+    assert row.agreement == pytest.approx(0.8)
+    assert row.agreement_weak_wrong == pytest.approx(0.4)
+    low, high = metrics.bootstrap_pgr(
+        table.weak_acc, table.student_acc, table.ceiling_acc
+    )
+    assert (row.pgr_low, row.pgr_high) == (low, high)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(supervisors=(dict(kind="oracle"),)), "unknown supervisor kind"),
+        (dict(students=(99,)), "k = 99 exceeds the 16 features"),
+        (dict(supervisors=(dict(kind="random", accuracy=0.4),)), r"\(0.5, 1\]"),
+        (dict(supervisors=(dict(kind="random"),)), "no probe supervisor"),
+        (dict(train=TrainConfig(batch_size=4096)), "fewer than the batch size"),
+        (dict(losses=("hinge",)), "losses must be"),
+        (dict(bootstrap=(8, 4)), "increasing chain"),
+        (dict(layer=7), "layer"),
+    ],
+)
+def test_bad_config_gets_a_clear_error(cache, kwargs, message):
+    sups = kwargs.pop("supervisors", (dict(kind="probe", k=3),))
+    with pytest.raises((StudyError, ValueError, CacheError), match=message):
+        config = StudyConfig(
+            cache=cache,
+            layer=kwargs.pop("layer", 2),
+            supervisors=tuple(Supervisor(**s) for s in sups),
+            seeds=1,
+            train=kwargs.pop("train", TrainConfig(epochs=1)),
+            **kwargs,
+        )
+        run_study(config, progress=False)
+
+
+def test_caches_whose_ids_do_not_join_are_refused(cache, tmp_path):
+    from activation_cache import store
+
+    other = tmp_path / "other.h5"
+    write_synthetic_cache(other, n=300, seed=5)
+    with store._open_h5(other, "r+") as f:  # rename every id
+        f["ids"][...] = np.array([f"x{i}" for i in range(300)], dtype=object)
+    config = StudyConfig(
+        cache=cache,
+        layer=2,
+        supervisors=(Supervisor(kind="probe", cache=str(other), layer=2),),
+        train=TrainConfig(epochs=1),
+    )
+    with pytest.raises(CacheError, match="share no example ids"):
+        run_study(config, progress=False)
+
+
+def test_toml_config_runs_from_the_cli(cache, tmp_path):
+    toml = tmp_path / "study.toml"
+    toml.write_text(
+        f"""
+cache = "{cache}"
+layer = 2
+students = [4, "all"]
+losses = ["xent"]
+seeds = 1
+
+[train]
+epochs = 2
+
+[[supervisors]]
+kind = "probe"
+k = 3
+
+[[supervisors]]
+kind = "random"
+"""
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "probe_lab.cli",
+            "study",
+            str(toml),
+            "--out",
+            str(tmp_path / "res"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "random" in run.stdout
+    assert (tmp_path / "res" / "config.json").exists()
+
+
+def test_several_devices_give_the_same_table(cache, tmp_path):
+    script = (
+        "import sys, jax\n"
+        "from probe_lab import TrainConfig\n"
+        "from probe_lab.study import StudyConfig, Supervisor, run_study\n"
+        f"c = StudyConfig(cache='{cache}', layer=2, seeds=2, students=(4, 16),\n"
+        "    supervisors=(Supervisor(kind='probe', k=3), Supervisor(kind='random')),\n"
+        "    train=TrainConfig(epochs=3, probe_chunk=8))\n"
+        "r = run_study(c, progress=False)\n"
+        "r.table.to_csv(sys.argv[1], index=False)\n"
+        "assert len(jax.devices()) == int(sys.argv[2])\n"
+    )
+    tables = []
+    for devices in (1, 4):
+        out = tmp_path / f"t{devices}.csv"
+        env = dict(os.environ)
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        subprocess.run(
+            [sys.executable, "-c", script, str(out), str(devices)], env=env, check=True
+        )
+        tables.append(pd.read_csv(out))
+    pd.testing.assert_frame_equal(tables[0], tables[1], atol=1e-6)
