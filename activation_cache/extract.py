@@ -548,10 +548,11 @@ def extract(
     if out.exists() and config.overwrite and rank == 0:
         for path in [out, *out.parent.glob(f"{out.stem}.shard-*{out.suffix}")]:
             path.unlink()
+    nccl = attrs["device_type"] == "cuda"
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(
-            "nccl" if attrs["device_type"] == "cuda" else "gloo"
-        )
+        if nccl:
+            torch.cuda.set_device(torch.device(device))
+        torch.distributed.init_process_group("nccl" if nccl else "gloo")
         owns_group = True
     else:
         owns_group = False
@@ -600,7 +601,9 @@ def extract(
         except Exception as e:  # every rank must reach the collective below
             error = e
         if world > 1:
-            failed = torch.tensor([int(error is not None)])
+            failed = torch.tensor(
+                [int(error is not None)], device=device if nccl else "cpu"
+            )
             torch.distributed.all_reduce(failed)
             if error is None and failed.item():
                 error = ExtractError("another extraction process failed; see its error")
@@ -663,6 +666,16 @@ def _extract_rows(job: _Job, rows: np.ndarray, path: Path, attrs: dict) -> None:
         if _check_existing(path, attrs, config) == "complete":
             return
         _, done = store.read_state(path)
+        stored_order, stored_bounds = store.read_plan(path)
+        if not (
+            np.array_equal(stored_order, order)
+            and np.array_equal(stored_bounds, bounds)
+        ):
+            raise ExtractError(
+                f"{path} was written with a different batch plan than this run makes "
+                "(another activation_cache version?); write to a new --out, or delete "
+                "it (or pass --overwrite) to start over"
+            )
         _say(config, rank, f"resuming {path} after {done} of {bounds.size - 1} batches")
     if config.model_dtype == "auto":
         dtype = torch.float32 if torch.device(device).type == "cpu" else "auto"

@@ -14,10 +14,10 @@ Layout of a cache file (format ``probe-lab-cache``, version 1)::
     /plan/bounds           (n_batches + 1,) int64; batch b: order[bounds[b]:bounds[b+1]]
     /plan/batches_done     () int64: batches fully written, flushed after each batch
 
-Everything except the feature rows and the counter is written and flushed when the file
-is created, and the feature datasets are allocated then; afterwards a run only
-overwrites raw data in place, so a process killed at any point leaves a readable file
-that resumes where the counter says. A file joining shards written by several
+Everything except the feature rows and the counter is written when the file is
+created, and the feature chunks are allocated then; afterwards a run only overwrites
+raw bytes in place (see `Writer`), so a process killed at any point leaves a readable
+file that resumes where the counter says. A file joining shards written by several
 processes holds its features as HDF5 virtual datasets over the shard files (kept next
 to it) and has no plan group.
 """
@@ -45,6 +45,7 @@ __all__ = [
     "feature_name",
     "join",
     "open_cache",
+    "read_plan",
     "read_state",
     "write_virtual",
 ]
@@ -118,6 +119,20 @@ def read_state(path: str | Path) -> tuple[dict[str, object], int]:
         _check_format(path, attrs)
         done = int(f["plan/batches_done"][()]) if "plan" in f else 0
     return attrs, done
+
+
+def read_plan(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a cache file's batch plan.
+
+    Args:
+        path: a cache file written by one process.
+
+    Returns:
+        (order, bounds): (n,) rows in processing order and (n_batches + 1,) batch
+        boundaries into ``order``.
+    """
+    with _open_h5(Path(path)) as f:
+        return f["plan/order"][()], f["plan/bounds"][()]
 
 
 def create_cache(
@@ -205,9 +220,14 @@ def _create_early(
 class Writer:
     """Writes batches of feature rows to a created cache from a background thread.
 
-    Each batch's rows are written to every layer, the file is flushed, then the
-    ``plan/batches_done`` counter is advanced and flushed, so the counter never covers
-    a batch that is not on disk.
+    The file's feature chunks and counter were allocated at creation, uncompressed, so
+    their byte offsets are fixed: the writer reads them once through HDF5, closes the
+    HDF5 handle, and then writes rows into a memory map of the file at those offsets.
+    No HDF5 metadata changes until the file is marked complete, so a killed process
+    cannot corrupt it, and a scattered row costs a memory copy rather than an HDF5
+    selection. Each batch's rows go to every layer first, then the
+    ``plan/batches_done`` counter is advanced, so it never covers a batch that is not
+    in the file (a killed process's writes to the map stay in the page cache).
 
     Args:
         path: a file made by `create_cache`.
@@ -225,20 +245,42 @@ class Writer:
         on_batch: Callable[[int, int], None] | None = None,
         depth: int = 2,
     ):
-        self._file = h5py.File(path, "r+", rdcc_nbytes=0)
-        self._datasets = [self._file[feature_name(layer)] for layer in layers]
-        self._counter = self._file["plan/batches_done"]
-        self._n_batches = len(self._file["plan/bounds"]) - 1
+        self.path = Path(path)
+        with h5py.File(self.path, "r") as f:
+            datasets = [f[feature_name(layer)] for layer in layers]
+            offsets = [_chunk_offsets(ds) for ds in datasets]
+            chunk_rows = [ds.chunks[0] for ds in datasets]
+            self._dtype, d = datasets[0].dtype, datasets[0].shape[1]
+            counter = f["plan/batches_done"].id.get_offset()
+            self._n_batches = len(f["plan/bounds"]) - 1
+            self.batches_done = int(f["plan/batches_done"][()])
+        self._map = np.memmap(self.path, dtype=np.uint8, mode="r+")
+        self._layers = [
+            (rows, self._layer_view(o, rows, d))
+            for o, rows in zip(offsets, chunk_rows, strict=True)
+        ]
+        self._counter = self._map[counter : counter + 8].view(np.int64)
         self._on_batch = on_batch
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    @property
-    def batches_done(self) -> int:
-        """Batches committed to the file so far."""
-        return int(self._counter[()])
+    def _layer_view(
+        self, offsets: np.ndarray, chunk_rows: int, d: int
+    ) -> np.ndarray | list[np.ndarray]:
+        """A (rows, d) view of a layer in the map, or one view per chunk if the layer's
+        chunks are not consecutive in the file."""
+        chunk_bytes = chunk_rows * d * self._dtype.itemsize
+        starts = offsets.tolist()
+        if np.all(np.diff(offsets) == chunk_bytes):
+            starts = starts[:1]
+            chunk_bytes *= len(offsets)
+        views = [
+            self._map[o : o + chunk_bytes].view(self._dtype).reshape(-1, d)
+            for o in starts
+        ]
+        return views[0] if len(views) == 1 else views
 
     def put(self, batch: int, rows: np.ndarray, features: np.ndarray) -> None:
         """Queue one batch for writing.
@@ -246,7 +288,7 @@ class Writer:
         Args:
             batch: the batch's index in the plan (batches must come in plan order).
             rows: (B,) dataset rows of the batch.
-            features: (L, B, d) features, already in the stored dtype.
+            features: (L, B, d) features in the stored dtype.
         """
         self._raise_if_failed()
         self._queue.put((batch, rows, features))
@@ -259,23 +301,23 @@ class Writer:
         """
         self._queue.put(None)
         self._thread.join()
-        try:
-            self._raise_if_failed()
-            if complete:
-                if self.batches_done != self._n_batches:
-                    raise CacheError(
-                        f"{self._file.filename}: only {self.batches_done} of "
-                        f"{self._n_batches} batches were written"
-                    )
-                self._file.attrs["complete"] = True
-        finally:
-            self._file.close()
+        self._map.flush()
+        self._layers, self._counter, self._map = [], None, None
+        self._raise_if_failed()
+        if complete:
+            if self.batches_done != self._n_batches:
+                raise CacheError(
+                    f"{self.path}: only {self.batches_done} of {self._n_batches} "
+                    "batches were written"
+                )
+            with h5py.File(self.path, "r+") as f:
+                f.attrs["complete"] = True
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise CacheError(
-                f"writing the cache failed: {self._error}"
-            ) from self._error
+            raise CacheError(f"writing {self.path} failed: {self._error}") from (
+                self._error
+            )
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -289,15 +331,34 @@ class Writer:
     def _write(self, batch: int, rows: np.ndarray, features: np.ndarray) -> None:
         if batch != self.batches_done:
             raise CacheError(f"batch {batch} arrived, expected {self.batches_done}")
-        sort = np.argsort(rows)
-        rows = rows[sort]
-        for dataset, values in zip(self._datasets, features, strict=True):
-            dataset[rows] = values[sort]
-        self._file.flush()
-        self._counter[()] = batch + 1
-        self._file.flush()
+        if features.dtype != self._dtype:
+            raise CacheError(
+                f"features are {features.dtype}, the file holds {self._dtype}"
+            )
+        for (chunk_rows, view), values in zip(self._layers, features, strict=True):
+            if isinstance(view, np.ndarray):
+                view[rows] = values
+                continue
+            chunk, within = np.divmod(rows, chunk_rows)
+            for c in np.unique(chunk).tolist():
+                pick = chunk == c
+                view[c][within[pick]] = values[pick]
+        self._counter[0] = batch + 1
+        self.batches_done = batch + 1
         if self._on_batch is not None:
             self._on_batch(batch + 1, self._n_batches)
+
+
+def _chunk_offsets(dataset: h5py.Dataset) -> np.ndarray:
+    """File byte offset of each row-chunk of an allocated, unfiltered dataset."""
+    rows = dataset.chunks[0]
+    offsets = np.full(-(-dataset.shape[0] // rows), -1, dtype=np.int64)
+    for i in range(dataset.id.get_num_chunks()):
+        info = dataset.id.get_chunk_info(i)
+        offsets[info.chunk_offset[0] // rows] = info.byte_offset
+    if (offsets < 0).any() or dataset.compression is not None:
+        raise CacheError(f"{dataset.name} is not fully allocated and uncompressed")
+    return offsets
 
 
 def write_virtual(
@@ -316,7 +377,8 @@ def write_virtual(
     Args:
         path: main file to write (replaced if it exists).
         shard_paths: complete shard files, in row order, in the same folder as ``path``.
-        attrs: file attributes of the whole cache.
+        attrs: file attributes of the whole cache; attributes the shards share (e.g.
+            hidden_size, last_layer_post_final_norm, created) come from shard 0.
         ids, texts, labels, n_chars, extra: per-example data of all rows.
     """
     path = Path(path)
@@ -325,13 +387,13 @@ def write_virtual(
     n_tokens = np.concatenate([s.n_tokens for s in shards])
     if sum(s.n for s in shards) != n:
         raise CacheError(f"shards of {path} hold {n_tokens.size} rows, expected {n}")
+    own = ("rank", "row_start", "row_end", "complete", "layers")
+    shared = {k: v for k, v in shards[0].meta.items() if k not in own}
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as f:
         f.attrs.update(
             {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "layer_convention": LAYER_CONVENTION,
+                **shared,
                 **attrs,
                 "layers": np.asarray(shards[0].layers, dtype=np.int64),
                 "shards": json.dumps([Path(p).name for p in shard_paths]),

@@ -315,6 +315,8 @@ def test_two_processes_equal_one(tiny_models, text_task, tmp_path):
     with h5py.File(cfg.out) as f:
         assert f["features/layer_01"].is_virtual
     assert two.meta["world_size"] == 2 and two.complete
+    for key in ("last_layer_post_final_norm", "hidden_size", "task_fingerprint"):
+        assert two.meta[key] == single.meta[key]
     assert two.ids.tolist() == single.ids.tolist()
     np.testing.assert_array_equal(two.n_tokens, single.n_tokens)
     for layer in single.layers:

@@ -88,6 +88,31 @@ def test_partial_file(tmp_path, write_cache):
     np.testing.assert_array_equal(cache.features(2), feats[2][2:])
 
 
+def test_writer_handles_chunks_in_any_file_order(tmp_path, write_cache):
+    from activation_cache import store
+
+    feats = _features(10)
+    path = write_cache(
+        tmp_path / "c.h5", [f"r{i}" for i in range(10)], feats, batches=0
+    )
+    with h5py.File(path, "r+") as f:
+        # re-create layer 2 with its chunks allocated last-first in the file
+        del f["features/layer_02"]
+        ds = f.create_dataset("features/layer_02", (10, 8), "f2", chunks=(3, 8))
+        for start in (9, 6, 3, 0):
+            ds[start : start + 3] = 0
+    writer = store.Writer(path, [0, 2])
+    assert isinstance(writer._layers[1][1], list)
+    order, bounds = store.read_plan(path)
+    for b in range(len(bounds) - 1):
+        rows = order[bounds[b] : bounds[b + 1]]
+        writer.put(b, rows, np.stack([feats[0][rows], feats[2][rows]]))
+    writer.close(complete=True)
+    cache = open_cache(path)
+    np.testing.assert_array_equal(cache.features(0), feats[0])
+    np.testing.assert_array_equal(cache.features(2), feats[2])
+
+
 def test_validate_finds_non_finite_values(tmp_path, write_cache):
     feats = _features(6, dtype=np.float32)
     feats[2][4, 1] = np.nan
