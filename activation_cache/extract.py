@@ -282,9 +282,9 @@ def _resolve_layers(spec: str | tuple[int, ...], blocks: int, model: str) -> lis
 
 
 def _tokenize(tokenizer, prompts: list[str], max_length: int) -> tuple[list, int]:
-    """Token ids per prompt, truncating those longer than ``max_length``."""
+    """Token ids per prompt, truncating those longer than ``max_length`` (0: none)."""
     rows = tokenizer(prompts, add_special_tokens=True, verbose=False)["input_ids"]
-    long = [i for i, r in enumerate(rows) if len(r) > max_length]
+    long = [i for i, r in enumerate(rows) if max_length and len(r) > max_length]
     if long:
         cut = tokenizer(
             [prompts[i] for i in long],
@@ -504,7 +504,10 @@ def extract(
         for k in ("max_position_embeddings", "n_positions")
     ]
     limits.append(tokenizer.model_max_length)
-    max_length = config.max_length or min(x for x in limits if x and x < 10**7)
+    # 0 records "no limit known" (a model with neither setting nor tokenizer limit)
+    max_length = config.max_length or min(
+        (x for x in limits if x and x < 10**7), default=0
+    )
     tokens, n_truncated = _tokenize(tokenizer, prompts, max_length)
     lengths = np.asarray([len(t) for t in tokens], dtype=np.int64)
     if (lengths == 0).any():

@@ -150,7 +150,9 @@ def _kill_after(cfg_code, batches, tmp_path):
     assert result.returncode == -9
 
 
-def test_resume_after_sigkill_is_bit_identical(tiny_models, text_task, tmp_path):
+def test_resume_after_sigkill_is_bit_identical(
+    tiny_models, text_task, tmp_path, capsys
+):
     model = tiny_models["gpt_neox"]
     whole = extract(_config(model, text_task, tmp_path / "whole.h5", batch_size=2))
     cfg = _config(model, text_task, tmp_path / "killed.h5", batch_size=2)
@@ -158,6 +160,9 @@ def test_resume_after_sigkill_is_bit_identical(tiny_models, text_task, tmp_path)
     with pytest.raises(CacheError, match=r"incomplete \(6 of 12 rows"):
         open_cache(cfg.out)
     assert open_cache(cfg.out, allow_partial=True).n == 6
+    info = _parser().parse_args(["info", str(cfg.out)])
+    assert info.func(info) == 0
+    assert "complete  no: 6 of 12 rows (3 batches) written" in capsys.readouterr().out
     with pytest.raises(ExtractError, match="position is 'last' in the file but 'mean'"):
         extract(_config(model, text_task, cfg.out, batch_size=2, position="mean"))
     extract(cfg)
@@ -375,3 +380,13 @@ def test_cli_extract_and_info(tiny_models, text_task, tmp_path, capsys):
     missing = _parser().parse_args(["info", str(tmp_path / "none.h5")])
     assert missing.func(missing) == 1
     assert "no cache file" in capsys.readouterr().err
+
+
+def test_max_length_truncates_and_records_it(tiny_models, text_task, tmp_path, capsys):
+    cfg = _config(
+        tiny_models["gpt_neox"], text_task, tmp_path / "m.h5", max_length=8, quiet=False
+    )
+    cache = open_cache(extract(cfg))
+    assert cache.n_tokens.max() == 8
+    assert cache.meta["n_truncated"] == int((cache.n_chars > 8).sum()) > 0
+    assert "prompts were cut to 8 tokens" in capsys.readouterr().out
