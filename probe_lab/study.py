@@ -53,7 +53,9 @@ from probe_lab.weak_labels import MAKERS, make_weak_labels, mixture_labels
 
 __all__ = ["StudyConfig", "StudyError", "StudyResult", "Supervisor", "run_study"]
 
-KINDS = ("probe", *MAKERS, "mixture", "imitation")
+KINDS = ("probe", *MAKERS, "mixture", "imitation", "column")
+_TRUE = ("1", "true", "yes", "positive")
+_FALSE = ("0", "false", "no", "negative")
 LOSSES = ("xent", "confidence")
 
 
@@ -67,7 +69,8 @@ class Supervisor:
 
     kind: str
     """``probe``, ``random``, ``longest``, ``shortest``, ``strong_unconfident``,
-    ``strong_confident_correct``, ``mixture`` or ``imitation``."""
+    ``strong_confident_correct``, ``mixture``, ``imitation`` or ``column`` (weak
+    labels stored in a cache's extra field, e.g. a re-extraction's ``hint``)."""
 
     name: str = ""
     """Label in the results (default derived from kind and k, e.g. ``M_8``)."""
@@ -77,7 +80,11 @@ class Supervisor:
     whose errors are mixed in (required)."""
 
     cache: str | None = None
-    """``probe``: another model's cache for the weak side, joined by example id."""
+    """``probe``: another model's cache for the weak side; ``column``: the cache
+    holding the field. Joined by example id."""
+
+    field: str = ""
+    """``column``: the extra field holding 0/1 (or true/false) weak labels."""
 
     layer: int | None = None
     """``probe``: layer of the weak features (default: the study's layer)."""
@@ -108,6 +115,8 @@ class Supervisor:
                 f"supervisor {self.label}: accuracy must lie in (0.5, 1], got "
                 f"{self.accuracy}"
             )
+        if self.kind == "column" and not self.field:
+            raise StudyError("a column supervisor needs field= (an extra field name)")
         if self.kind == "mixture" and self.k is None:
             raise StudyError("a mixture supervisor needs k (its simulatable M_k)")
         if self.k is not None and self.k < 1:
@@ -131,6 +140,8 @@ class Supervisor:
             return base + (f"@{'/'.join(src)}" if src else "")
         if self.kind == "mixture":
             return f"mixture(M_{self.k},{self.level:g})"
+        if self.kind == "column":
+            return f"column:{self.field}"
         return self.kind
 
 
@@ -403,6 +414,7 @@ class _Data:
     sources: dict[tuple[str | None, int | None], np.ndarray]  # (n, d) per source
     splits: dict[str, np.ndarray]  # name -> (S, n) bool
     fingerprints: dict[str, Any]
+    columns: dict[str, np.ndarray]  # column supervisor label -> (n,) int8
 
 
 def _basis(x: np.ndarray, rows: np.ndarray, kind: str) -> np.ndarray:
@@ -450,7 +462,7 @@ def _load(config: StudyConfig) -> _Data:
     rows = np.arange(main.n)
     others = {}
     for sup in config.supervisors:
-        if sup.kind == "probe" and sup.cache:
+        if sup.kind in ("probe", "column") and sup.cache and sup.cache not in others:
             other = open_cache(sup.cache)
             ia, ib = join(main, other)
             lookup = dict(zip(ia.tolist(), ib.tolist(), strict=True))
@@ -506,7 +518,31 @@ def _load(config: StudyConfig) -> _Data:
             cache = others[sup.cache][0] if sup.cache else main
             layer = config.layer if sup.layer is None else sup.layer
             add(cache, layer, key)
+    columns = {}
+    for sup in config.supervisors:
+        if sup.kind != "column":
+            continue
+        cache = others[sup.cache][0] if sup.cache else main
+        if sup.field not in cache.extra:
+            raise StudyError(
+                f"supervisor {sup.label}: {cache.path} has no extra field "
+                f"{sup.field!r}; its fields: {sorted(cache.extra)}"
+            )
+        values = np.char.lower(np.asarray(cache.extra[sup.field]).astype(str))
+        picked = (
+            values[rows]
+            if cache is main
+            else values[[others[sup.cache][1][r] for r in rows]]
+        )
+        bad = ~np.isin(picked, _TRUE + _FALSE)
+        if bad.any():
+            raise StudyError(
+                f"supervisor {sup.label}: field {sup.field!r} holds "
+                f"{picked[bad][0]!r}; weak labels must be one of {_TRUE + _FALSE}"
+            )
+        columns[sup.label] = np.isin(picked, _TRUE).astype(np.int8)
     return _Data(
+        columns=columns,
         truth=truth[rows],
         n_chars=np.asarray(main.n_chars)[rows],
         ids=np.asarray(main.ids)[rows],
@@ -740,6 +776,9 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
                 entry["targets"] = proba if sup.soft else hard
                 entry["hard"] = hard
                 entry["weak_acc"] = test_acc(proba, seed)
+            elif sup.kind == "column":
+                hard = data.columns[sup.label]
+                entry = dict(targets=hard, hard=hard, weak_acc=test_acc(hard, seed))
             elif sup.kind == "imitation":
                 base = labels[(sup.base or ref, seed)]
                 entry = dict(base)

@@ -52,9 +52,21 @@ def problem():
     return make_problem()
 
 
-def write_synthetic_cache(path, *, n=1200, d=16, seed=0, layers=(1, 2), noise=0.3):
+def write_synthetic_cache(
+    path,
+    *,
+    n=1200,
+    d=16,
+    seed=0,
+    layers=(1, 2),
+    noise=0.3,
+    dtype="float32",
+    extra=None,
+):
     """A cache file of planted features: latent factors of decreasing variance (so
     PCA order is coordinate order), each carrying part of the label.
+
+    ``extra``, if given, maps the labels to extra string fields.
 
     Returns:
         the path; layer ``layers[-1]`` holds the features, earlier layers a noisier
@@ -75,7 +87,7 @@ def write_synthetic_cache(path, *, n=1200, d=16, seed=0, layers=(1, 2), noise=0.
     feats = {}
     for j, layer in enumerate(layers):
         blur = (len(layers) - 1 - j) * 2.0
-        feats[layer] = (z + blur * rng.normal(size=z.shape)).astype(np.float32)
+        feats[layer] = (z + blur * rng.normal(size=z.shape)).astype(dtype)
     order = np.arange(n)
     bounds = np.append(np.arange(0, n, 256), n)
     store.create_cache(
@@ -83,7 +95,7 @@ def write_synthetic_cache(path, *, n=1200, d=16, seed=0, layers=(1, 2), noise=0.
         attrs={
             "task": "planted",
             "task_fingerprint": f"sha256:planted-{seed}",
-            "dtype": "float32",
+            "dtype": dtype,
             "n_blocks": max(layers),
             "model": "synthetic",
         },
@@ -92,10 +104,10 @@ def write_synthetic_cache(path, *, n=1200, d=16, seed=0, layers=(1, 2), noise=0.
         labels=labels,
         n_chars=n_chars,
         n_tokens=n_chars // 4,
-        extra={},
+        extra=extra(labels) if extra else {},
         layers=list(layers),
         d=d,
-        dtype="float32",
+        dtype=dtype,
         order=order,
         bounds=bounds,
     )

@@ -139,6 +139,28 @@ def test_table_dynamics_and_stages_are_complete(cache, tmp_path):
     assert json.loads((out / "fingerprints.json").read_text())["rows"] == 2000
 
 
+def test_column_supervisor_reads_weak_labels_from_a_cache_field(tmp_path):
+    def hint(labels):
+        flipped = labels.copy()
+        flipped[::4] = 1 - flipped[::4]  # 75% accurate hints
+        return {"hint": np.where(flipped == 1, "true", "false").tolist()}
+
+    path = write_synthetic_cache(tmp_path / "h.h5", n=1600, extra=hint)
+    result = study(
+        str(path),
+        supervisors=(Supervisor(kind="column", field="hint"),),
+        students=(16,),
+        seeds=1,
+        train=TrainConfig(epochs=3, batch_size=64),
+    )
+    row = result.table.iloc[0]
+    assert row.supervisor == "column:hint"
+    assert abs(row.weak_label_acc - 0.75) < 0.03
+    assert abs(row.weak_acc - 0.75) < 0.05
+    with pytest.raises(StudyError, match="has no extra field 'nope'"):
+        study(str(path), supervisors=(Supervisor(kind="column", field="nope"),))
+
+
 def test_compilations_do_not_grow_with_conditions(cache):
     small = study(
         cache,

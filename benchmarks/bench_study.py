@@ -1,0 +1,125 @@
+"""Benchmark: a whole weak-to-strong study against its matrix-multiply floor.
+
+    python benchmarks/bench_study.py            # 20,000 x 384 cache, paper protocol
+    python benchmarks/bench_study.py --quick    # small smoke run (seconds)
+
+A study of 6 error structures + the reference probe x 8 student k x 2 losses x 10
+seeds (1,120 students) plus ceilings and weak probes, on a planted 20,000 x 384
+float16 cache, with the paper's protocol (Adam, lr 1e-3, batch 128, 200 epochs,
+early stopping). For every stage the floor is the time a plain jitted float32
+product of the stage's shapes would take for the training work alone:
+``rows x d x P x epochs x 4`` flops at the rate of ``(x @ W, x.T @ G)`` with
+``x: (rows, d)``, ``W: (d, P)``, measured in this run. Target (issue 4): wall time
+within 1.5x of the summed floors, and compilations bounded by the number of
+stages, not conditions. Both are printed; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from conftest import write_synthetic_cache
+
+from probe_lab import TrainConfig
+from probe_lab.study import StudyConfig, Supervisor, run_study
+
+STRUCTURES = (
+    "random",
+    "longest",
+    "shortest",
+    "strong_unconfident",
+    "strong_confident_correct",
+)
+
+
+def product_rate(rows: int, d: int, probes: int, reps: int = 3) -> float:
+    """GFLOP/s of a plain jitted ``(x @ W, x.T @ G)`` of these shapes."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(rows, d)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(d, probes)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(rows, probes)), jnp.float32)
+    f = jax.jit(lambda x, w, g: (x @ w, x.T @ g))
+    jax.block_until_ready(f(x, w, g))
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        jax.block_until_ready(f(x, w, g))
+        best = min(best, time.perf_counter() - start)
+    return 4 * rows * d * probes / best / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke size")
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--d", type=int, default=384)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=10)
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.d, args.epochs, args.seeds = 3000, 64, 10, 2
+    ks = tuple(int(k) for k in np.unique(np.geomspace(2, args.d, 8).round()))
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = write_synthetic_cache(
+            Path(tmp) / "bench.h5", n=args.rows, d=args.d, dtype="float16"
+        )
+        config = StudyConfig(
+            cache=str(cache),
+            layer=2,
+            supervisors=(
+                Supervisor(kind="probe", k=ks[1]),
+                *(Supervisor(kind=kind) for kind in STRUCTURES),
+                Supervisor(kind="mixture", k=ks[1], level=0.5),
+            ),
+            students=ks,
+            losses=("xent", "confidence"),
+            seeds=args.seeds,
+            train=TrainConfig(epochs=args.epochs),
+        )
+        start = time.perf_counter()
+        result = run_study(config)
+        wall = time.perf_counter() - start
+    print(
+        f"\nstudy: {args.rows} x {args.d} cache, {len(result.table)} student runs, "
+        f"k = {list(ks)}, {args.epochs} epochs\n"
+    )
+    header = (
+        f"{'stage':<24}{'probes':>8}{'rows':>8}{'GFLOP/s':>10}"
+        f"{'floor s':>10}{'wall s':>10}{'ratio':>8}{'compiles':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    total_floor = 0.0
+    for stage in result.stages:
+        rate = product_rate(stage["rows"], stage["d"], stage["probes"])
+        flops = 4 * stage["mean_rows"] * stage["d"] * stage["probes"] * stage["epochs"]
+        floor = flops / rate / 1e9
+        total_floor += floor
+        print(
+            f"{stage['stage']:<24}{stage['probes']:>8}{stage['rows']:>8}"
+            f"{rate:>10.1f}{floor:>10.2f}{stage['seconds']:>10.2f}"
+            f"{stage['seconds'] / floor:>8.2f}{stage['compilations']:>10}"
+        )
+    print("-" * len(header))
+    stage_time = sum(s["seconds"] for s in result.stages)
+    print(f"{'sum of stages':<24}{'':>26}{total_floor:>10.2f}{stage_time:>10.2f}")
+    print(f"{'whole run_study':<24}{'':>36}{wall:>10.2f}")
+    print(
+        f"\nwall / floor = {wall / total_floor:.2f} (target <= 1.5); compilations: "
+        f"{sum(s['compilations'] for s in result.stages)} over "
+        f"{len(result.stages)} stages for {len(result.table)} conditions"
+    )
+
+
+if __name__ == "__main__":
+    main()
