@@ -1,6 +1,16 @@
 """probe-lab: a fast linear-probe sandbox for weak-to-strong generalization."""
 
 from probe_lab import metrics
+from probe_lab.study import StudyConfig, StudyResult, Supervisor, run_study
 from probe_lab.train import Probes, TrainConfig, train_probes
 
-__all__ = ["Probes", "TrainConfig", "metrics", "train_probes"]
+__all__ = [
+    "Probes",
+    "StudyConfig",
+    "StudyResult",
+    "Supervisor",
+    "TrainConfig",
+    "metrics",
+    "run_study",
+    "train_probes",
+]
