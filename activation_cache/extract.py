@@ -516,6 +516,11 @@ def extract(
             "row a non-empty text"
         )
     device = _resolve_device(config.device, local_rank)
+    if config.autocast != "none" and torch.device(device).type != "cuda":
+        raise ExtractError(
+            f"autocast={config.autocast} needs a CUDA device, the device is {device}; "
+            "use --autocast none or a CUDA --device"
+        )
     local = Path(source).expanduser()
     attrs = {
         "model": config.model,
@@ -697,11 +702,6 @@ def _extract_rows(job: _Job, rows: np.ndarray, path: Path, attrs: dict) -> None:
         local_tokens, job.pad_id, config.padding_side, device, forward_params
     )
     probe = batcher(np.asarray([int(np.argmin(lengths))]))
-    if config.autocast != "none" and torch.device(device).type != "cuda":
-        raise ExtractError(
-            f"autocast={config.autocast} needs a CUDA device, the device is {device}; "
-            "use --autocast none or a CUDA --device"
-        )
     with torch.inference_mode():
         hidden = model(**probe, output_hidden_states=True).hidden_states
     if len(hidden) != attrs["n_blocks"] + 1:
