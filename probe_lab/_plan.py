@@ -23,41 +23,70 @@ if TYPE_CHECKING:
 
 
 class ChunkInputs(struct.PyTreeNode):
-    """Device inputs of one chunk of ``C`` probes (probe axis last)."""
+    """Device inputs of one chunk: ``G`` pieces of ``C`` probes each.
 
-    rows: jax.Array  # (n_max,) int32 row indices of the chunk's row set, 0-padded
-    n_rows: jax.Array  # () int32 real entries of ``rows``
-    mean: jax.Array  # (d,) float32 standardization mean
-    scale: jax.Array  # (d,) float32 standardization scale
-    targets: jax.Array  # (n_max, C) float32 targets at ``rows``
-    feature_mask: jax.Array  # (d, C) bool
-    lr: jax.Array  # (C,)
-    l2: jax.Array  # (C,)
-    alpha: jax.Array  # (C,)
+    Every piece trains on one row set in one minibatch order; a chunk stacks pieces
+    so one compiled step serves them all with batched products.
+    """
+
+    rows: jax.Array  # (G, n_max) int32 row indices of each piece's row set, 0-padded
+    n_rows: jax.Array  # (G,) int32 real entries of ``rows``
+    mean: jax.Array  # (G, d) float32 standardization mean
+    scale: jax.Array  # (G, d) float32 standardization scale
+    targets: jax.Array  # (G, n_max, C) float32 targets at ``rows``
+    feature_mask: jax.Array  # (G, d, C) bool
+    lr: jax.Array  # (G, C)
+    l2: jax.Array  # (G, C)
+    alpha: jax.Array  # (G, C)
+    order_key: jax.Array  # (G,) uint32: minibatch order from fold_in(key, it)
     eval_index: jax.Array  # (m,) int32 rows evaluated every epoch
-    eval_rows: jax.Array  # (S, m, C) bool, set 0 is validation when present
-    eval_labels: jax.Array  # (S, m, C) bool reference labels
+    eval_rows: jax.Array  # (S, m, G, C) bool, set 0 is validation when present
+    eval_labels: jax.Array  # (S, m, G, C) bool reference labels
+
+    def piece(self, g: int) -> ChunkInputs:
+        """The ``g``-th piece alone, with the piece axis dropped."""
+        return self.replace(
+            **{
+                name: getattr(self, name)[g]
+                for name in (
+                    "rows n_rows mean scale targets feature_mask lr l2 alpha order_key"
+                ).split()
+            },
+            eval_rows=self.eval_rows[:, :, g],
+            eval_labels=self.eval_labels[:, :, g],
+        )
 
 
 def standardized_rows(x: jax.Array, c: ChunkInputs) -> jax.Array:
-    """``(n_max, d)`` float32 standardized features of the chunk's row set."""
+    """``(n_max, d)`` float32 standardized features of one piece's row set."""
     return (x[c.rows].astype(jnp.float32) - c.mean) / c.scale
 
 
 def standardized_eval(x: jax.Array, c: ChunkInputs) -> jax.Array:
-    """``(m, d)`` float32 standardized features of the evaluation rows."""
+    """``(m, d)`` float32 evaluation rows standardized as one piece's rows."""
     return (x[c.eval_index].astype(jnp.float32) - c.mean) / c.scale
 
 
 @dataclasses.dataclass(frozen=True)
-class Chunk:
-    """Which probes a chunk trains and on which rows."""
+class Piece:
+    """Probes that share a row set and minibatch order (and, for L-BFGS, a mask)."""
 
     probes: np.ndarray  # (C,) probe indices, padded by repeating the first
-    n_real: int  # leading entries of ``probes`` that are real
+    n_real: int  # leading entries of ``probes`` that are real (0: padding piece)
     row_set: int  # index into Plan.row_sets
     order_key: int  # user order group: minibatch order comes from fold_in(key, it)
     mask_key: int  # index into Plan.masks (one per unique feature mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Pieces trained by one compiled call."""
+
+    pieces: tuple[Piece, ...]
+
+    @property
+    def n_real(self) -> int:
+        return sum(p.n_real for p in self.pieces)
 
 
 @dataclasses.dataclass
@@ -82,38 +111,57 @@ class Plan:
     has_val: bool
     chunks: list[Chunk]
     max_rows: int
-    chunk_size: int
+    piece_size: int
 
     @property
     def n_probes(self) -> int:
         return int(self.targets.shape[0])
 
     def chunk_inputs(self, chunk: Chunk) -> ChunkInputs:
-        rows = self.row_sets[chunk.row_set]
-        padded = np.zeros(self.max_rows, np.int32)
-        padded[: rows.size] = rows
-        p = chunk.probes
-        targets = np.zeros((self.max_rows, p.size), np.float32)
-        targets[: rows.size] = self.targets[p][:, rows].T
+        def stack(fn):
+            return np.stack([fn(piece) for piece in chunk.pieces])
+
+        def padded_rows(piece: Piece) -> np.ndarray:
+            rows = self.row_sets[piece.row_set]
+            out = np.zeros(self.max_rows, np.int32)
+            out[: rows.size] = rows
+            return out
+
+        def targets(piece: Piece) -> np.ndarray:
+            rows = self.row_sets[piece.row_set]
+            out = np.zeros((self.max_rows, piece.probes.size), np.float32)
+            out[: rows.size] = self.targets[piece.probes][:, rows].T
+            return out
+
+        def evals(array: np.ndarray) -> np.ndarray:  # (S, P, m) -> (S, m, G, C)
+            picked = np.stack([array[:, p.probes] for p in chunk.pieces], axis=1)
+            return picked.transpose(0, 3, 1, 2)
+
         return ChunkInputs(
-            rows=padded,
-            n_rows=np.int32(rows.size),
-            mean=self.mean[chunk.row_set].astype(np.float32),
-            scale=self.scale[chunk.row_set].astype(np.float32),
-            targets=targets,
-            feature_mask=self.feature_mask[p].T,
-            lr=self.lr[p],
-            l2=self.l2[p],
-            alpha=self.alpha[p],
+            rows=stack(padded_rows),
+            n_rows=stack(lambda p: np.int32(self.row_sets[p.row_set].size)),
+            mean=stack(lambda p: self.mean[p.row_set].astype(np.float32)),
+            scale=stack(lambda p: self.scale[p.row_set].astype(np.float32)),
+            targets=stack(targets),
+            feature_mask=stack(lambda p: self.feature_mask[p.probes].T),
+            lr=stack(lambda p: self.lr[p.probes]),
+            l2=stack(lambda p: self.l2[p.probes]),
+            alpha=stack(lambda p: self.alpha[p.probes]),
+            order_key=stack(lambda p: np.uint32(p.order_key)),
             eval_index=self.eval_index,
-            eval_rows=self.eval_rows[:, p].transpose(0, 2, 1),
-            eval_labels=self.eval_labels[:, p].transpose(0, 2, 1),
+            eval_rows=evals(self.eval_rows),
+            eval_labels=evals(self.eval_labels),
         )
 
     def assemble(
         self, outputs: list[tuple[Chunk, dict[str, np.ndarray]]], config: TrainConfig
     ) -> Probes:
-        """Scatter chunk outputs into probe order, weights back to raw features."""
+        """Scatter chunk outputs into probe order, weights back to raw features.
+
+        Each chunk output holds ``w (G, d, C)`` in standardized coordinates, ``b``
+        and ``best_epoch (G, C)``, ``train_loss (E, G, C)`` and ``eval_acc (E, S, G,
+        C)``.
+        """
         from probe_lab.train import Probes
 
         n_probes, d = self.n_probes, self.features.shape[1]
@@ -127,18 +175,21 @@ class Plan:
         n_sets = len(self.eval_names)
         accs = np.zeros((n_records, n_sets, n_probes), np.float32)
         for chunk, out in outputs:
-            real = chunk.probes[: chunk.n_real]
-            mu = self.mean[chunk.row_set]
-            sd = self.scale[chunk.row_set]
-            w_std = np.asarray(out["w"], np.float64)[:, : chunk.n_real]  # (d, R)
-            w_raw = w_std / sd[:, None]
-            weights[real] = w_raw.T
-            bias[real] = out["b"][: chunk.n_real] - mu @ w_raw
-            best_epoch[real] = out["best_epoch"][: chunk.n_real]
-            mean[real] = mu
-            scale[real] = sd
-            loss[:, real] = out["train_loss"][:, : chunk.n_real]
-            accs[:, :, real] = out["eval_acc"][:, :, : chunk.n_real]
+            for g, piece in enumerate(chunk.pieces):
+                k = piece.n_real
+                if k == 0:
+                    continue
+                real = piece.probes[:k]
+                mu = self.mean[piece.row_set]
+                sd = self.scale[piece.row_set]
+                w_raw = np.asarray(out["w"][g], np.float64)[:, :k] / sd[:, None]
+                weights[real] = w_raw.T
+                bias[real] = out["b"][g, :k] - mu @ w_raw
+                best_epoch[real] = out["best_epoch"][g, :k]
+                mean[real] = mu
+                scale[real] = sd
+                loss[:, real] = out["train_loss"][:, g, :k]
+                accs[:, :, real] = out["eval_acc"][:, :, g, :k]
         # A feature mask is exact: masked weights are zero, not merely small.
         weights = np.where(self.feature_mask, weights, 0.0).astype(np.float32)
         history = {"train_loss": loss}
@@ -365,7 +416,7 @@ def make_plan(
             mean.append(np.zeros(d))
             scale.append(1.0 / gain)
 
-    # Chunks: probes sharing (order group, row set) -- and for L-BFGS, which has no
+    # Pieces: probes sharing (order group, row set) -- and for L-BFGS, which has no
     # minibatch order but preconditions per feature mask, (row set, feature mask).
     if config.solver == "lbfgs":
         keys = np.stack([row_set_of, mask_of], axis=1)
@@ -375,24 +426,24 @@ def make_plan(
     key_of = key_of.reshape(-1)
     members = [np.flatnonzero(key_of == k) for k in range(key_of.max() + 1)]
     largest = max(m.size for m in members)
-    chunk_size = min(int(config.probe_chunk), -(-largest // 8) * 8)
-    chunks = []
+    size = min(int(config.probe_chunk), -(-largest // 8) * 8)
+    pieces = []
     for idx in members:
-        for start in range(0, idx.size, chunk_size):
-            part = idx[start : start + chunk_size]
-            padded = np.concatenate(
-                [part, np.full(chunk_size - part.size, part[0], part.dtype)]
-            )
+        for start in range(0, idx.size, size):
+            part = idx[start : start + size]
             first = part[0]
-            chunks.append(
-                Chunk(
-                    probes=padded,
+            pieces.append(
+                Piece(
+                    probes=np.concatenate(
+                        [part, np.full(size - part.size, first, part.dtype)]
+                    ),
                     n_real=part.size,
                     row_set=int(row_set_of[first]),
                     order_key=int(group[first]),
                     mask_key=int(mask_of[first]),
                 )
             )
+    chunks = _pack(pieces, size, int(config.probe_chunk), config.solver == "lbfgs")
     return Plan(
         features=x,
         targets=y,
@@ -412,5 +463,26 @@ def make_plan(
         has_val=val_rows is not None,
         chunks=chunks,
         max_rows=max(r.size for r in row_sets),
-        chunk_size=chunk_size,
+        piece_size=size,
     )
+
+
+def _pack(
+    pieces: list[Piece], size: int, probe_chunk: int, single: bool
+) -> list[Chunk]:
+    """Stack pieces into chunks of about ``probe_chunk`` probes, all of one shape.
+
+    Small pieces (e.g. one per seed) share a chunk so their products run batched;
+    the last chunk is padded with empty copies of a piece. ``single`` keeps one
+    piece per chunk (L-BFGS preconditions each piece separately).
+    """
+    if single:
+        return [Chunk((p,)) for p in pieces]
+    n_chunks = max(1, round(len(pieces) * size / probe_chunk))
+    per_chunk = -(-len(pieces) // n_chunks)
+    chunks = []
+    for start in range(0, len(pieces), per_chunk):
+        group = pieces[start : start + per_chunk]
+        filler = dataclasses.replace(group[0], n_real=0)
+        chunks.append(Chunk(tuple(group) + (filler,) * (per_chunk - len(group))))
+    return chunks

@@ -75,7 +75,9 @@ def fit_chunk_lbfgs(
     tol: float,
     history: int,
 ) -> dict[str, jax.Array]:
-    """Fit one chunk of probes to convergence; outputs match the Adam trainer's."""
+    """Fit one single-piece chunk to convergence; outputs match the Adam trainer's
+    (with a piece axis of length 1)."""
+    c = c.piece(0)
     d = xrot.shape[1]
     n_chunk = c.lr.shape[0]
     y = c.targets  # (n_max, C)
@@ -195,11 +197,11 @@ def fit_chunk_lbfgs(
     hits = ((xe @ w + b) > 0) == c.eval_labels
     accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(c.eval_rows.sum(axis=1), 1)
     return dict(
-        w=w,
-        b=b,
-        best_epoch=st["iters"],
-        train_loss=st["f"][None],
-        eval_acc=accs[None],
+        w=w[None],
+        b=b[None],
+        best_epoch=st["iters"][None],
+        train_loss=st["f"][None, None],
+        eval_acc=accs[None, :, None],
     )
 
 
