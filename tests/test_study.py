@@ -161,6 +161,24 @@ def test_column_supervisor_reads_weak_labels_from_a_cache_field(tmp_path):
         study(str(path), supervisors=(Supervisor(kind="column", field="nope"),))
 
 
+def test_dynamics_off_scores_the_same_students(cache):
+    common = dict(
+        supervisors=(Supervisor(kind="probe", k=3), Supervisor(kind="shortest")),
+        students=(4, 16),
+        losses=("xent", "confidence"),
+        seeds=2,
+        train=TrainConfig(epochs=5, batch_size=64),
+    )
+    on = study(cache, **common).table
+    off_result = study(cache, dynamics=False, **common)
+    off = off_result.table
+    columns = ["student_acc", "agreement", "agreement_weak_wrong", "best_epoch"]
+    n_test = 400
+    np.testing.assert_allclose(off[columns], on[columns], atol=2 / n_test)
+    assert off_result.dynamics.test_acc.isna().sum() == len(off) * 4
+    assert off_result.dynamics.val_agreement.notna().all()
+
+
 def test_compilations_do_not_grow_with_conditions(cache):
     small = study(
         cache,
