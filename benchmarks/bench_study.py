@@ -3,8 +3,8 @@
     python benchmarks/bench_study.py            # 20,000 x 384 cache, paper protocol
     python benchmarks/bench_study.py --quick    # small smoke run (seconds)
 
-A study of 6 error structures + the reference probe x 8 student k x 2 losses x 10
-seeds (1,120 students) plus ceilings and weak probes, on a planted 20,000 x 384
+A study of 6 error structures + the reference probe x 8 student k x 2 losses x 20
+seeds (2,240 students) plus ceilings and weak probes, on a planted 20,000 x 384
 float16 cache, with the paper's protocol (Adam, lr 1e-3, batch 128, 200 epochs,
 early stopping). For every stage the floor is the time a plain jitted float32
 product of the stage's shapes would take for the training work alone:
@@ -64,7 +64,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--d", type=int, default=384)
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--dynamics",
+        action="store_true",
+        help="also record test accuracy and agreement every epoch (Fig. 26)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rows, args.d, args.epochs, args.seeds = 3000, 64, 10, 2
@@ -84,6 +89,7 @@ def main() -> None:
             students=ks,
             losses=("xent", "confidence"),
             seeds=args.seeds,
+            dynamics=args.dynamics,
             train=TrainConfig(epochs=args.epochs),
         )
         start = time.perf_counter()
@@ -91,7 +97,8 @@ def main() -> None:
         wall = time.perf_counter() - start
     print(
         f"\nstudy: {args.rows} x {args.d} cache, {len(result.table)} student runs, "
-        f"k = {list(ks)}, {args.epochs} epochs\n"
+        f"k = {list(ks)}, {args.epochs} epochs, per-epoch dynamics "
+        f"{'on' if args.dynamics else 'off'}\n"
     )
     header = (
         f"{'stage':<24}{'probes':>8}{'rows':>8}{'GFLOP/s':>10}"

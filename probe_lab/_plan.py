@@ -418,10 +418,14 @@ def make_plan(
 
     # Pieces: probes sharing (order group, row set) -- and for L-BFGS, which has no
     # minibatch order but preconditions per feature mask, (row set, feature mask).
+    # With the confidence loss, probes with alpha = 0 (plain cross-entropy) form
+    # pieces of their own, sorted first, so their chunks skip the hardening.
     if config.solver == "lbfgs":
         keys = np.stack([row_set_of, mask_of], axis=1)
     else:
-        keys = np.stack([group, row_set_of], axis=1)
+        alpha = _per_probe(config.alpha_max, n_probes, "alpha_max")
+        hardens = (alpha > 0) & (config.loss == "confidence")
+        keys = np.stack([hardens, group, row_set_of], axis=1)
     _, key_of = np.unique(keys, axis=0, return_inverse=True)
     key_of = key_of.reshape(-1)
     members = [np.flatnonzero(key_of == k) for k in range(key_of.max() + 1)]

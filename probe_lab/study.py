@@ -611,8 +611,11 @@ def _run_stage(
             mask[i, d + col_of[p.imitation.tobytes()]] = True
     alpha = float(config.train.alpha_max)
     alphas = [alpha if p.loss == "confidence" else 0.0 for p in probes]
+    confidence = any(p.loss == "confidence" for p in probes)
     train_config = dataclasses.replace(
-        config.train, loss="confidence", alpha_max=tuple(alphas)
+        config.train,
+        loss="confidence" if confidence else "xent",
+        alpha_max=tuple(alphas),
     )
     test = data.splits["test"][[p.seed for p in probes]]
     eval_sets = {}

@@ -475,7 +475,12 @@ def _train_chunk_adam(
         if confidence:
             frac = carry.step / total_steps
             ramp = jnp.minimum(1.0, frac / warmup_frac)[:, None]
-            yb = harden(logits, yb, vmask, c.alpha * ramp)
+            yb = jax.lax.cond(
+                jnp.any(c.alpha > 0),
+                lambda yb: harden(logits, yb, vmask, c.alpha * ramp),
+                lambda yb: yb,
+                yb,
+            )
         weight = valid.astype(jnp.float32) / jnp.maximum(count, 1)[:, None]
         prob = jax.nn.sigmoid(logits)
         resid = (prob - yb) * weight[..., None]
