@@ -432,6 +432,16 @@ class Cache:
     Args:
         path: the cache file.
         allow_partial: open an incomplete file, exposing only the rows written so far.
+
+    Attributes:
+        path: the file.
+        meta: the file attributes as Python values.
+        layers: stored hidden_states indices (0 = embeddings, i = after block i).
+        ids: (n,) str array of example ids, stable across models for a task's rows.
+        labels: (n,) int8 0/1 labels.
+        n_chars, n_tokens: (n,) int32 prompt lengths in characters and tokens.
+        d: hidden width.
+        complete: whether every row was written.
     """
 
     def __init__(self, path: str | Path, *, allow_partial: bool = False):

@@ -219,7 +219,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, help="cities rows for the extraction bench")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, help="timings per measurement (best of)")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's own choice)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     rows = args.rows or (1000 if args.quick else 3000)
     repeats = args.repeats or (2 if args.quick else 3)
     with tempfile.TemporaryDirectory() as tmp:
