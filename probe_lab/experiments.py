@@ -642,11 +642,11 @@ def _run_simulation(config, cache, out, log):
         findings.append(
             Finding(
                 claim="Mixing random errors into simulatable ones raises PGR with "
-                "the share of random errors.",
+                "the share of random errors (Spearman >= 0.8 counts as held).",
                 measured="PGR by share of random errors: "
                 + ", ".join(f"{lv:g}: {_fmt(p, 2)}" for lv, p in by_level.items())
                 + f" (Spearman {_fmt(rho, 2)})",
-                held=bool(rho > 0),
+                held=bool(rho >= 0.8),
             )
         )
     fig = plots.plot_simulation(table, title=_title(config))
@@ -700,11 +700,11 @@ def _structure_findings(summary: pd.DataFrame, ref: str) -> list[Finding]:
         gain_rnd, gain_sim = rnd_c.pgr - rnd.pgr, sim_c.pgr - sim.pgr
         findings.append(
             Finding(
-                claim="The confidence loss helps more against unsimulatable (random) "
-                "errors than against simulatable ones.",
+                claim="The confidence loss helps against unsimulatable (random) "
+                "errors, and more than against simulatable ones.",
                 measured=f"PGR change (confidence - xent): random {gain_rnd:+.2f}, "
                 f"{ref} {gain_sim:+.2f}",
-                held=bool(gain_rnd > gain_sim),
+                held=bool(gain_rnd > max(gain_sim, 0.0)),
             )
         )
     return findings
@@ -874,8 +874,9 @@ def _run_imitation(config, cache, out, log, cache_dir):
             config.study_config(hinted, _prompt_supervisors()), progress=log is print
         ),
     }
-    summary = _strongest(
-        pd.concat([_summary(r, study=s) for s, r in studies.items()], ignore_index=True)
+    summary = pd.concat(
+        [_strongest(_summary(r, study=s)) for s, r in studies.items()],
+        ignore_index=True,
     )
     row = lambda sup, loss: _pgr_row(summary, sup, loss)  # noqa: E731
     findings = []

@@ -10,6 +10,7 @@ the study's bootstrap interval over seeds.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -229,8 +230,8 @@ def plot_simulation(table: pd.DataFrame, *, title: str = "") -> Figure:
 
 
 def _pretty(name: str) -> str:
-    """``strong_unconfident`` -> ``strong unconfident``; M_k names stay as they are."""
-    return name if name.startswith("M_") else name.replace("_", " ")
+    """``strong_unconfident`` -> ``strong unconfident``; ``M_k`` stays as it is."""
+    return re.sub(r"(?<!M)_", " ", name)
 
 
 def _bars(
@@ -397,8 +398,10 @@ def plot_imitation(summary: pd.DataFrame, *, title: str = "") -> Figure:
         right.set_ylim(0, 1.05)
         right.set_title("imitation of the weak labels")
         for ax in (left, right):
-            ax.set_xticks(ax.get_xticks(), [names[s] for s in order], rotation=20)
-        student = int(summary.student.iloc[0])
+            ax.set_xticks(
+                ax.get_xticks(), [names[s] for s in order], rotation=20, ha="right"
+            )
+        student = " / ".join(str(int(k)) for k in sorted(set(summary.student)))
         fig.suptitle(
             (title or "Trivial imitation")
             + f"\nweak accuracy about {weak:.2f}; student k = {student}"

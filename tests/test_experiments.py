@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_synthetic_cache
@@ -90,26 +89,22 @@ def test_smoke_run_on_a_synthetic_cache(path, cache, tmp_path):
     assert result.cache == cache
 
 
-def test_trivial_imitation_re_extracts_a_real_model(tmp_path, save_model, jsonl):
-    from activation_cache import ExtractConfig, extract
+def test_trivial_imitation_re_extracts_the_caches_model(tmp_path, tiny_models):
+    # A planted cache that names a real (tiny, random) model: the hinted prompts are
+    # re-extracted with it in a subprocess.
+    import h5py
 
-    folder = save_model("gpt2", tmp_path / "gpt2")
-    rng = np.random.default_rng(0)
-    rows = [
-        {"text": f"item {i} is {'good' if y else 'bad'}", "label": int(y)}
-        for i, y in enumerate(rng.integers(0, 2, 640))
-    ]
-    task = jsonl(tmp_path / "task.jsonl", rows)
-    original = extract(
-        ExtractConfig(
-            model=str(folder),
-            task=str(task),
-            out=str(tmp_path / "orig.h5"),
+    from activation_cache import open_cache
+
+    original = write_synthetic_cache(tmp_path / "orig.h5", n=600, layers=(0, 1, 2))
+    with h5py.File(original, "a") as f:
+        f.attrs.update(
+            model=str(tiny_models["gpt2"]),
+            model_path=str(tiny_models["gpt2"]),
+            template="{text}",
             position="mean",
-            dtype="float32",
-            quiet=True,
+            padding_side="right",
         )
-    )
     result = run_experiment(
         EXPERIMENTS_DIR / "trivial_imitation.toml",
         smoke=True,
@@ -119,17 +114,14 @@ def test_trivial_imitation_re_extracts_a_real_model(tmp_path, save_model, jsonl)
         progress=False,
     )
     check_outputs(result, n_studies=2)
-    hinted = sorted((tmp_path / "caches").glob("*-hint-*.h5"))
-    assert len(hinted) == 1
-    from activation_cache import open_cache
-
-    prompts = open_cache(hinted[0])
-    assert set(prompts.extra["hint"]) <= {"true", "false"}
-    assert set(result.summary.supervisor) >= {
-        "weak",
-        "weak as feature",
-        "weak in prompt",
-    }
+    (hinted,) = (tmp_path / "caches").glob("*-hint-*.h5")
+    prompts = open_cache(hinted)
+    assert set(prompts.extra["hint"]) == {"true", "false"}
+    assert prompts.meta["template"].endswith(
+        "I think this is {hint}. What do you think?"
+    )
+    shown = {"weak", "weak as feature", "weak in prompt"}
+    assert shown <= set(result.summary.supervisor)
 
 
 def test_cli_run_smoke_and_errors(cache, tmp_path, capsys):
@@ -178,7 +170,7 @@ k = 4
         (GOOD.replace('name = "x"\n', ""), r"\[experiment\] needs name"),
         ("[experiment\n", "not valid TOML"),
         (
-            GOOD.replace("error_structures", "simulation_difficulty"),
+            GOOD.replace("error_structures", "trivial_imitation"),
             "builds its own supervisors",
         ),
     ],
