@@ -564,7 +564,6 @@ def _load(config: StudyConfig) -> _Data:
 class _Probe:
     """One probe of a stage: what it trains on and what it is called."""
 
-    role: str  # ceiling | weak | student | boot
     seed: int
     k: int  # features used (<= d)
     targets: np.ndarray  # (n,) labels in [0, 1]
@@ -723,7 +722,6 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
         for k in ceiling_ks:
             by_source.setdefault((None, None), []).append(
                 _Probe(
-                    role="ceiling",
                     seed=seed,
                     k=k,
                     targets=data.truth,
@@ -736,7 +734,6 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
             width = data.sources[key].shape[1]
             by_source.setdefault(key, []).append(
                 _Probe(
-                    role="weak",
                     seed=seed,
                     k=width if sup.k is None else sup.k,
                     targets=data.truth,
@@ -745,7 +742,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
                     name=label,
                 )
             )
-    logits: dict[tuple[str, int], np.ndarray] = {}
+    proba_of: dict[tuple[str, int], np.ndarray] = {}  # P(label 1), all rows
     for key, probes in by_source.items():
         _, proba = _run_stage(
             "ground truth" + _source_name(key),
@@ -757,13 +754,13 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
             log=log,
         )
         for p, row in zip(probes, proba, strict=True):
-            logits[(p.name, p.seed)] = row
+            proba_of[(p.name, p.seed)] = row
 
     def test_acc(row: np.ndarray, seed: int) -> float:
         return float(metrics.accuracy(row, data.truth, sp["test"][seed]))
 
     ceiling_acc = {
-        (k, s): test_acc(logits[(f"ceiling_{k}", s)], s)
+        (k, s): test_acc(proba_of[(f"ceiling_{k}", s)], s)
         for k in ceiling_ks
         for s in seeds
     }
@@ -781,7 +778,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
             rng = np.random.default_rng([seed, zlib.crc32(sup.label.encode())])
             entry: dict[str, Any] = {}
             if sup.kind == "probe":
-                proba = logits[(sup.label, seed)]
+                proba = proba_of[(sup.label, seed)]
                 hard = (proba >= 0.5).astype(np.int8)
                 entry["targets"] = proba if sup.soft else hard
                 entry["hard"] = hard
@@ -797,13 +794,13 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
                 target = sup.accuracy
                 if target is None:
                     target = float(
-                        metrics.accuracy(logits[(ref, seed)], data.truth, labelled)
+                        metrics.accuracy(proba_of[(ref, seed)], data.truth, labelled)
                     )
                     target = min(max(target, 0.5 + 1e-9), 1.0)
                 hard = data.truth.copy()
                 for rows in (label_rows, test_rows):
                     if sup.kind == "mixture":
-                        simulatable = (logits[(f"M_{sup.k}", seed)] >= 0.5).astype(
+                        simulatable = (proba_of[(f"M_{sup.k}", seed)] >= 0.5).astype(
                             np.int8
                         )
                         made = mixture_labels(
@@ -817,7 +814,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
                             target,
                             rng,
                             n_chars=data.n_chars,
-                            strong_logits=_logit(logits[(strong, seed)]),
+                            strong_logits=_logit(proba_of[(strong, seed)]),
                         )
                     hard[rows] = made[rows]
                 entry = dict(
@@ -837,7 +834,6 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
                     entry = labels[(sup.label, seed)]
                     students.append(
                         _Probe(
-                            role="student",
                             seed=seed,
                             k=kd(k),
                             targets=entry["targets"],
@@ -878,16 +874,15 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
         chain = config.bootstrap
         first = f"M_{chain[0]}"
         prev = {
-            (loss, s): (logits[(first, s)] >= 0.5).astype(np.int8)
+            (loss, s): (proba_of[(first, s)] >= 0.5).astype(np.int8)
             for loss in config.losses
             for s in seeds
         }
-        weak_acc = {s: test_acc(logits[(first, s)], s) for s in seeds}
+        weak_acc = {s: test_acc(proba_of[(first, s)], s) for s in seeds}
         for step, k in enumerate(chain[1:], start=1):
             name = "bootstrap:" + ">".join(str(c) for c in chain[:step])
             probes = [
                 _Probe(
-                    role="boot",
                     seed=s,
                     k=k,
                     targets=prev[(loss, s)],
