@@ -42,6 +42,7 @@ from probe_lab import plots
 from probe_lab.study import StudyConfig, StudyError, StudyResult, Supervisor, run_study
 
 __all__ = [
+    "CLAIMS",
     "KINDS",
     "CacheSpec",
     "ExperimentConfig",
@@ -49,6 +50,7 @@ __all__ = [
     "ExperimentResult",
     "Finding",
     "build_cache",
+    "findings_table",
     "load_experiment",
     "run_demo",
     "run_experiment",
