@@ -855,7 +855,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
         raise StudyError("imitation supervisors of one study must share one scale")
     if students:
         trained, proba = _run_stage(
-            "students", x, students, config, data, stages, gain=scale
+            "students", x, students, config, data, stages, gain=scale, log=log
         )
         _collect(
             students,
@@ -896,7 +896,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
                 for s in seeds
             ]
             trained, proba = _run_stage(
-                f"bootstrap {step}", x, probes, config, data, stages
+                f"bootstrap {step}", x, probes, config, data, stages, log=log
             )
             boot_weak = {(name, s): dict(weak_acc=weak_acc[s]) for s in seeds}
             kinds[name] = "bootstrap"
