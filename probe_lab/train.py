@@ -334,6 +334,7 @@ def _adam_static(config: TrainConfig, plan: _plan.Plan) -> dict[str, Any]:
         has_val=plan.has_val,
         has_l2=bool(np.any(plan.l2 > 0)),
         has_mask=not bool(plan.feature_mask.all()),
+        ragged=len({rows.size for rows in plan.row_sets}) > 1,
     )
 
 
@@ -413,6 +414,7 @@ class _AdamCarry(struct.PyTreeNode):
         "has_val",
         "has_l2",
         "has_mask",
+        "ragged",
     ),
 )
 def _train_chunk_adam(
@@ -431,6 +433,7 @@ def _train_chunk_adam(
     has_val: bool,
     has_l2: bool,
     has_mask: bool,
+    ragged: bool,
 ) -> dict[str, jax.Array]:
     """Train one chunk: ``G`` pieces of ``C`` probes, each piece on its own rows.
 
@@ -470,7 +473,10 @@ def _train_chunk_adam(
         xb = (x[rows].astype(jnp.float32) - c.mean[:, None]) / c.scale[:, None]
         yb = jnp.take_along_axis(c.targets, pos[..., None], axis=1)  # (G, B, C)
         count = valid.sum(axis=1)  # (G,)
-        logits = jnp.einsum("gbd,gdc->gbc", xb, w) + b[:, None]
+        if n_pieces == 1:  # a plain product: no batch dimension for XLA to carry
+            logits = (xb[0] @ w[0])[None] + b[:, None]
+        else:
+            logits = jnp.einsum("gbd,gdc->gbc", xb, w) + b[:, None]
         vmask = valid[..., None]
         if confidence:
             frac = carry.step / total_steps
@@ -484,7 +490,10 @@ def _train_chunk_adam(
         weight = valid.astype(jnp.float32) / jnp.maximum(count, 1)[:, None]
         prob = jax.nn.sigmoid(logits)
         resid = (prob - yb) * weight[..., None]
-        gw = jnp.einsum("gbd,gbc->gdc", xb, resid)
+        if n_pieces == 1:
+            gw = (xb[0].T @ resid[0])[None]
+        else:
+            gw = jnp.einsum("gbd,gbc->gdc", xb, resid)
         if has_l2:
             gw = gw + c.l2[:, None] * w
         if has_mask:
@@ -494,6 +503,8 @@ def _train_chunk_adam(
         moved = count > 0  # pieces whose row set ended this epoch stay put
 
         def keep(new, old):
+            if not ragged:  # equal row sets: every piece has a batch at every step
+                return new
             return jnp.where(moved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
 
         carry = carry.replace(
