@@ -583,7 +583,7 @@ def check_targets(der: dict[str, float]) -> list[dict[str, Any]]:
 
 def summary_rows(der: dict[str, float]) -> list[tuple]:
     return [
-        (c["target"], f"{c['measured']:.2f}", "PASS" if c["pass"] else "FAIL")
+        (c["target"], f"{c['measured']:.3g}", "PASS" if c["pass"] else "FAIL")
         for c in check_targets(der)
     ]
 
