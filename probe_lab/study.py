@@ -261,6 +261,8 @@ class StudyConfig:
                 f"supervisors {needs_ref} match a reference probe's accuracy but "
                 f"there is no probe supervisor: add one or set accuracy= on them"
             )
+        if len({s.scale for s in self.supervisors if s.kind == "imitation"}) > 1:
+            raise StudyError("imitation supervisors of one study must share one scale")
         labels = set(names)
         for s in self.supervisors:
             if s.kind == "imitation" and s.base and s.base not in labels:
@@ -631,6 +633,8 @@ def _run_stage(
             # A supervisor with no wrong (or no right) test labels leaves that
             # agreement undefined: score it on all test rows here and report NaN.
             eval_sets[key] = (np.where(rows.any(axis=1)[:, None], rows, test), ref)
+    train_rows = np.stack([p.train for p in probes])
+    val_rows = np.stack([p.val for p in probes])
     compiles: list[str] = []
 
     def count(event: str, *_a, **_k) -> None:
@@ -643,8 +647,8 @@ def _run_stage(
         trained = train_probes(
             features,
             np.stack([p.targets for p in probes]).astype(np.float32),
-            np.stack([p.train for p in probes]),
-            np.stack([p.val for p in probes]),
+            train_rows,
+            val_rows,
             feature_mask=mask,
             config=train_config,
             key=0,
@@ -657,7 +661,7 @@ def _run_stage(
         monitoring.unregister_event_duration_listener(count)
     seconds = time.perf_counter() - start
     log(f"[study] {name}: {len(probes)} probes in {seconds:.1f}s")
-    rows_per_probe = np.stack([p.train for p in probes]).sum(axis=1)
+    rows_per_probe = train_rows.sum(axis=1)
     stages.append(
         dict(
             stage=name,
@@ -666,7 +670,7 @@ def _run_stage(
             mean_rows=float(rows_per_probe.mean()),
             d=int(width),
             epochs=int(config.train.epochs),
-            eval_rows=int((test | np.stack([p.val for p in probes])).any(0).sum()),
+            eval_rows=int((test | val_rows).any(0).sum()),
             seconds=seconds,
             compilations=len(compiles),
         )
@@ -851,8 +855,6 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
     scale = max(
         (s.scale for s in config.supervisors if s.kind == "imitation"), default=1.0
     )
-    if len({s.scale for s in config.supervisors if s.kind == "imitation"}) > 1:
-        raise StudyError("imitation supervisors of one study must share one scale")
     if students:
         trained, proba = _run_stage(
             "students", x, students, config, data, stages, gain=scale, log=log

@@ -253,6 +253,16 @@ def test_summary_pgr_and_intervals_equal_hand_computation():
         (dict(losses=("hinge",)), "losses must be"),
         (dict(bootstrap=(8, 4)), "increasing chain"),
         (dict(layer=7), "layer"),
+        (
+            dict(
+                supervisors=(
+                    dict(kind="probe", k=3),
+                    dict(kind="imitation", scale=1.0),
+                    dict(kind="imitation", name="loud", scale=2.0),
+                )
+            ),
+            "share one scale",
+        ),
     ],
 )
 def test_bad_config_gets_a_clear_error(cache, kwargs, message):
