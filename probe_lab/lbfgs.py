@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from probe_lab import _plan
+from probe_lab.losses import binary_xent
 
 __all__ = ["fit_chunk_lbfgs", "rotate"]
 
@@ -58,7 +59,7 @@ def rotate(x: jax.Array, c: _plan.ChunkInputs) -> tuple[jax.Array, jax.Array]:
 
 
 def _objective(logits, y, valid, n_rows, l2, v):
-    loss = jax.nn.softplus(logits) - y * logits
+    loss = binary_xent(logits, y)
     data = (loss * valid[:, None]).sum(axis=0) / n_rows
     return data + 0.5 * l2 * (v * v).sum(axis=0)
 
