@@ -34,7 +34,7 @@ class ChunkInputs(struct.PyTreeNode):
     mean: jax.Array  # (G, d) float32 standardization mean
     scale: jax.Array  # (G, d) float32 standardization scale
     targets: jax.Array  # (G, n_max, C) float32 targets at ``rows``
-    feature_mask: jax.Array  # (G, d, C) bool
+    feature_mask: jax.Array  # (G, C, d) bool
     lr: jax.Array  # (G, C)
     l2: jax.Array  # (G, C)
     alpha: jax.Array  # (G, C)
@@ -143,7 +143,7 @@ class Plan:
             mean=stack(lambda p: self.mean[p.row_set].astype(np.float32)),
             scale=stack(lambda p: self.scale[p.row_set].astype(np.float32)),
             targets=stack(targets),
-            feature_mask=stack(lambda p: self.feature_mask[p.probes].T),
+            feature_mask=stack(lambda p: self.feature_mask[p.probes]),
             lr=stack(lambda p: self.lr[p.probes]),
             l2=stack(lambda p: self.l2[p.probes]),
             alpha=stack(lambda p: self.alpha[p.probes]),
@@ -158,7 +158,7 @@ class Plan:
     ) -> Probes:
         """Scatter chunk outputs into probe order, weights back to raw features.
 
-        Each chunk output holds ``w (G, d, C)`` in standardized coordinates, ``b``
+        Each chunk output holds ``w (G, C, d)`` in standardized coordinates, ``b``
         and ``best_epoch (G, C)``, ``train_loss (E, G, C)`` and ``eval_acc (E, S, G,
         C)``.
         """
@@ -182,9 +182,9 @@ class Plan:
                 real = piece.probes[:k]
                 mu = self.mean[piece.row_set]
                 sd = self.scale[piece.row_set]
-                w_raw = np.asarray(out["w"][g], np.float64)[:, :k] / sd[:, None]
-                weights[real] = w_raw.T
-                bias[real] = out["b"][g, :k] - mu @ w_raw
+                w_raw = np.asarray(out["w"][g, :k], np.float64) / sd
+                weights[real] = w_raw
+                bias[real] = out["b"][g, :k] - w_raw @ mu
                 best_epoch[real] = out["best_epoch"][g, :k]
                 mean[real] = mu
                 scale[real] = sd

@@ -43,14 +43,14 @@ def rotate(x: jax.Array, c: _plan.ChunkInputs) -> tuple[jax.Array, jax.Array]:
     Args:
         x: ``(n, d)`` raw features.
         c: the chunk's inputs (row set, standardization, feature mask; every probe
-            of the chunk shares the mask, so column 0 is used).
+            of the chunk shares the mask, so the first probe's is used).
 
     Returns:
         ``(xrot, spectrum, basis)``: ``(n_max, d)`` rotated rows (padding rows are
         zero), the ``(d,)`` eigenvalues of the covariance and the ``(d, d)``
         orthogonal basis ``U`` with ``w = U @ v``.
     """
-    mask = c.feature_mask[:, 0].astype(jnp.float32)
+    mask = c.feature_mask[0].astype(jnp.float32)
     valid = (jnp.arange(c.rows.shape[0]) < c.n_rows).astype(jnp.float32)
     z = _plan.standardized_rows(x, c) * mask * valid[:, None]
     cov = (z.T @ z) / c.n_rows
@@ -191,14 +191,14 @@ def fit_chunk_lbfgs(
         return (st["it"] < max_iter) & ~st["done"].all()
 
     st = jax.lax.while_loop(keep_going, step, state0)
-    mask = c.feature_mask.astype(jnp.float32)
+    mask = c.feature_mask.T.astype(jnp.float32)
     w = (basis @ st["theta"][:d]) * mask  # back to standardized coordinates
     b = st["theta"][d]
     xe = _plan.standardized_eval(x, c)
     hits = ((xe @ w + b) > 0) == c.eval_labels
     accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(c.eval_rows.sum(axis=1), 1)
     return dict(
-        w=w[None],
+        w=w.T[None],
         b=b[None],
         best_epoch=st["iters"][None],
         train_loss=st["f"][None, None],

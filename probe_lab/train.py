@@ -390,7 +390,7 @@ def _bce_from_logits(logits: jax.Array, prob: jax.Array, target: jax.Array):
 
 
 class _AdamCarry(struct.PyTreeNode):
-    w: jax.Array  # (G, d, C)
+    w: jax.Array  # (G, C, d)
     b: jax.Array  # (G, C)
     opt: _AdamState
     step: jax.Array  # (G,) real (non-empty) steps taken so far
@@ -438,8 +438,9 @@ def _train_chunk_adam(
     """Train one chunk: ``G`` pieces of ``C`` probes, each piece on its own rows.
 
     Each step gathers one minibatch per piece, ``(G, B, d)``, and runs the batched
-    products ``(G, B, d) @ (G, d, C)`` and its transpose; with one piece this is the
-    plain ``x_batch @ W``.
+    products ``(G, B, d) @ (G, C, d)^T`` and ``(G, B, C)^T @ (G, B, d)`` (weights are
+    stored probe-major, which XLA's CPU kernels run far faster); with one piece the
+    plain ``x_batch @ W.T``.
     """
     n_pieces, n_max = c.rows.shape
     n_feat = x.shape[1]
@@ -449,7 +450,7 @@ def _train_chunk_adam(
     n_rows = c.n_rows  # (G,)
     total_steps = jnp.maximum(jnp.ceil(n_rows / batch_size) * epochs, 1.0)
     tx = _fused_adam(b1, b2, eps)
-    w0 = jnp.zeros((n_pieces, n_feat, n_probes), jnp.float32)
+    w0 = jnp.zeros((n_pieces, n_probes, n_feat), jnp.float32)
     b0 = jnp.zeros((n_pieces, n_probes), jnp.float32)
     carry0 = _AdamCarry(
         w=w0,
@@ -461,7 +462,7 @@ def _train_chunk_adam(
         best_val=jnp.full((n_pieces, n_probes), -1.0, jnp.float32),
         best_epoch=jnp.zeros((n_pieces, n_probes), jnp.int32),
     )
-    fmask = c.feature_mask.astype(jnp.float32)  # (G, d, C)
+    fmask = c.feature_mask.astype(jnp.float32)  # (G, C, d)
     xe = x[c.eval_index].astype(jnp.float32)  # (m, d), raw
     harden = jax.vmap(confidence_targets)
 
@@ -474,9 +475,9 @@ def _train_chunk_adam(
         yb = jnp.take_along_axis(c.targets, pos[..., None], axis=1)  # (G, B, C)
         count = valid.sum(axis=1)  # (G,)
         if n_pieces == 1:  # a plain product: no batch dimension for XLA to carry
-            logits = (xb[0] @ w[0])[None] + b[:, None]
+            logits = (xb[0] @ w[0].T)[None] + b[:, None]
         else:
-            logits = jnp.einsum("gbd,gdc->gbc", xb, w) + b[:, None]
+            logits = jnp.einsum("gbd,gcd->gbc", xb, w) + b[:, None]
         vmask = valid[..., None]
         if confidence:
             frac = carry.step / total_steps
@@ -491,11 +492,11 @@ def _train_chunk_adam(
         prob = jax.nn.sigmoid(logits)
         resid = (prob - yb) * weight[..., None]
         if n_pieces == 1:
-            gw = (xb[0].T @ resid[0])[None]
+            gw = (resid[0].T @ xb[0])[None]
         else:
-            gw = jnp.einsum("gbd,gbc->gdc", xb, resid)
+            gw = jnp.einsum("gbc,gbd->gcd", resid, xb)
         if has_l2:
-            gw = gw + c.l2[:, None] * w
+            gw = gw + c.l2[..., None] * w
         if has_mask:
             gw = gw * fmask
         gb = resid.sum(axis=1)
@@ -508,7 +509,7 @@ def _train_chunk_adam(
             return jnp.where(moved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
 
         carry = carry.replace(
-            w=keep(w - c.lr[:, None] * updates[0], w),
+            w=keep(w - c.lr[..., None] * updates[0], w),
             b=keep(b - c.lr * updates[1], b),
             opt=jax.tree.map(keep, opt, carry.opt),
             step=carry.step + moved,
@@ -543,10 +544,10 @@ def _train_chunk_adam(
         record = {"train_loss": losses.sum(axis=0) / jnp.maximum(n_rows, 1)[:, None]}
         # Evaluate on raw rows with standardization folded into the weights, so all
         # pieces share one product (m, d) @ (d, G * C).
-        w_raw = carry.w / c.scale[..., None]
-        b_raw = carry.b - jnp.einsum("gd,gdc->gc", c.mean, w_raw)
-        flat = w_raw.transpose(1, 0, 2).reshape(n_feat, n_pieces * n_probes)
-        logits_e = (xe @ flat).reshape(-1, n_pieces, n_probes) + b_raw
+        w_raw = carry.w / c.scale[:, None, :]
+        b_raw = carry.b - jnp.einsum("gd,gcd->gc", c.mean, w_raw)
+        flat = w_raw.reshape(n_pieces * n_probes, n_feat)
+        logits_e = (xe @ flat.T).reshape(-1, n_pieces, n_probes) + b_raw
         hits = (logits_e > 0) == c.eval_labels  # (S, m, G, C)
         accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(
             c.eval_rows.sum(axis=1), 1
@@ -555,7 +556,7 @@ def _train_chunk_adam(
         if has_val:
             better = accs[0] > carry.best_val
             carry = carry.replace(
-                best_w=jnp.where(better[:, None], carry.w, carry.best_w),
+                best_w=jnp.where(better[..., None], carry.w, carry.best_w),
                 best_b=jnp.where(better, carry.b, carry.best_b),
                 best_val=jnp.where(better, accs[0], carry.best_val),
                 best_epoch=jnp.where(better, epoch + 1, carry.best_epoch),

@@ -161,7 +161,9 @@ def test_many_chunks_compile_once(problem):
     probes = train_probes(x, yy, config=config, key=11)
     assert _train_chunk_adam._cache_size() == before + 1
     # Equal targets in different chunks train identically: chunks are independent.
-    np.testing.assert_array_equal(probes.weights[:6], probes.weights[18:])
+    # (Not bit for bit: the product kernels may sum a probe's terms in another order
+    # depending on its column within the chunk.)
+    np.testing.assert_allclose(probes.weights[:6], probes.weights[18:], rtol=1e-5)
 
 
 @pytest.mark.parametrize(
