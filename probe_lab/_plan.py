@@ -112,6 +112,7 @@ class Plan:
     chunks: list[Chunk]
     max_rows: int
     piece_size: int
+    harden_from: int  # columns [harden_from, C) of every piece hold the hardening
 
     @property
     def n_probes(self) -> int:
@@ -159,8 +160,8 @@ class Plan:
         """Scatter chunk outputs into probe order, weights back to raw features.
 
         Each chunk output holds ``w (G, C, d)`` in standardized coordinates, ``b``
-        and ``best_epoch (G, C)``, ``train_loss (E, G, C)`` and ``eval_acc (E, S, G,
-        C)``.
+        and ``best_epoch (G, C)``, ``eval_acc (E, S, G, C)`` and, when recorded,
+        ``train_loss (E, G, C)``.
         """
         from probe_lab.train import Probes
 
@@ -170,7 +171,8 @@ class Plan:
         best_epoch = np.zeros(n_probes, np.int32)
         mean = np.zeros((n_probes, d), np.float32)
         scale = np.ones((n_probes, d), np.float32)
-        n_records = outputs[0][1]["train_loss"].shape[0]
+        n_records = outputs[0][1]["eval_acc"].shape[0]
+        has_loss = "train_loss" in outputs[0][1]
         loss = np.zeros((n_records, n_probes), np.float32)
         n_sets = len(self.eval_names)
         accs = np.zeros((n_records, n_sets, n_probes), np.float32)
@@ -188,11 +190,12 @@ class Plan:
                 best_epoch[real] = out["best_epoch"][g, :k]
                 mean[real] = mu
                 scale[real] = sd
-                loss[:, real] = out["train_loss"][:, g, :k]
+                if has_loss:
+                    loss[:, real] = out["train_loss"][:, g, :k]
                 accs[:, :, real] = out["eval_acc"][:, :, g, :k]
         # A feature mask is exact: masked weights are zero, not merely small.
         weights = np.where(self.feature_mask, weights, 0.0).astype(np.float32)
-        history = {"train_loss": loss}
+        history = {"train_loss": loss} if has_loss else {}
         for i, name in enumerate(self.eval_names):
             history[name] = accs[:, i]
         return Probes(
@@ -283,6 +286,7 @@ def make_plan(
     eval_sets: Mapping[str, tuple[Any, Any]] | None,
     config: TrainConfig,
     feature_gain: Any = None,
+    n_devices: int = 1,
 ) -> Plan:
     """Check every input against the others and group probes into chunks."""
     x = check_features(features)
@@ -418,17 +422,18 @@ def make_plan(
 
     # Pieces: probes sharing (order group, row set) -- and for L-BFGS, which has no
     # minibatch order but preconditions per feature mask, (row set, feature mask).
-    # With the confidence loss, probes with alpha = 0 (plain cross-entropy) form
-    # pieces of their own, sorted first, so their chunks skip the hardening.
+    # With the confidence loss, probes with alpha = 0 (plain cross-entropy) come
+    # first in their piece, so the hardening runs on the trailing columns only.
+    alpha = _per_probe(config.alpha_max, n_probes, "alpha_max")
+    hardens = (alpha > 0) & (config.loss == "confidence")
     if config.solver == "lbfgs":
         keys = np.stack([row_set_of, mask_of], axis=1)
     else:
-        alpha = _per_probe(config.alpha_max, n_probes, "alpha_max")
-        hardens = (alpha > 0) & (config.loss == "confidence")
-        keys = np.stack([hardens, group, row_set_of], axis=1)
+        keys = np.stack([group, row_set_of], axis=1)
     _, key_of = np.unique(keys, axis=0, return_inverse=True)
     key_of = key_of.reshape(-1)
     members = [np.flatnonzero(key_of == k) for k in range(key_of.max() + 1)]
+    members = [m[np.argsort(hardens[m], kind="stable")] for m in members]
     largest = max(m.size for m in members)
     size = min(int(config.probe_chunk), -(-largest // 8) * 8)
     pieces = []
@@ -447,7 +452,17 @@ def make_plan(
                     mask_key=int(mask_of[first]),
                 )
             )
-    chunks = _pack(pieces, size, int(config.probe_chunk), config.solver == "lbfgs")
+    chunks = _pack(
+        pieces, size, int(config.probe_chunk), config.solver == "lbfgs", n_devices
+    )
+    harden_from = min(
+        (
+            int(np.argmax(hardens[p.probes[: p.n_real]]))
+            for p in pieces
+            if hardens[p.probes[: p.n_real]].any()
+        ),
+        default=size,
+    )
     return Plan(
         features=x,
         targets=y,
@@ -468,21 +483,29 @@ def make_plan(
         chunks=chunks,
         max_rows=max(r.size for r in row_sets),
         piece_size=size,
+        harden_from=harden_from,
     )
 
 
 def _pack(
-    pieces: list[Piece], size: int, probe_chunk: int, single: bool
+    pieces: list[Piece],
+    size: int,
+    probe_chunk: int,
+    single: bool,
+    n_devices: int = 1,
 ) -> list[Chunk]:
     """Stack pieces into chunks of about ``probe_chunk`` probes, all of one shape.
 
     Small pieces (e.g. one per seed) share a chunk so their products run batched;
-    the last chunk is padded with empty copies of a piece. ``single`` keeps one
-    piece per chunk (L-BFGS preconditions each piece separately).
+    the last chunk is padded with empty copies of a piece. The number of chunks is
+    rounded up to a multiple of ``n_devices`` (while pieces last), so every device
+    gets the same share. ``single`` keeps one piece per chunk (L-BFGS
+    preconditions each piece separately).
     """
     if single:
         return [Chunk((p,)) for p in pieces]
     n_chunks = max(1, round(len(pieces) * size / probe_chunk))
+    n_chunks = min(len(pieces), -(-n_chunks // n_devices) * n_devices)
     per_chunk = -(-len(pieces) // n_chunks)
     chunks = []
     for start in range(0, len(pieces), per_chunk):

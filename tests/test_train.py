@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import make_problem
@@ -41,6 +42,51 @@ def test_order_groups_change_minibatch_order(problem):
     other = train_probes(x, np.stack([y[0], y[0]]), config=FAST, groups=[0, 1])
     np.testing.assert_array_equal(same.weights[0], same.weights[1])
     assert not np.allclose(other.weights[0], other.weights[1])
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_epoch_order_shuffles_each_real_position_once(packed):
+    from probe_lab.train import _epoch_order
+
+    rows = jnp.asarray(np.r_[np.arange(3, 203), np.zeros(56, int)], jnp.int32)
+    orders = [
+        np.asarray(_epoch_order(jax.random.key(e), rows, 200, 300, packed))
+        for e in range(3)
+    ]
+    for order in orders:
+        assert sorted(order[:200]) == list(range(200))
+        np.testing.assert_array_equal(order[200:], np.arange(200, 256))
+    assert not np.array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[0][:200], np.arange(200))
+
+
+def test_mixed_losses_in_one_call_equal_separate_calls(problem):
+    x, y, _ = problem
+    train, val = split(x.shape[0])
+    alpha = np.array([0.75, 0.0, 0.5, 0.0, 0.75, 0.0])
+    conf = dict(loss="confidence", epochs=6, batch_size=32)
+    mixed = train_probes(
+        x, y, train, val, config=TrainConfig(alpha_max=tuple(alpha), **conf)
+    )
+    for loss, pick in (("xent", alpha == 0), ("confidence", alpha > 0)):
+        config = TrainConfig(
+            loss=loss, epochs=6, batch_size=32, alpha_max=tuple(alpha[pick])
+        )
+        alone = train_probes(x, y[pick], train, val, config=config)
+        np.testing.assert_allclose(alone.weights, mixed.weights[pick], atol=2e-5)
+
+
+def test_record_loss_off_trains_the_same_probes(problem):
+    x, y, _ = problem
+    train, val = split(x.shape[0])
+    on = train_probes(x, y, train, val, config=FAST)
+    config = TrainConfig(epochs=FAST.epochs, batch_size=32, record_loss=False)
+    off = train_probes(x, y, train, val, config=config)
+    assert "train_loss" in on.history and "train_loss" not in off.history
+    np.testing.assert_allclose(on.weights, off.weights, atol=1e-6)
+    np.testing.assert_array_equal(
+        on.history["val_agreement"], off.history["val_agreement"]
+    )
 
 
 def test_learns_planted_direction_and_beats_chance():
