@@ -12,6 +12,10 @@ product of the stage's shapes would take for the training work alone:
 ``x: (rows, d)``, ``W: (d, P)``, measured in this run. Target (issue 4): wall time
 within 1.5x of the summed floors, and compilations bounded by the number of
 stages, not conditions. Both are printed; nothing is asserted.
+
+Like the ``probe-lab`` command, the study runs with one JAX CPU device per core
+(``--devices 1`` for a single device); the baseline product runs on one device,
+which still uses every core.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from conftest import write_synthetic_cache
 
-from probe_lab import TrainConfig
+from probe_lab import TrainConfig, use_cpu_cores
 from probe_lab.study import StudyConfig, Supervisor, run_study
 
 STRUCTURES = (
@@ -42,7 +46,7 @@ STRUCTURES = (
 )
 
 
-def product_rate(rows: int, d: int, probes: int, reps: int = 3) -> float:
+def product_rate(rows: int, d: int, probes: int, reps: int = 5) -> float:
     """GFLOP/s of a plain jitted ``(x @ W, x.T @ G)`` of these shapes."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(rows, d)), jnp.float32)
@@ -66,11 +70,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="JAX CPU devices (default: one per core, as probe-lab does)",
+    )
+    parser.add_argument(
         "--dynamics",
         action="store_true",
         help="also record test accuracy and agreement every epoch (Fig. 26)",
     )
     args = parser.parse_args()
+    n_devices = use_cpu_cores(args.devices)
     if args.quick:
         args.rows, args.d, args.epochs, args.seeds = 3000, 64, 10, 2
     ks = tuple(int(k) for k in np.unique(np.geomspace(2, args.d, 8).round()))
@@ -98,7 +109,8 @@ def main() -> None:
     print(
         f"\nstudy: {args.rows} x {args.d} cache, {len(result.table)} student runs, "
         f"k = {list(ks)}, {args.epochs} epochs, per-epoch dynamics "
-        f"{'on' if args.dynamics else 'off'}\n"
+        f"{'on' if args.dynamics else 'off'}, {n_devices} JAX device(s) "
+        f"({jax.devices()[0].platform})\n"
     )
     header = (
         f"{'stage':<24}{'probes':>8}{'rows':>8}{'GFLOP/s':>10}"

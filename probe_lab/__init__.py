@@ -1,6 +1,7 @@
 """probe-lab: a fast linear-probe sandbox for weak-to-strong generalization."""
 
 from probe_lab import metrics
+from probe_lab.devices import use_cpu_cores
 from probe_lab.study import StudyConfig, StudyResult, Supervisor, run_study
 from probe_lab.train import Probes, TrainConfig, train_probes
 
@@ -13,4 +14,5 @@ __all__ = [
     "metrics",
     "run_study",
     "train_probes",
+    "use_cpu_cores",
 ]

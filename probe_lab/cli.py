@@ -86,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("study", "run", "demo"):
+        from probe_lab.devices import use_cpu_cores
+
+        use_cpu_cores()
     try:
         return int(args.func(args))
     except (ValueError, RuntimeError, OSError, KeyError) as err:

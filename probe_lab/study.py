@@ -197,9 +197,10 @@ class StudyConfig:
     """A chain k0 < k1 < ... : M_k0 supervises k1, whose labels supervise k2, ..."""
 
     dynamics: bool = True
-    """Record students' test accuracy and agreement every epoch (Fig. 26). False
-    scores them once, at the chosen epoch, and saves a product over the test rows
-    per epoch."""
+    """Record students' training loss, test accuracy and agreement every epoch
+    (Fig. 26). False scores them once, at the chosen epoch, and saves a product over
+    the test rows per epoch plus the loss record (those curves are then NaN; the
+    validation agreement that drives early stopping is always kept)."""
 
     max_rows: int | None = None
     """Use a random subset of this many rows (quick runs)."""
@@ -613,14 +614,15 @@ def _run_stage(
     alpha = float(config.train.alpha_max)
     alphas = [alpha if p.loss == "confidence" else 0.0 for p in probes]
     confidence = any(p.loss == "confidence" for p in probes)
+    students = all(p.reference is not None for p in probes)
     train_config = dataclasses.replace(
         config.train,
         loss="confidence" if confidence else "xent",
         alpha_max=tuple(alphas),
+        record_loss=students and config.dynamics,
     )
     test = data.splits["test"][[p.seed for p in probes]]
     eval_sets = {}
-    students = all(p.reference is not None for p in probes)
     if students and config.dynamics:
         eval_sets["test"] = (test, np.stack([data.truth] * len(probes)))
         ref = np.stack([p.reference for p in probes]).astype(bool)
@@ -966,7 +968,8 @@ def _collect(
 ) -> None:
     """Append each student's table row (at its best epoch) and its curves."""
     hist = trained.history
-    epochs = hist["train_loss"].shape[0]
+    epochs = hist["val_agreement"].shape[0]
+    train_loss = hist.get("train_loss", np.full((epochs, len(probes)), np.nan))
     sp = data.splits
     for i, p in enumerate(probes):
         entry = weak[(p.name, p.seed)]
@@ -1029,7 +1032,7 @@ def _collect(
                     loss=p.loss,
                     seed=p.seed,
                     epoch=np.arange(1, epochs + 1),
-                    train_loss=hist["train_loss"][:, i],
+                    train_loss=train_loss[:, i],
                     val_agreement=hist["val_agreement"][:, i],
                     **curves,
                 )
