@@ -78,15 +78,37 @@ class Piece:
     mask_key: int  # index into Plan.masks (one per unique feature mask)
 
 
+Block = tuple[int, int, int, int]  # probe columns [c0, c1) use features [lo, hi)
+
+
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    """Pieces trained by one compiled call."""
+    """Pieces trained by one compiled call, and the static facts of its shape."""
 
     pieces: tuple[Piece, ...]
+    n_max: int  # every piece's row set is padded to this length
+    ragged: bool  # the pieces' row sets differ in size
+    harden: tuple[int, ...] = ()  # columns holding confidence-loss probes
+    blocks: tuple[Block, ...] = ()  # feature range each column range may use
 
     @property
     def n_real(self) -> int:
         return sum(p.n_real for p in self.pieces)
+
+    @property
+    def static(self) -> dict[str, Any]:
+        """The shape facts the compiled trainer specializes on."""
+        return dict(ragged=self.ragged, harden=self.harden, blocks=self.blocks)
+
+    @property
+    def static_key(self) -> tuple:
+        return (self.pieces[0].probes.size, self.ragged, self.harden, self.blocks)
+
+    def empty(self) -> Chunk:
+        """A copy whose pieces are all padding (fills a round of devices)."""
+        return dataclasses.replace(
+            self, pieces=tuple(dataclasses.replace(p, n_real=0) for p in self.pieces)
+        )
 
 
 @dataclasses.dataclass
@@ -111,8 +133,6 @@ class Plan:
     has_val: bool
     chunks: list[Chunk]
     max_rows: int
-    piece_size: int
-    harden_from: int  # columns [harden_from, C) of every piece hold the hardening
 
     @property
     def n_probes(self) -> int:
@@ -124,13 +144,13 @@ class Plan:
 
         def padded_rows(piece: Piece) -> np.ndarray:
             rows = self.row_sets[piece.row_set]
-            out = np.zeros(self.max_rows, np.int32)
+            out = np.zeros(chunk.n_max, np.int32)
             out[: rows.size] = rows
             return out
 
         def targets(piece: Piece) -> np.ndarray:
             rows = self.row_sets[piece.row_set]
-            out = np.zeros((self.max_rows, piece.probes.size), np.float32)
+            out = np.zeros((chunk.n_max, piece.probes.size), np.float32)
             out[: rows.size] = self.targets[piece.probes][:, rows].T
             return out
 
@@ -422,46 +442,40 @@ def make_plan(
 
     # Pieces: probes sharing (order group, row set) -- and for L-BFGS, which has no
     # minibatch order but preconditions per feature mask, (row set, feature mask).
-    # With the confidence loss, probes with alpha = 0 (plain cross-entropy) come
-    # first in their piece, so the hardening runs on the trailing columns only.
+    # Inside a piece, probes are sorted by how far into the features their mask
+    # reaches, so the M_k family's columns form blocks that skip the zero weights.
     alpha = _per_probe(config.alpha_max, n_probes, "alpha_max")
     hardens = (alpha > 0) & (config.loss == "confidence")
-    if config.solver == "lbfgs":
-        keys = np.stack([row_set_of, mask_of], axis=1)
-    else:
-        keys = np.stack([group, row_set_of], axis=1)
+    lbfgs = config.solver == "lbfgs"
+    keys = np.stack([row_set_of, mask_of] if lbfgs else [group, row_set_of], axis=1)
     _, key_of = np.unique(keys, axis=0, return_inverse=True)
     key_of = key_of.reshape(-1)
-    members = [np.flatnonzero(key_of == k) for k in range(key_of.max() + 1)]
-    members = [m[np.argsort(hardens[m], kind="stable")] for m in members]
-    largest = max(m.size for m in members)
-    size = min(int(config.probe_chunk), -(-largest // 8) * 8)
-    pieces = []
-    for idx in members:
-        for start in range(0, idx.size, size):
-            part = idx[start : start + size]
-            first = part[0]
+    first = fmask.argmax(axis=1)
+    reach = d - fmask[:, ::-1].argmax(axis=1)  # last used feature + 1
+    pieces: list[Piece] = []
+    for k in range(key_of.max() + 1):
+        idx = np.flatnonzero(key_of == k)
+        idx = idx[np.lexsort((hardens[idx], reach[idx]))]
+        for start in range(0, idx.size, int(config.probe_chunk)):
+            part = idx[start : start + int(config.probe_chunk)]
             pieces.append(
                 Piece(
-                    probes=np.concatenate(
-                        [part, np.full(size - part.size, first, part.dtype)]
-                    ),
+                    probes=part,
                     n_real=part.size,
-                    row_set=int(row_set_of[first]),
-                    order_key=int(group[first]),
-                    mask_key=int(mask_of[first]),
+                    row_set=int(row_set_of[part[0]]),
+                    order_key=int(group[part[0]]),
+                    mask_key=int(mask_of[part[0]]),
                 )
             )
+    sizes = np.array([r.size for r in row_sets])
     chunks = _pack(
-        pieces, size, int(config.probe_chunk), config.solver == "lbfgs", n_devices
-    )
-    harden_from = min(
-        (
-            int(np.argmax(hardens[p.probes[: p.n_real]]))
-            for p in pieces
-            if hardens[p.probes[: p.n_real]].any()
-        ),
-        default=size,
+        pieces,
+        sizes,
+        int(config.probe_chunk),
+        n_devices,
+        single=lbfgs,
+        span=(first, reach),
+        hardens=hardens,
     )
     return Plan(
         features=x,
@@ -481,35 +495,99 @@ def make_plan(
         eval_names=names,
         has_val=val_rows is not None,
         chunks=chunks,
-        max_rows=max(r.size for r in row_sets),
-        piece_size=size,
-        harden_from=harden_from,
+        max_rows=int(sizes.max()),
     )
+
+
+MAX_SHAPES = 4
+"""Most chunk shapes one call compiles; beyond it, pieces share one padded shape."""
+
+
+def _width(n: int) -> int:
+    """Columns of a piece of ``n`` probes: 1, 2, 4, then multiples of 8."""
+    return 1 << (n - 1).bit_length() if n < 8 else -(-n // 8) * 8
 
 
 def _pack(
     pieces: list[Piece],
-    size: int,
+    sizes: np.ndarray,
     probe_chunk: int,
+    n_devices: int,
+    *,
     single: bool,
-    n_devices: int = 1,
+    span: tuple[np.ndarray, np.ndarray],
+    hardens: np.ndarray,
 ) -> list[Chunk]:
-    """Stack pieces into chunks of about ``probe_chunk`` probes, all of one shape.
+    """Stack pieces into chunks of about ``probe_chunk`` probes.
 
-    Small pieces (e.g. one per seed) share a chunk so their products run batched;
-    the last chunk is padded with empty copies of a piece. The number of chunks is
-    rounded up to a multiple of ``n_devices`` (while pieces last), so every device
-    gets the same share. ``single`` keeps one piece per chunk (L-BFGS
-    preconditions each piece separately).
+    Pieces of one width and row-set size form a class with its own chunk shape
+    (e.g. a study's eight-probe ceiling pieces and its one-probe weak pieces), so
+    none pads to another's width or steps through another's longer epoch. With more
+    than :data:`MAX_SHAPES` classes, every piece pads to one shape and row sets of
+    different sizes train "ragged". Each class is cut into a multiple of
+    ``n_devices`` chunks (while pieces last), so every device gets the same share;
+    the last chunk of a class is padded with empty copies of a piece. ``single``
+    keeps one piece per chunk and one shape (L-BFGS preconditions each piece
+    separately).
     """
-    if single:
-        return [Chunk((p,)) for p in pieces]
-    n_chunks = max(1, round(len(pieces) * size / probe_chunk))
-    n_chunks = min(len(pieces), -(-n_chunks // n_devices) * n_devices)
-    per_chunk = -(-len(pieces) // n_chunks)
+    classes: dict[tuple[int, int], list[Piece]] = {}
+    for p in pieces:
+        classes.setdefault((_width(p.n_real), int(sizes[p.row_set])), []).append(p)
+    if single or len(classes) > MAX_SHAPES:
+        width = max(w for w, _ in classes)
+        classes = {(width, int(sizes.max())): pieces}
     chunks = []
-    for start in range(0, len(pieces), per_chunk):
-        group = pieces[start : start + per_chunk]
-        filler = dataclasses.replace(group[0], n_real=0)
-        chunks.append(Chunk(tuple(group) + (filler,) * (per_chunk - len(group))))
+    for (width, n_max), members in classes.items():
+        members = [
+            dataclasses.replace(
+                p, probes=np.pad(p.probes, (0, width - p.n_real), mode="edge")
+            )
+            for p in members
+        ]
+        ragged = len({int(sizes[p.row_set]) for p in members}) > 1
+        if single:
+            groups = [[p] for p in members]
+        else:
+            n_chunks = max(1, round(len(members) * width / probe_chunk))
+            n_chunks = min(len(members), -(-n_chunks // n_devices) * n_devices)
+            per_chunk = -(-len(members) // n_chunks)
+            groups = [
+                members[i : i + per_chunk] for i in range(0, len(members), per_chunk)
+            ]
+            filler = dataclasses.replace(groups[-1][0], n_real=0)
+            groups[-1] += [filler] * (per_chunk - len(groups[-1]))
+        probes = np.stack([p.probes for g in groups for p in g])  # (pieces, width)
+        harden = tuple(int(c) for c in np.flatnonzero(hardens[probes].any(axis=0)))
+        blocks = _blocks(span[0][probes].min(0), span[1][probes].max(0), len(groups[0]))
+        for group in groups:
+            chunks.append(Chunk(tuple(group), n_max, ragged, harden, blocks))
     return chunks
+
+
+def _blocks(lo: np.ndarray, hi: np.ndarray, n_pieces: int) -> tuple[Block, ...]:
+    """Cut columns into runs that share a feature range ``[lo, hi)``.
+
+    Column ``c`` only needs features ``lo[c]:hi[c]`` (its probes' masks are zero
+    elsewhere). A run costs its columns times its widest range in products, plus a
+    fixed price per run (two more small products per step); dynamic programming
+    over cut points picks the cheapest cut. Measured on a 2-core CPU, a run costs
+    about as much as 4,700 column-features of work divided by the pieces it
+    batches.
+    """
+    n = lo.size
+    price = 4700.0 / max(n_pieces, 1)
+    best = np.zeros(n + 1)
+    cut = np.zeros(n + 1, np.int64)
+    for j in range(1, n + 1):  # the last run is [i, j); best over i
+        low = np.minimum.accumulate(lo[:j][::-1])[::-1]
+        high = np.maximum.accumulate(hi[:j][::-1])[::-1]
+        cost = best[:j] + (j - np.arange(j)) * (high - low) + price
+        cut[j] = int(np.argmin(cost))
+        best[j] = cost[cut[j]]
+    runs = []
+    j = n
+    while j > 0:
+        i = cut[j]
+        runs.append((int(i), int(j), int(lo[i:j].min()), int(hi[i:j].max())))
+        j = i
+    return tuple(reversed(runs))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from probe_lab import _plan
@@ -292,6 +292,78 @@ def train_probes(
         n_devices=len(jax.local_devices()),
     )
     key = jax.random.key(key) if isinstance(key, int | np.integer) else key
+    bar = tqdm(
+        total=plan.n_probes, disable=not progress, unit="probe", desc="train_probes"
+    )
+    if config.solver == "lbfgs":
+        outputs = _fit_lbfgs(plan, config, bar)
+    else:
+        outputs = _fit_adam(plan, config, key, bar)
+    bar.close()
+    return plan.assemble(outputs, config)
+
+
+def _fit_adam(
+    plan: _plan.Plan, config: TrainConfig, key: jax.Array, bar: tqdm
+) -> list[tuple[_plan.Chunk, dict[str, np.ndarray]]]:
+    """Train the chunks in rounds, one chunk per local device in each round.
+
+    A round is ONE sharded call (``shard_map`` over a mesh of the local devices),
+    so each chunk shape compiles once however many devices there are.
+    """
+    devices = jax.local_devices()
+    mesh = jax.sharding.Mesh(np.array(devices), ("chunk",))
+    x = jax.device_put(plan.features, jax.sharding.NamedSharding(mesh, P()))
+    by_shape: dict[tuple, list[_plan.Chunk]] = {}
+    for chunk in plan.chunks:
+        by_shape.setdefault((chunk.n_max, len(chunk.pieces), chunk.static_key), [])
+        by_shape[(chunk.n_max, len(chunk.pieces), chunk.static_key)].append(chunk)
+    pending = []
+    for chunks in by_shape.values():
+        static = tuple(sorted(_adam_static(config, plan, chunks[0]).items()))
+        for start in range(0, len(chunks), len(devices)):
+            group = chunks[start : start + len(devices)]
+            group += [group[0].empty()] * (len(devices) - len(group))
+            inputs = [plan.chunk_inputs(chunk) for chunk in group]
+            stacked = jax.tree.map(lambda *a: np.stack(a), *inputs)
+            sharded = jax.device_put(
+                stacked, jax.sharding.NamedSharding(mesh, P("chunk"))
+            )
+            pending.append((group, _train_round(x, sharded, key, mesh, static)))
+    outputs = []
+    for group, out in pending:
+        out = jax.device_get(out)
+        for i, chunk in enumerate(group):
+            outputs.append((chunk, jax.tree.map(lambda a, i=i: a[i], out)))
+            bar.update(chunk.n_real)
+    return outputs
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _train_round(x, c, key, mesh, static):
+    """One chunk per device: ``_train_chunk_adam`` under ``shard_map``."""
+
+    def one(x, c, key):
+        out = _train_chunk_adam(x, jax.tree.map(lambda a: a[0], c), key, **dict(static))
+        return jax.tree.map(lambda a: a[None], out)
+
+    # No collectives: each device trains its own chunk, so the varying-axis type
+    # check (which would flag the per-chunk loop carries) is off.
+    return jax.shard_map(
+        one,
+        mesh=mesh,
+        in_specs=(P(), P("chunk"), P()),
+        out_specs=P("chunk"),
+        check_vma=False,
+    )(x, c, key)
+
+
+def _fit_lbfgs(
+    plan: _plan.Plan, config: TrainConfig, bar: tqdm
+) -> list[tuple[_plan.Chunk, dict[str, np.ndarray]]]:
+    """Fit one piece per chunk; chunks go round-robin to the local devices."""
+    from probe_lab import lbfgs
+
     devices = jax.local_devices()
     x_on = {dev: jax.device_put(plan.features, dev) for dev in devices}
     rotated: dict[tuple, Any] = {}
@@ -299,40 +371,27 @@ def train_probes(
     for i, chunk in enumerate(plan.chunks):
         dev = devices[i % len(devices)]
         inputs = jax.device_put(plan.chunk_inputs(chunk), dev)
-        if config.solver == "lbfgs":
-            from probe_lab import lbfgs
-
-            piece = chunk.pieces[0]
-            shared = (piece.row_set, piece.mask_key, dev)
-            if shared not in rotated:
-                rotated[shared] = lbfgs.rotate(x_on[dev], inputs.piece(0))
-            out = lbfgs.fit_chunk_lbfgs(
-                x_on[dev], *rotated[shared], inputs, **lbfgs.static_args(config)
-            )
-        else:
-            out = _train_chunk_adam(
-                x_on[dev], inputs, key, **_adam_static(config, plan)
-            )
+        piece = chunk.pieces[0]
+        shared = (piece.row_set, piece.mask_key, dev)
+        if shared not in rotated:
+            rotated[shared] = lbfgs.rotate(x_on[dev], inputs.piece(0))
+        out = lbfgs.fit_chunk_lbfgs(
+            x_on[dev], *rotated[shared], inputs, **lbfgs.static_args(config)
+        )
         pending.append((chunk, out))
-    bar = tqdm(
-        total=plan.n_probes, disable=not progress, unit="probe", desc="train_probes"
-    )
     outputs = []
     for chunk, out in pending:
-        out = jax.device_get(out)
-        outputs.append((chunk, out))
+        outputs.append((chunk, jax.device_get(out)))
         bar.update(chunk.n_real)
-    bar.close()
-    return plan.assemble(outputs, config)
+    return outputs
 
 
-def _adam_static(config: TrainConfig, plan: _plan.Plan) -> dict[str, Any]:
-    steps = math.ceil(plan.max_rows / config.batch_size)
+def _adam_static(
+    config: TrainConfig, plan: _plan.Plan, chunk: _plan.Chunk
+) -> dict[str, Any]:
     return dict(
         epochs=int(config.epochs),
         batch_size=int(config.batch_size),
-        steps=steps,
-        harden_from=plan.harden_from,
         warmup_frac=float(config.warmup_frac),
         b1=float(config.adam_b1),
         b2=float(config.adam_b2),
@@ -341,7 +400,7 @@ def _adam_static(config: TrainConfig, plan: _plan.Plan) -> dict[str, Any]:
         record_loss=bool(config.record_loss),
         has_l2=bool(np.any(plan.l2 > 0)),
         has_mask=not bool(plan.feature_mask.all()),
-        ragged=len({rows.size for rows in plan.row_sets}) > 1,
+        **chunk.static,
     )
 
 
@@ -421,7 +480,7 @@ def _epoch_order(
 
 
 class _AdamCarry(struct.PyTreeNode):
-    w: jax.Array  # (G, C, d)
+    w: tuple[jax.Array, ...]  # per block (c0, c1, lo, hi): (G, c1 - c0, hi - lo)
     b: jax.Array  # (G, C)
     opt: _AdamState
     step: jax.Array  # (G,) real (non-empty) steps taken so far
@@ -436,8 +495,8 @@ class _AdamCarry(struct.PyTreeNode):
     static_argnames=(
         "epochs",
         "batch_size",
-        "steps",
-        "harden_from",
+        "harden",
+        "blocks",
         "warmup_frac",
         "b1",
         "b2",
@@ -456,8 +515,8 @@ def _train_chunk_adam(
     *,
     epochs: int,
     batch_size: int,
-    steps: int,
-    harden_from: int,
+    harden: tuple[int, ...],
+    blocks: tuple[_plan.Block, ...],
     warmup_frac: float,
     b1: float,
     b2: float,
@@ -470,20 +529,28 @@ def _train_chunk_adam(
 ) -> dict[str, jax.Array]:
     """Train one chunk: ``G`` pieces of ``C`` probes, each piece on its own rows.
 
-    Each step gathers one minibatch per piece, ``(G, B, d)``, and runs the batched
-    products ``(G, B, d) @ (G, C, d)^T`` and ``(G, B, C)^T @ (G, B, d)`` (weights are
-    stored probe-major, which XLA's CPU kernels run far faster); with one piece the
-    plain ``x_batch @ W.T``.
+    Each step gathers one minibatch per piece, ``(G, B, d)``. The weights are kept
+    per block of columns ``(c0, c1, lo, hi)``, ``(G, c1 - c0, hi - lo)``, so a block
+    of M_k probes multiplies only the features its masks reach: the batched
+    products ``(G, B, hi - lo) @ (G, c, hi - lo)^T`` and ``(G, B, c)^T @ (G, B, hi -
+    lo)`` (probe-major weights, which XLA's CPU kernels run far faster). With one
+    piece these are plain ``x_batch @ W.T`` products.
     """
     n_pieces, n_max = c.rows.shape
     n_feat = x.shape[1]
     n_probes = c.lr.shape[1]
+    steps = -(-n_max // batch_size)
     n_pad = steps * batch_size
     keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(c.order_key)
     n_rows = c.n_rows  # (G,)
     total_steps = jnp.maximum(jnp.ceil(n_rows / batch_size) * epochs, 1.0)
     tx = _fused_adam(b1, b2, eps)
-    w0 = jnp.zeros((n_pieces, n_probes, n_feat), jnp.float32)
+    cols = [slice(c0, c1) for c0, c1, _, _ in blocks]
+    feats = [slice(lo, hi) for _, _, lo, hi in blocks]
+    w0 = tuple(
+        jnp.zeros((n_pieces, c1 - c0, hi - lo), jnp.float32)
+        for c0, c1, lo, hi in blocks
+    )
     b0 = jnp.zeros((n_pieces, n_probes), jnp.float32)
     carry0 = _AdamCarry(
         w=w0,
@@ -495,9 +562,47 @@ def _train_chunk_adam(
         best_val=jnp.full((n_pieces, n_probes), -1.0, jnp.float32),
         best_epoch=jnp.zeros((n_pieces, n_probes), jnp.int32),
     )
-    fmask = c.feature_mask.astype(jnp.float32)  # (G, C, d)
+    fmask = [
+        c.feature_mask[:, cs, fs].astype(jnp.float32)
+        for cs, fs in zip(cols, feats, strict=True)
+    ]
+    lr = [c.lr[:, cs, None] for cs in cols]
+    l2 = [c.l2[:, cs, None] for cs in cols]
+    hard_cols = np.asarray(harden, np.int32)
     xe = x[c.eval_index].astype(jnp.float32)  # (m, d), raw
-    harden = jax.vmap(confidence_targets)
+    mix = jax.vmap(confidence_targets)
+
+    def forward(xb: jax.Array, w: tuple[jax.Array, ...]) -> jax.Array:
+        parts = []
+        for wj, fs in zip(w, feats, strict=True):
+            if n_pieces == 1:  # a plain product: no batch dimension for XLA
+                parts.append((xb[0, :, fs] @ wj[0].T)[None])
+            else:
+                parts.append(jnp.einsum("gbd,gcd->gbc", xb[..., fs], wj))
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+    def backward(xb: jax.Array, resid: jax.Array) -> list[jax.Array]:
+        grads = []
+        for cs, fs in zip(cols, feats, strict=True):
+            if n_pieces == 1:
+                grads.append((resid[0, :, cs].T @ xb[0, :, fs])[None])
+            else:
+                grads.append(jnp.einsum("gbc,gbd->gcd", resid[..., cs], xb[..., fs]))
+        return grads
+
+    def hardened(yb, logits, vmask, carry):
+        # The confidence loss's mixed targets, on its probes' columns only.
+        frac = carry.step / total_steps
+        ramp = jnp.minimum(1.0, frac / warmup_frac)[:, None]
+        if hard_cols.size == n_probes:
+            return mix(logits, yb, vmask, c.alpha * ramp)
+        mixed = mix(
+            logits[..., hard_cols],
+            yb[..., hard_cols],
+            vmask,
+            c.alpha[:, hard_cols] * ramp,
+        )
+        return yb.at[..., hard_cols].set(mixed)
 
     def train_step(carry: _AdamCarry, batch: tuple[jax.Array, jax.Array]):
         w, b = carry.w, carry.b
@@ -507,35 +612,20 @@ def _train_chunk_adam(
         xb = (x[rows].astype(jnp.float32) - c.mean[:, None]) / c.scale[:, None]
         yb = jnp.take_along_axis(c.targets, pos[..., None], axis=1)  # (G, B, C)
         count = valid.sum(axis=1)  # (G,)
-        if n_pieces == 1:  # a plain product: no batch dimension for XLA to carry
-            logits = (xb[0] @ w[0].T)[None] + b[:, None]
-        else:
-            logits = jnp.einsum("gbd,gcd->gbc", xb, w) + b[:, None]
+        logits = forward(xb, w) + b[:, None]
         vmask = valid[..., None]
-        if harden_from < n_probes:  # confidence-loss probes sit in the last columns
-            h = harden_from
-            frac = carry.step / total_steps
-            ramp = jnp.minimum(1.0, frac / warmup_frac)[:, None]
-            mixed = jax.lax.cond(
-                jnp.any(c.alpha[:, h:] > 0),
-                lambda y: harden(logits[..., h:], y, vmask, c.alpha[:, h:] * ramp),
-                lambda y: y,
-                yb[..., h:],
-            )
-            yb = mixed if h == 0 else jnp.concatenate([yb[..., :h], mixed], axis=-1)
+        if harden:
+            yb = hardened(yb, logits, vmask, carry)
         weight = valid.astype(jnp.float32) / jnp.maximum(count, 1)[:, None]
         prob = jax.nn.sigmoid(logits)
         resid = (prob - yb) * weight[..., None]
-        if n_pieces == 1:
-            gw = (resid[0].T @ xb[0])[None]
-        else:
-            gw = jnp.einsum("gbc,gbd->gcd", resid, xb)
+        gw = backward(xb, resid)
         if has_l2:
-            gw = gw + c.l2[..., None] * w
+            gw = [g + l2j * wj for g, l2j, wj in zip(gw, l2, w, strict=True)]
         if has_mask:
-            gw = gw * fmask
+            gw = [g * mj for g, mj in zip(gw, fmask, strict=True)]
         gb = resid.sum(axis=1)
-        updates, opt = tx.update((gw, gb), carry.opt)
+        updates, opt = tx.update((tuple(gw), gb), carry.opt)
         moved = count > 0  # pieces whose row set ended this epoch stay put
 
         def keep(new, old):
@@ -543,8 +633,12 @@ def _train_chunk_adam(
                 return new
             return jnp.where(moved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
 
+        new_w = tuple(
+            keep(wj - lrj * uj, wj)
+            for wj, lrj, uj in zip(w, lr, updates[0], strict=True)
+        )
         carry = carry.replace(
-            w=keep(w - c.lr[..., None] * updates[0], w),
+            w=new_w,
             b=keep(b - c.lr * updates[1], b),
             opt=jax.tree.map(keep, opt, carry.opt),
             step=carry.step + moved,
@@ -590,11 +684,14 @@ def _train_chunk_adam(
         if record_loss:
             record["train_loss"] = losses.sum(axis=0) / jnp.maximum(n_rows, 1)[:, None]
         # Evaluate on raw rows with standardization folded into the weights, so all
-        # pieces share one product (m, d) @ (d, G * C).
-        w_raw = carry.w / c.scale[:, None, :]
-        b_raw = carry.b - jnp.einsum("gd,gcd->gc", c.mean, w_raw)
-        flat = w_raw.reshape(n_pieces * n_probes, n_feat)
-        logits_e = (xe @ flat.T).reshape(-1, n_pieces, n_probes) + b_raw
+        # pieces share one product per block, (m, hi - lo) @ (hi - lo, G * c).
+        logits_e, b_raw = [], carry.b
+        for wj, cs, fs in zip(carry.w, cols, feats, strict=True):
+            w_raw = wj / c.scale[:, None, fs]
+            b_raw = b_raw.at[:, cs].add(-jnp.einsum("gd,gcd->gc", c.mean[:, fs], w_raw))
+            flat = w_raw.reshape(-1, w_raw.shape[-1])
+            logits_e.append((xe[:, fs] @ flat.T).reshape(-1, n_pieces, wj.shape[1]))
+        logits_e = jnp.concatenate(logits_e, axis=-1) + b_raw
         hits = (logits_e > 0) == c.eval_labels  # (S, m, G, C)
         accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(
             c.eval_rows.sum(axis=1), 1
@@ -603,7 +700,10 @@ def _train_chunk_adam(
         if has_val:
             better = accs[0] > carry.best_val
             carry = carry.replace(
-                best_w=jnp.where(better[..., None], carry.w, carry.best_w),
+                best_w=tuple(
+                    jnp.where(better[..., cs, None], wj, bj)
+                    for wj, bj, cs in zip(carry.w, carry.best_w, cols, strict=True)
+                ),
                 best_b=jnp.where(better, carry.b, carry.best_b),
                 best_val=jnp.where(better, accs[0], carry.best_val),
                 best_epoch=jnp.where(better, epoch + 1, carry.best_epoch),
@@ -616,4 +716,7 @@ def _train_chunk_adam(
     else:
         w, b = carry.w, carry.b
         best_epoch = jnp.full((n_pieces, n_probes), epochs, jnp.int32)
-    return dict(w=w, b=b, best_epoch=best_epoch, **records)
+    full = jnp.zeros((n_pieces, n_probes, n_feat), jnp.float32)
+    for wj, cs, fs in zip(w, cols, feats, strict=True):
+        full = full.at[:, cs, fs].set(wj)
+    return dict(w=full, b=b, best_epoch=best_epoch, **records)

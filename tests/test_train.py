@@ -12,7 +12,7 @@ import pytest
 from conftest import make_problem
 
 from probe_lab import TrainConfig, train_probes
-from probe_lab.train import _train_chunk_adam
+from probe_lab.train import _train_round
 
 FAST = TrainConfig(epochs=6, batch_size=32)
 
@@ -87,6 +87,48 @@ def test_record_loss_off_trains_the_same_probes(problem):
     np.testing.assert_array_equal(
         on.history["val_agreement"], off.history["val_agreement"]
     )
+
+
+def test_feature_blocks_of_m_k_probes_equal_probes_trained_alone(problem):
+    """Columns cut into feature blocks (the M_k family) train as single probes."""
+    x, y, _ = problem
+    d = x.shape[1]
+    train, val = split(x.shape[0])
+    ks = np.array([12, 1, 6, 2, 12, 4])
+    mask = np.arange(d)[None, :] < ks[:, None]
+    batch = train_probes(x, y, train, val, feature_mask=mask, config=FAST, key=5)
+    for p in range(y.shape[0]):
+        one = train_probes(
+            x, y[p], train, val, feature_mask=mask[p], config=FAST, key=5
+        )
+        np.testing.assert_allclose(one.weights[0], batch.weights[p], atol=2e-5)
+        assert one.best_epoch[0] == batch.best_epoch[p]
+
+
+def test_blocks_skip_features_no_mask_reaches():
+    from probe_lab._plan import _blocks
+
+    lo = np.zeros(28, int)
+    hi = np.array([2] * 14 + [384] * 14)
+    assert _blocks(lo, hi, n_pieces=5) == ((0, 14, 0, 2), (14, 28, 0, 384))
+    # Unmasked probes: one block over every feature.
+    assert _blocks(lo, np.full(28, 384), n_pieces=5) == ((0, 28, 0, 384),)
+    # A block costs a fixed price, so a nearly-full column joins its neighbours.
+    assert len(_blocks(lo[:3], np.array([380, 384, 384]), n_pieces=1)) == 1
+
+
+def test_pieces_of_two_shapes_train_as_alone(problem):
+    """Wide pieces on one row set and 1-probe pieces on another get own shapes."""
+    x, y, _ = problem
+    n = x.shape[0]
+    half = np.arange(n) < n // 2
+    rows = np.stack([half] * 5 + [~half])
+    groups = np.array([0, 0, 0, 0, 0, 1])
+    batch = train_probes(x, y, rows, config=FAST, key=2, groups=groups)
+    single = train_probes(x, y[5], rows[5], config=FAST, key=2, groups=groups[5:])
+    np.testing.assert_allclose(single.weights[0], batch.weights[5], atol=2e-5)
+    wide = train_probes(x, y[:5], rows[:5], config=FAST, key=2, groups=groups[:5])
+    np.testing.assert_allclose(wide.weights, batch.weights[:5], atol=2e-5)
 
 
 def test_learns_planted_direction_and_beats_chance():
@@ -203,9 +245,9 @@ def test_many_chunks_compile_once(problem):
     x, y, _ = problem
     yy = np.concatenate([y] * 4)  # 24 probes in chunks of 8
     config = TrainConfig(epochs=2, probe_chunk=8)
-    before = _train_chunk_adam._cache_size()
+    before = _train_round._cache_size()
     probes = train_probes(x, yy, config=config, key=11)
-    assert _train_chunk_adam._cache_size() == before + 1
+    assert _train_round._cache_size() == before + 1
     # Equal targets in different chunks train identically: chunks are independent.
     # (Not bit for bit: the product kernels may sum a probe's terms in another order
     # depending on its column within the chunk.)
