@@ -852,7 +852,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
                         )
                     )
     kinds = {s.label: s.kind for s in config.supervisors}
-    table_rows: list[dict[str, Any]] = []
+    tables: list[pd.DataFrame] = []
     dynamics: list[pd.DataFrame] = []
     scale = max(
         (s.scale for s in config.supervisors if s.kind == "imitation"), default=1.0
@@ -869,7 +869,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
             kinds,
             ceiling_acc,
             data,
-            table_rows,
+            tables,
             dynamics,
         )
 
@@ -912,14 +912,14 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
                 kinds,
                 ceiling_acc,
                 data,
-                table_rows,
+                tables,
                 dynamics,
             )
             prev = {
                 (p.loss, p.seed): (row >= 0.5).astype(np.int8)
                 for p, row in zip(probes, proba, strict=True)
             }
-    table = pd.DataFrame(table_rows)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     table["pgr"] = metrics.pgr(
         table.weak_acc, table.student_acc, table.ceiling_acc, warn=False
     )
@@ -963,78 +963,83 @@ def _collect(
     kinds: Mapping[str, str],
     ceiling_acc: Mapping[tuple[int, int], float],
     data: _Data,
-    table_rows: list[dict[str, Any]],
+    tables: list[pd.DataFrame],
     dynamics: list[pd.DataFrame],
 ) -> None:
-    """Append each student's table row (at its best epoch) and its curves."""
+    """Append the students' table rows (at their best epochs) and their curves."""
     hist = trained.history
+    n_probes = len(probes)
     epochs = hist["val_agreement"].shape[0]
-    train_loss = hist.get("train_loss", np.full((epochs, len(probes)), np.nan))
     sp = data.splits
-    for i, p in enumerate(probes):
-        entry = weak[(p.name, p.seed)]
-        best = int(trained.best_epoch[i]) - 1
-        test = sp["test"][p.seed]
-        wrong = p.reference != data.truth
-        labelled = sp["student_train"][p.seed] | sp["student_val"][p.seed]
-        if "test_acc" in hist:
-            curves = {
-                "test_acc": hist["test_acc"][:, i],
-                "agreement": hist["agreement_acc"][:, i],
-                "agreement_weak_wrong": hist["agreement_weak_wrong_acc"][:, i],
-                "agreement_weak_right": hist["agreement_weak_right_acc"][:, i],
-            }
-        else:  # no per-epoch record: score the kept parameters once
-            pred, ref = proba[i] >= 0.5, p.reference.astype(bool)
-            curves = {
-                name: np.full(epochs, np.nan)
-                for name in (
-                    "test_acc agreement agreement_weak_wrong agreement_weak_right"
-                ).split()
-            }
-            for name, rows, labels in (
-                ("test_acc", test, data.truth.astype(bool)),
-                ("agreement", test, ref),
-                ("agreement_weak_wrong", test & wrong, ref),
-                ("agreement_weak_right", test & ~wrong, ref),
-            ):
-                if rows.any():
-                    curves[name][best] = (pred == labels)[rows].mean()
-        if not (test & wrong).any():
-            curves["agreement_weak_wrong"] = np.full(epochs, np.nan)
-        if not (test & ~wrong).any():
-            curves["agreement_weak_right"] = np.full(epochs, np.nan)
-        table_rows.append(
+    seeds = np.array([p.seed for p in probes])
+    best = np.asarray(trained.best_epoch, np.int64) - 1
+    truth = data.truth.astype(bool)
+    ref = np.stack([p.reference for p in probes]).astype(bool)  # (P, n)
+    test = sp["test"][seeds]
+    labelled = (sp["student_train"] | sp["student_val"])[seeds]
+    wrong = ref != truth
+    scored = {  # rows and reference labels of each curve
+        "test_acc": (test, truth),
+        "agreement": (test, ref),
+        "agreement_weak_wrong": (test & wrong, ref),
+        "agreement_weak_right": (test & ~wrong, ref),
+    }
+    nan = np.full((epochs, n_probes), np.nan)
+    if "test_acc" in hist:
+        key = {name: f"{name}_acc" for name in scored} | {"test_acc": "test_acc"}
+        curves = {name: np.array(hist[key[name]], np.float64) for name in scored}
+    else:  # no per-epoch record: score the kept parameters once
+        pred = proba >= 0.5
+        curves = {}
+        for name, (rows, labels) in scored.items():
+            count = rows.sum(axis=1)
+            hits = ((pred == labels) & rows).sum(axis=1)
+            curve = nan.copy()
+            curve[best, np.arange(n_probes)] = hits / np.maximum(count, 1)
+            curves[name] = curve
+    for name in ("agreement_weak_wrong", "agreement_weak_right"):
+        curves[name][:, ~scored[name][0].any(axis=1)] = np.nan
+    at_best = {name: curve[best, np.arange(n_probes)] for name, curve in curves.items()}
+    names = [p.name for p in probes]
+    ks = np.array([p.k for p in probes])
+    losses = [p.loss for p in probes]
+    entries = [weak[(p.name, p.seed)] for p in probes]
+    tables.append(
+        pd.DataFrame(
             dict(
-                supervisor=p.name,
-                kind=kinds[p.name],
-                student=p.k,
-                loss=p.loss,
-                seed=p.seed,
-                weak_acc=entry["weak_acc"],
-                weak_label_acc=float(
-                    metrics.accuracy(p.reference, data.truth, labelled)
-                ),
-                target_acc=entry.get("target_acc", np.nan),
-                student_acc=float(curves["test_acc"][best]),
-                ceiling_acc=ceiling_acc[(p.k, p.seed)],
-                agreement=float(curves["agreement"][best]),
-                agreement_weak_wrong=float(curves["agreement_weak_wrong"][best]),
-                agreement_weak_right=float(curves["agreement_weak_right"][best]),
+                supervisor=names,
+                kind=[kinds[name] for name in names],
+                student=ks,
+                loss=losses,
+                seed=seeds,
+                weak_acc=[e["weak_acc"] for e in entries],
+                weak_label_acc=metrics.accuracy(ref, truth, labelled),
+                target_acc=[e.get("target_acc", np.nan) for e in entries],
+                student_acc=at_best["test_acc"],
+                ceiling_acc=[ceiling_acc[(p.k, p.seed)] for p in probes],
+                agreement=at_best["agreement"],
+                agreement_weak_wrong=at_best["agreement_weak_wrong"],
+                agreement_weak_right=at_best["agreement_weak_right"],
                 best_epoch=best + 1,
             )
         )
-        dynamics.append(
-            pd.DataFrame(
-                dict(
-                    supervisor=p.name,
-                    student=p.k,
-                    loss=p.loss,
-                    seed=p.seed,
-                    epoch=np.arange(1, epochs + 1),
-                    train_loss=train_loss[:, i],
-                    val_agreement=hist["val_agreement"][:, i],
-                    **curves,
-                )
+    )
+    train_loss = hist.get("train_loss", nan)
+
+    def per_row(curve: np.ndarray) -> np.ndarray:  # (E, P) -> probe-major rows
+        return np.asarray(curve).T.reshape(-1)
+
+    dynamics.append(
+        pd.DataFrame(
+            dict(
+                supervisor=np.repeat(names, epochs),
+                student=np.repeat(ks, epochs),
+                loss=np.repeat(losses, epochs),
+                seed=np.repeat(seeds, epochs),
+                epoch=np.tile(np.arange(1, epochs + 1), n_probes),
+                train_loss=per_row(train_loss),
+                val_agreement=per_row(hist["val_agreement"]),
+                **{name: per_row(curve) for name, curve in curves.items()},
             )
         )
+    )
