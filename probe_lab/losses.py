@@ -62,20 +62,33 @@ def harden_to_balance(
     positives = jnp.where(mask, targets, 0.0).sum(axis=0)
     k = jnp.round(positives).astype(jnp.int32)
     # The k-th largest logit per probe, found exactly by bisection on the float bits
-    # mapped to order-preserving unsigned integers: 32 vectorized count passes,
-    # far cheaper on CPU than sorting each column or comparing all pairs.
+    # mapped to order-preserving unsigned integers: at most 32 vectorized count
+    # passes, far cheaper on CPU than sorting each column or comparing all pairs.
+    # A probe is done early once exactly k rows lie at or above ``lo``: that set is
+    # then the top k, the same rows the exact threshold selects.
     bits = jax.lax.bitcast_convert_type(jnp.where(mask, logits, -jnp.inf), jnp.int32)
     signed = jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
     key = jax.lax.bitcast_convert_type(signed ^ jnp.int32(-(2**31)), jnp.uint32)
 
-    def narrow(_, bounds):
-        lo, hi = bounds
+    def narrow(state):
+        lo, hi, at_lo, it = state
         mid = lo + ((hi - lo) >> 1) + ((hi - lo) & 1)
-        enough = (key >= mid[None, :]).sum(axis=0) >= k
-        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid - 1)
+        count = (key >= mid[None, :]).sum(axis=0)
+        enough = count >= k
+        return (
+            jnp.where(enough, mid, lo),
+            jnp.where(enough, hi, mid - 1),
+            jnp.where(enough, count, at_lo),
+            it + 1,
+        )
+
+    def undecided(state):
+        lo, hi, at_lo, it = state
+        return (it < 32) & jnp.any((lo < hi) & (at_lo != k))
 
     full = jnp.full(k.shape, jnp.iinfo(jnp.uint32).max, jnp.uint32)
-    threshold, _ = jax.lax.fori_loop(0, 32, narrow, (jnp.zeros_like(full), full))
+    start = (jnp.zeros_like(full), full, jnp.full(k.shape, key.shape[0]), 0)
+    threshold = jax.lax.while_loop(undecided, narrow, start)[0]
     hard = (key >= threshold[None, :]) & mask & (k > 0)[None, :]
     return hard.astype(logits.dtype)
 

@@ -547,6 +547,10 @@ def _train_chunk_adam(
     tx = _fused_adam(b1, b2, eps)
     cols = [slice(c0, c1) for c0, c1, _, _ in blocks]
     feats = [slice(lo, hi) for _, _, lo, hi in blocks]
+    # Only the features some block reaches are gathered: [f_lo, f_hi).
+    f_lo, f_hi = min(b[2] for b in blocks), max(b[3] for b in blocks)
+    span = slice(f_lo, f_hi)
+    local = [slice(lo - f_lo, hi - f_lo) for _, _, lo, hi in blocks]
     w0 = tuple(
         jnp.zeros((n_pieces, c1 - c0, hi - lo), jnp.float32)
         for c0, c1, lo, hi in blocks
@@ -569,12 +573,12 @@ def _train_chunk_adam(
     lr = [c.lr[:, cs, None] for cs in cols]
     l2 = [c.l2[:, cs, None] for cs in cols]
     hard_cols = np.asarray(harden, np.int32)
-    xe = x[c.eval_index].astype(jnp.float32)  # (m, d), raw
+    xe = x[c.eval_index, span].astype(jnp.float32)  # (m, f_hi - f_lo), raw
     mix = jax.vmap(confidence_targets)
 
     def forward(xb: jax.Array, w: tuple[jax.Array, ...]) -> jax.Array:
         parts = []
-        for wj, fs in zip(w, feats, strict=True):
+        for wj, fs in zip(w, local, strict=True):
             if n_pieces == 1:  # a plain product: no batch dimension for XLA
                 parts.append((xb[0, :, fs] @ wj[0].T)[None])
             else:
@@ -583,7 +587,7 @@ def _train_chunk_adam(
 
     def backward(xb: jax.Array, resid: jax.Array) -> list[jax.Array]:
         grads = []
-        for cs, fs in zip(cols, feats, strict=True):
+        for cs, fs in zip(cols, local, strict=True):
             if n_pieces == 1:
                 grads.append((resid[0, :, cs].T @ xb[0, :, fs])[None])
             else:
@@ -609,7 +613,8 @@ def _train_chunk_adam(
         batch, rows = batch  # (G, B) positions in each row set, and their rows
         valid = batch < n_rows[:, None]
         pos = jnp.where(valid, batch, 0)
-        xb = (x[rows].astype(jnp.float32) - c.mean[:, None]) / c.scale[:, None]
+        xb = x[rows, span].astype(jnp.float32)
+        xb = (xb - c.mean[:, None, span]) / c.scale[:, None, span]
         yb = jnp.take_along_axis(c.targets, pos[..., None], axis=1)  # (G, B, C)
         count = valid.sum(axis=1)  # (G,)
         logits = forward(xb, w) + b[:, None]
@@ -686,11 +691,11 @@ def _train_chunk_adam(
         # Evaluate on raw rows with standardization folded into the weights, so all
         # pieces share one product per block, (m, hi - lo) @ (hi - lo, G * c).
         logits_e, b_raw = [], carry.b
-        for wj, cs, fs in zip(carry.w, cols, feats, strict=True):
+        for wj, cs, fs, ls in zip(carry.w, cols, feats, local, strict=True):
             w_raw = wj / c.scale[:, None, fs]
             b_raw = b_raw.at[:, cs].add(-jnp.einsum("gd,gcd->gc", c.mean[:, fs], w_raw))
             flat = w_raw.reshape(-1, w_raw.shape[-1])
-            logits_e.append((xe[:, fs] @ flat.T).reshape(-1, n_pieces, wj.shape[1]))
+            logits_e.append((xe[:, ls] @ flat.T).reshape(-1, n_pieces, wj.shape[1]))
         logits_e = jnp.concatenate(logits_e, axis=-1) + b_raw
         hits = (logits_e > 0) == c.eval_labels  # (S, m, G, C)
         accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(

@@ -87,3 +87,25 @@ def test_confidence_loss_with_alpha_zero_is_plain_xent():
         x, y, config=TrainConfig(loss="confidence", alpha_max=0.75, **common)
     )
     assert not np.allclose(xent.weights, strong.weights)
+
+
+def test_hardening_equals_a_sort_with_ties_masks_and_near_equal_logits():
+    """The early-stopping bisection picks exactly the rows a full sort picks."""
+    rng = np.random.default_rng(5)
+    n, p = 64, 40
+    logits = rng.normal(size=(n, p)).astype(np.float32)
+    logits[:, 1] = 0.25  # all tied
+    logits[:10, 2] = logits[10, 2]  # a tie block
+    logits[:, 3] = 1 + np.arange(n, dtype=np.float32) * np.float32(2**-23)  # ulps
+    logits[:, 4] = -np.abs(logits[:, 4])  # negative only
+    weak = (rng.random((n, p)) < rng.random(p)).astype(np.float32)
+    mask = rng.random((n, 1)) < 0.8
+    hard = np.asarray(harden_to_balance(logits, weak, mask))
+    for j in range(p):
+        rows = np.flatnonzero(mask[:, 0])
+        k = int(np.round(weak[rows, j].sum()))
+        expected = np.zeros(n)
+        if k:
+            kth = np.sort(logits[rows, j])[::-1][k - 1]
+            expected[rows[logits[rows, j] >= kth]] = 1  # ties at the k-th: all 1
+        np.testing.assert_array_equal(hard[:, j], expected, err_msg=f"probe {j}")
