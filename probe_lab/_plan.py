@@ -1,10 +1,12 @@
 """Input checks and the chunk plan behind :func:`probe_lab.train_probes`.
 
 The planner turns per-probe inputs (targets, row masks, feature masks, settings) into
-fixed-size chunks of probes that share one training-row set and one minibatch order
-(and, for L-BFGS, one feature mask), so a chunk's forward pass is one matrix product.
-All chunks of a call have the same shapes, so the trainer compiles once per call
-signature. Results come back per chunk and are scattered into probe order.
+pieces of probes that share one training-row set and one minibatch order (for L-BFGS,
+one row set and one feature mask), and stacks pieces of one shape into chunks. Each
+chunk carries the static facts its compiled trainer specializes on: its feature
+blocks, its confidence-loss columns and whether its row sets differ in size. A call
+has at most a few chunk shapes, each compiled once. Results come back per chunk and
+are scattered into probe order.
 """
 
 from __future__ import annotations

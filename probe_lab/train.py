@@ -2,18 +2,22 @@
 
 One probe is ``sigmoid(x @ w + b)`` on features ``x: (n, d)``. Many probes are one
 compiled program in which the weights of a chunk of probes form a matrix
-``W: (d, P_chunk)``, so the forward pass of every probe on a minibatch is the single
-matrix product ``x_batch @ W`` and the backward pass is ``x_batch.T @ residuals``.
+``W: (P_chunk, d)``, so the forward pass of every probe on a minibatch is the single
+matrix product ``x_batch @ W.T`` and the backward pass is ``residuals.T @ x_batch``.
 Those two products are the whole cost of training; everything else (Adam, masks,
-early stopping) is elementwise work on ``(d, P_chunk)`` arrays, kept in cache by
-choosing the chunk size.
+early stopping) is elementwise work on the weights.
 
 Probes that train on the same rows in the same minibatch order share one product.
-The planner groups probes by (training-row set, order group); each group gets its own
-permutation per epoch, drawn from ``fold_in(key, group)``, and is cut into chunks of a
-fixed size (the last one padded) so a whole sweep compiles once. Per-probe variation
-is data: targets ``(P, n)``, feature masks ``(P, d)``, learning rate, L2 and the
-confidence-loss weight as ``(P,)`` arrays.
+The planner groups probes into pieces by (training-row set, order group); each piece
+gets its own permutation per epoch, drawn from ``fold_in(key, group)``. A chunk
+stacks pieces of one shape and runs them as batched products; pieces of another
+width or row-set size get chunks of their own shape (at most a few shapes per call,
+each compiled once). Inside a piece, probes are sorted by how far into the features
+their masks reach, and the weights are stored per block of columns that share a
+feature range, so the k-feature family M_k multiplies only its first k features.
+Chunks train in rounds, one chunk per local device, as one sharded call. Per-probe
+variation is data: targets ``(P, n)``, feature masks ``(P, d)``, learning rate, L2 and
+the confidence-loss weight as ``(P,)`` arrays.
 """
 
 from __future__ import annotations
