@@ -293,7 +293,7 @@ def train_probes(
         eval_sets=eval_sets,
         feature_gain=feature_gain,
         config=config,
-        n_devices=len(jax.local_devices()),
+        n_devices=jax.device_count(),
     )
     key = jax.random.key(key) if isinstance(key, int | np.integer) else key
     bar = tqdm(
@@ -313,34 +313,66 @@ def _fit_adam(
     """Train the chunks in rounds, one chunk per local device in each round.
 
     A round is ONE sharded call (``shard_map`` over a mesh of the local devices),
-    so each chunk shape compiles once however many devices there are.
+    so each chunk shape compiles once however many devices there are. After
+    ``jax.distributed.initialize()``, host ``h`` of ``H`` trains rounds ``h, h + H,
+    ...`` and every host ends with all results (one all-gather).
     """
     devices = jax.local_devices()
+    n_hosts, host = jax.process_count(), jax.process_index()
     mesh = jax.sharding.Mesh(np.array(devices), ("chunk",))
     x = jax.device_put(plan.features, jax.sharding.NamedSharding(mesh, P()))
     by_shape: dict[tuple, list[_plan.Chunk]] = {}
     for chunk in plan.chunks:
         by_shape.setdefault((chunk.n_max, len(chunk.pieces), chunk.static_key), [])
         by_shape[(chunk.n_max, len(chunk.pieces), chunk.static_key)].append(chunk)
-    pending = []
+    rounds = []
     for chunks in by_shape.values():
         static = tuple(sorted(_adam_static(config, plan, chunks[0]).items()))
         for start in range(0, len(chunks), len(devices)):
             group = chunks[start : start + len(devices)]
             group += [group[0].empty()] * (len(devices) - len(group))
-            inputs = [plan.chunk_inputs(chunk) for chunk in group]
-            stacked = jax.tree.map(lambda *a: np.stack(a), *inputs)
-            sharded = jax.device_put(
-                stacked, jax.sharding.NamedSharding(mesh, P("chunk"))
-            )
-            pending.append((group, _train_round(x, sharded, key, mesh, static)))
-    outputs = []
-    for group, out in pending:
-        out = jax.device_get(out)
-        for i, chunk in enumerate(group):
-            outputs.append((chunk, jax.tree.map(lambda a, i=i: a[i], out)))
-            bar.update(chunk.n_real)
-    return outputs
+            rounds.append((group, static))
+    pending = []
+    for r, (group, static) in enumerate(rounds):
+        inputs = [plan.chunk_inputs(chunk) for chunk in group]
+        stacked = jax.tree.map(lambda *a: np.stack(a), *inputs)
+        if r % n_hosts != host:  # another host trains it: only its output shapes
+            shapes = jax.eval_shape(_train_round, x, stacked, key, mesh, static)
+            pending.append((group, None, shapes))
+            continue
+        sharded = jax.device_put(stacked, jax.sharding.NamedSharding(mesh, P("chunk")))
+        pending.append((group, _train_round(x, sharded, key, mesh, static), None))
+    results = []
+    for group, out, _ in pending:
+        results.append(None if out is None else jax.device_get(out))
+        bar.update(sum(chunk.n_real for chunk in group) if out is not None else 0)
+    if n_hosts > 1:
+        results = _share_across_hosts(results, [p[2] for p in pending])
+        bar.update(bar.total - bar.n)
+    return [
+        (chunk, jax.tree.map(lambda a, i=i: a[i], out))
+        for (group, _, _), out in zip(pending, results, strict=True)
+        for i, chunk in enumerate(group)
+    ]
+
+
+def _share_across_hosts(results: list[Any], shapes: list[Any]) -> list[Any]:
+    """Give every host every round's output; round ``r`` was trained on host
+    ``r % H`` (the others hold ``None`` and the output's shapes)."""
+    from jax.experimental import multihost_utils
+
+    n_hosts = jax.process_count()
+    filled = [
+        jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shape)
+        if out is None
+        else out
+        for out, shape in zip(results, shapes, strict=True)
+    ]
+    gathered = multihost_utils.process_allgather(filled)  # leaves: (H, ...)
+    return [
+        jax.tree.map(lambda a, r=r: np.asarray(a[r % n_hosts]), out)
+        for r, out in enumerate(gathered)
+    ]
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
