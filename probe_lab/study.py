@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from probe_lab import metrics
+from probe_lab._jax import count_compilations
 from probe_lab.train import TrainConfig, train_probes
 from probe_lab.weak_labels import MAKERS, make_weak_labels, mixture_labels
 
@@ -590,8 +591,6 @@ def _run_stage(
     log: Any = print,
 ):
     """Train every probe of a stage in ONE ``train_probes`` call."""
-    from jax import monitoring
-
     d = x.shape[1]
     extra = [p for p in probes if p.imitation is not None]
     features = x
@@ -637,15 +636,8 @@ def _run_stage(
             eval_sets[key] = (np.where(rows.any(axis=1)[:, None], rows, test), ref)
     train_rows = np.stack([p.train for p in probes])
     val_rows = np.stack([p.val for p in probes])
-    compiles: list[str] = []
-
-    def count(event: str, *_a, **_k) -> None:
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    monitoring.register_event_duration_secs_listener(count)
     start = time.perf_counter()
-    try:
+    with count_compilations() as compiles:
         trained = train_probes(
             features,
             np.stack([p.targets for p in probes]).astype(np.float32),
@@ -659,8 +651,6 @@ def _run_stage(
             feature_gain=feature_gain,
         )
         proba = np.asarray(trained.predict_proba(features))
-    finally:
-        monitoring.unregister_event_duration_listener(count)
     seconds = time.perf_counter() - start
     log(f"[study] {name}: {len(probes)} probes in {seconds:.1f}s")
     rows_per_probe = train_rows.sum(axis=1)

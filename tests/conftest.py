@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
-from jax import monitoring
 
-_compiles: list[str] = []
-
-
-def _count(name: str, *_args, **_kwargs) -> None:
-    if name == "/jax/core/compile/backend_compile_duration":
-        _compiles.append(name)
-
-
-monitoring.register_event_duration_secs_listener(_count)
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """Yield a list that ends up holding one entry per XLA compilation inside."""
-    start = len(_compiles)
-    seen: list[str] = []
-    yield seen
-    seen.extend(_compiles[start:])
+from probe_lab._jax import count_compilations as count_compiles
 
 
 @pytest.fixture
