@@ -262,6 +262,30 @@ def _bars(
     ax.grid(axis="x", visible=False)
 
 
+def _pgr_and_agreement(
+    summary: pd.DataFrame,
+    order: Sequence[str],
+    column: str,
+    *,
+    titles: tuple[str, str],
+    agreement_label: str,
+    top: float,
+) -> Figure:
+    """Two bar panels per supervisor and loss: PGR with bootstrap intervals, and
+    the student's agreement with the weak labels (``column``)."""
+    fig = Figure(figsize=(12, 5.0), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    _bars(left, summary, order, "pgr", errors=True)
+    left.set_ylabel("PGR (performance gap recovered)")
+    left.set_title(titles[0])
+    left.legend(loc="best")
+    _bars(right, summary, order, column, errors=False)
+    right.set_ylabel(agreement_label)
+    right.set_ylim(0, top)
+    right.set_title(titles[1])
+    return fig
+
+
 def plot_error_structures(summary: pd.DataFrame, *, title: str = "") -> Figure:
     """Fig. 25 analog: PGR per weak-error structure at matched weak accuracy, for
     each loss, with bootstrap intervals; and how much the student agrees with the
@@ -278,16 +302,19 @@ def plot_error_structures(summary: pd.DataFrame, *, title: str = "") -> Figure:
     weak = summary.groupby("supervisor", sort=False).weak_acc.mean()
     student = int(summary.student.iloc[0])
     with _style():
-        fig = Figure(figsize=(12, 5.0), layout="constrained")
-        left, right = fig.subplots(1, 2)
-        _bars(left, summary, order, "pgr", errors=True)
-        left.set_ylabel("PGR (performance gap recovered)")
-        left.set_title("PGR per error structure (95% bootstrap interval over seeds)")
-        left.legend(loc="best")
-        _bars(right, summary, order, "agreement_weak_wrong", errors=False)
-        right.set_ylabel("student agrees with the weak label\nwhere it is wrong (test)")
-        right.set_ylim(0, 1)
-        right.set_title("imitation of the weak errors")
+        fig = _pgr_and_agreement(
+            summary,
+            order,
+            "agreement_weak_wrong",
+            titles=(
+                "PGR per error structure (95% bootstrap interval over seeds)",
+                "imitation of the weak errors",
+            ),
+            agreement_label=(
+                "student agrees with the weak label\nwhere it is wrong (test)"
+            ),
+            top=1.0,
+        )
         fig.suptitle(
             (title or "Weak-error structures")
             + f"\nweak accuracy {weak.min():.2f}-{weak.max():.2f} (matched); "
@@ -387,17 +414,18 @@ def plot_imitation(summary: pd.DataFrame, *, title: str = "") -> Figure:
     }
     weak = summary[summary.supervisor.isin(order)].weak_acc.mean()
     with _style():
-        fig = Figure(figsize=(12, 5.0), layout="constrained")
-        left, right = fig.subplots(1, 2)
-        _bars(left, summary, order, "pgr", errors=True)
-        left.set_ylabel("PGR (performance gap recovered)")
-        left.set_title("PGR (95% bootstrap interval over seeds)")
-        left.legend(loc="best")
-        _bars(right, summary, order, "agreement", errors=False)
-        right.set_ylabel("agreement with weak labels (test)")
-        right.set_ylim(0, 1.05)
-        right.set_title("imitation of the weak labels")
-        for ax in (left, right):
+        fig = _pgr_and_agreement(
+            summary,
+            order,
+            "agreement",
+            titles=(
+                "PGR (95% bootstrap interval over seeds)",
+                "imitation of the weak labels",
+            ),
+            agreement_label="agreement with weak labels (test)",
+            top=1.05,
+        )
+        for ax in fig.axes:
             ax.set_xticks(
                 ax.get_xticks(), [names[s] for s in order], rotation=20, ha="right"
             )
