@@ -14,7 +14,7 @@ def run(code: str, xla_flags: str = "") -> str:
     if xla_flags:
         env["XLA_FLAGS"] = xla_flags
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
         capture_output=True,
         text=True,
         env=env,
