@@ -103,8 +103,10 @@ class Chunk:
         return dict(ragged=self.ragged, harden=self.harden, blocks=self.blocks)
 
     @property
-    def static_key(self) -> tuple:
-        return (self.pieces[0].probes.size, self.ragged, self.harden, self.blocks)
+    def shape(self) -> tuple:
+        """Chunks with equal ``shape`` share one compiled trainer."""
+        width = self.pieces[0].probes.size
+        return (len(self.pieces), width, self.n_max, *self.static.values())
 
     def empty(self) -> Chunk:
         """A copy whose pieces are all padding (fills a round of devices)."""

@@ -323,8 +323,7 @@ def _fit_adam(
     x = jax.device_put(plan.features, jax.sharding.NamedSharding(mesh, P()))
     by_shape: dict[tuple, list[_plan.Chunk]] = {}
     for chunk in plan.chunks:
-        by_shape.setdefault((chunk.n_max, len(chunk.pieces), chunk.static_key), [])
-        by_shape[(chunk.n_max, len(chunk.pieces), chunk.static_key)].append(chunk)
+        by_shape.setdefault(chunk.shape, []).append(chunk)
     rounds = []
     for chunks in by_shape.values():
         static = tuple(sorted(_adam_static(config, plan, chunks[0]).items()))
@@ -333,13 +332,22 @@ def _fit_adam(
             group += [group[0].empty()] * (len(devices) - len(group))
             rounds.append((group, static))
     pending = []
-    for r, (group, static) in enumerate(rounds):
+    out_shapes: dict[tuple, Any] = {}  # per chunk shape, for rounds of other hosts
+
+    def stack(group: list[_plan.Chunk]) -> Any:
         inputs = [plan.chunk_inputs(chunk) for chunk in group]
-        stacked = jax.tree.map(lambda *a: np.stack(a), *inputs)
+        return jax.tree.map(lambda *a: np.stack(a), *inputs)
+
+    for r, (group, static) in enumerate(rounds):
         if r % n_hosts != host:  # another host trains it: only its output shapes
-            shapes = jax.eval_shape(_train_round, x, stacked, key, mesh, static)
-            pending.append((group, None, shapes))
+            shape = group[0].shape
+            if shape not in out_shapes:
+                out_shapes[shape] = jax.eval_shape(
+                    _train_round, x, stack(group), key, mesh, static
+                )
+            pending.append((group, None, out_shapes[shape]))
             continue
+        stacked = stack(group)
         sharded = jax.device_put(stacked, jax.sharding.NamedSharding(mesh, P("chunk")))
         pending.append((group, _train_round(x, sharded, key, mesh, static), None))
     results = []
@@ -689,7 +697,7 @@ def _train_chunk_adam(
         loss = (_bce_from_logits(logits, prob, yb) * vmask).sum(axis=1)
         return carry, loss
 
-    def maybe_step(carry: _AdamCarry, batch: jax.Array):
+    def maybe_step(carry: _AdamCarry, batch: tuple[jax.Array, jax.Array]):
         # Steps past every piece's last batch of the epoch skip all work.
         def idle(carry, _):
             zeros = jnp.zeros((n_pieces, n_probes), jnp.float32)
