@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from probe_lab import plots
+from probe_lab.basis import principal_components
 from probe_lab.study import StudyConfig, StudyError, StudyResult, Supervisor, run_study
 
 __all__ = [
@@ -765,15 +766,6 @@ def _run_dynamics(config, cache, out, log):
     return {"study": result}, findings, [plots.save(fig, out / f"{config.name}.png")]
 
 
-def _pca(x: np.ndarray) -> np.ndarray:
-    """Features rotated onto their principal components, by decreasing variance
-    (fit without labels on all rows)."""
-    x = x.astype(np.float64)
-    x = x - x.mean(axis=0)
-    spectrum, vectors = np.linalg.eigh(np.cov(x, rowvar=False))
-    return (x @ vectors[:, np.argsort(spectrum)[::-1]]).astype(np.float32)
-
-
 def _hint_labels(config: ExperimentConfig, cache: Path) -> tuple[np.ndarray, float]:
     """Out-of-fold predictions of the weak probe M_k: two folds, each labelled by a
     probe trained (with the study's protocol) on the other one.
@@ -786,7 +778,7 @@ def _hint_labels(config: ExperimentConfig, cache: Path) -> tuple[np.ndarray, flo
 
     study = config.study_config(cache)
     opened = open_cache(cache)
-    x = _pca(opened.features(study.layer))
+    x = principal_components(opened.features(study.layer))
     truth = np.asarray(opened.labels, np.int8)
     n, d = x.shape
     k = d if config.hint_k is None else config.hint_k

@@ -49,6 +49,7 @@ import pandas as pd
 
 from probe_lab import metrics
 from probe_lab._jax import count_compilations
+from probe_lab.basis import to_basis
 from probe_lab.train import TrainConfig, train_probes
 from probe_lab.weak_labels import MAKERS, make_weak_labels, mixture_labels
 
@@ -426,18 +427,6 @@ class _Data:
     columns: dict[str, np.ndarray]  # column supervisor label -> (n,) int8
 
 
-def _basis(x: np.ndarray, rows: np.ndarray, kind: str) -> np.ndarray:
-    """Features in the study's basis: PCA (centred, rotated, by variance) or raw."""
-    if kind == "raw":
-        return x
-    fit = x[rows].astype(np.float64)
-    mean = fit.mean(axis=0)
-    cov = np.cov(fit, rowvar=False)
-    spectrum, vectors = np.linalg.eigh(cov)
-    order = np.argsort(spectrum)[::-1]
-    return ((x.astype(np.float64) - mean) @ vectors[:, order]).astype(np.float32)
-
-
 def _splits(n: int, config: StudyConfig) -> dict[str, np.ndarray]:
     out = {name: np.zeros((config.seeds, n), bool) for name in _SPLITS}
     for seed in range(config.seeds):
@@ -509,7 +498,7 @@ def _load(config: StudyConfig) -> _Data:
     def add(cache, layer: int, key) -> None:
         x = cache.features(layer)
         x = x[rows] if cache is main else x[[others[key[0]][1][r] for r in rows]]
-        sources[key] = _basis(x, fit_rows, config.basis)
+        sources[key] = to_basis(x, config.basis, fit_rows)
         fingerprints[f"{cache.path}#layer{layer}"] = dict(
             model=cache.meta.get("model"),
             task=cache.meta.get("task"),
