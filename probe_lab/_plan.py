@@ -4,24 +4,30 @@ The planner turns per-probe inputs (targets, row masks, feature masks, settings)
 pieces of probes that share one training-row set and one minibatch order (for L-BFGS,
 one row set and one feature mask), and stacks pieces of one shape into chunks. Each
 chunk carries the static facts its compiled trainer specializes on: its feature
-blocks, its confidence-loss columns and whether its row sets differ in size. A call
-has at most a few chunk shapes, each compiled once. Results come back per chunk and
-are scattered into probe order.
+blocks, which loss method each column uses and whether its row sets differ in size.
+A call has at most a few chunk shapes, each compiled once. Results come back per
+chunk and are scattered into probe order.
+
+In order: :func:`check_inputs` (every argument against the others), the loss
+methods and their per-probe parameters (:func:`loss_methods`), standardization per
+row set (:func:`standardization`), pieces (:func:`make_pieces`) and packing
+(:func:`_pack`); :func:`make_plan` runs them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-if TYPE_CHECKING:
-    from probe_lab.train import Probes, TrainConfig
+from probe_lab.config import TrainConfig
+from probe_lab.losses import LossMethod, get_loss
+from probe_lab.probes import Probes
 
 
 class ChunkInputs(struct.PyTreeNode):
@@ -39,7 +45,8 @@ class ChunkInputs(struct.PyTreeNode):
     feature_mask: jax.Array  # (G, C, d) bool
     lr: jax.Array  # (G, C)
     l2: jax.Array  # (G, C)
-    alpha: jax.Array  # (G, C)
+    method: jax.Array  # (G, C) int32 index of each probe's loss method in the plan
+    params: dict[str, jax.Array]  # loss parameter name -> (G, C) float32
     order_key: jax.Array  # (G,) uint32: minibatch order from fold_in(key, it)
     eval_index: jax.Array  # (m,) int32 rows evaluated every epoch
     eval_rows: jax.Array  # (S, m, G, C) bool, set 0 is validation when present
@@ -47,13 +54,10 @@ class ChunkInputs(struct.PyTreeNode):
 
     def piece(self, g: int) -> ChunkInputs:
         """The ``g``-th piece alone, with the piece axis dropped."""
+        per_piece = "rows n_rows mean scale targets feature_mask lr l2 method order_key"
         return self.replace(
-            **{
-                name: getattr(self, name)[g]
-                for name in (
-                    "rows n_rows mean scale targets feature_mask lr l2 alpha order_key"
-                ).split()
-            },
+            **{name: getattr(self, name)[g] for name in per_piece.split()},
+            params={k: v[g] for k, v in self.params.items()},
             eval_rows=self.eval_rows[:, :, g],
             eval_labels=self.eval_labels[:, :, g],
         )
@@ -77,10 +81,20 @@ class Piece:
     n_real: int  # leading entries of ``probes`` that are real (0: padding piece)
     row_set: int  # index into Plan.row_sets
     order_key: int  # user order group: minibatch order comes from fold_in(key, it)
-    mask_key: int  # index into Plan.masks (one per unique feature mask)
+    mask_key: int  # one per unique feature mask (L-BFGS shares a rotation by it)
 
 
 Block = tuple[int, int, int, int]  # probe columns [c0, c1) use features [lo, hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodColumns:
+    """The columns of a chunk where a loss method is used by some piece."""
+
+    method: LossMethod
+    index: int  # the method's index in Plan.methods (ChunkInputs.method holds it)
+    columns: tuple[int, ...]
+    shared: bool  # some of these columns hold another method in another piece
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +104,7 @@ class Chunk:
     pieces: tuple[Piece, ...]
     n_max: int  # every piece's row set is padded to this length
     ragged: bool  # the pieces' row sets differ in size
-    harden: tuple[int, ...] = ()  # columns holding confidence-loss probes
+    methods: tuple[MethodColumns, ...] = ()  # loss method of each column
     blocks: tuple[Block, ...] = ()  # feature range each column range may use
 
     @property
@@ -98,15 +112,17 @@ class Chunk:
         return sum(p.n_real for p in self.pieces)
 
     @property
-    def static(self) -> dict[str, Any]:
-        """The shape facts the compiled trainer specializes on."""
-        return dict(ragged=self.ragged, harden=self.harden, blocks=self.blocks)
-
-    @property
     def shape(self) -> tuple:
         """Chunks with equal ``shape`` share one compiled trainer."""
         width = self.pieces[0].probes.size
-        return (len(self.pieces), width, self.n_max, *self.static.values())
+        return (
+            len(self.pieces),
+            width,
+            self.n_max,
+            self.ragged,
+            self.methods,
+            self.blocks,
+        )
 
     def empty(self) -> Chunk:
         """A copy whose pieces are all padding (fills a round of devices)."""
@@ -124,10 +140,10 @@ class Plan:
     feature_mask: np.ndarray  # (P, d) bool
     lr: np.ndarray  # (P,) float32
     l2: np.ndarray  # (P,) float32
-    alpha: np.ndarray  # (P,) float32
+    methods: tuple[LossMethod, ...]  # distinct loss methods
+    method_of: np.ndarray  # (P,) int32 index into ``methods``
+    params: dict[str, np.ndarray]  # loss parameter -> (P,) float32
     row_sets: list[np.ndarray]  # each: int32 row indices
-    row_set_of: np.ndarray  # (P,) index into row_sets
-    masks: list[np.ndarray]  # unique feature masks, each (d,) bool
     mean: list[np.ndarray]  # per row set (d,)
     scale: list[np.ndarray]  # per row set (d,)
     eval_index: np.ndarray  # (m,) int32
@@ -136,7 +152,6 @@ class Plan:
     eval_names: list[str]
     has_val: bool
     chunks: list[Chunk]
-    max_rows: int
 
     @property
     def n_probes(self) -> int:
@@ -171,7 +186,10 @@ class Plan:
             feature_mask=stack(lambda p: self.feature_mask[p.probes]),
             lr=stack(lambda p: self.lr[p.probes]),
             l2=stack(lambda p: self.l2[p.probes]),
-            alpha=stack(lambda p: self.alpha[p.probes]),
+            method=stack(lambda p: self.method_of[p.probes]),
+            params={
+                k: stack(lambda p, v=v: v[p.probes]) for k, v in self.params.items()
+            },
             order_key=stack(lambda p: np.uint32(p.order_key)),
             eval_index=self.eval_index,
             eval_rows=evals(self.eval_rows),
@@ -187,8 +205,6 @@ class Plan:
         and ``best_epoch (G, C)``, ``eval_acc (E, S, G, C)`` and, when recorded,
         ``train_loss (E, G, C)``.
         """
-        from probe_lab.train import Probes
-
         n_probes, d = self.n_probes, self.features.shape[1]
         weights = np.zeros((n_probes, d), np.float32)
         bias = np.zeros(n_probes, np.float32)
@@ -198,8 +214,7 @@ class Plan:
         n_records = outputs[0][1]["eval_acc"].shape[0]
         has_loss = "train_loss" in outputs[0][1]
         loss = np.zeros((n_records, n_probes), np.float32)
-        n_sets = len(self.eval_names)
-        accs = np.zeros((n_records, n_sets, n_probes), np.float32)
+        accs = np.zeros((n_records, len(self.eval_names), n_probes), np.float32)
         for chunk, out in outputs:
             for g, piece in enumerate(chunk.pieces):
                 k = piece.n_real
@@ -233,48 +248,23 @@ class Plan:
         )
 
 
-def _per_probe(value: Any, n_probes: int, name: str) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float32)
-    if array.ndim == 0:
-        return np.full(n_probes, array, np.float32)
-    if array.shape != (n_probes,):
-        raise ValueError(
-            f"TrainConfig.{name} has {array.size} values but there are {n_probes} "
-            f"probes: give a scalar or exactly one value per probe"
-        )
-    return array
+# ------------------------------------------------------------------ input checks
 
 
-def _row_mask(value: Any, n_probes: int, n: int, name: str) -> np.ndarray:
-    mask = np.asarray(value)
-    if mask.dtype != bool:
-        raise TypeError(
-            f"{name} must be a boolean mask of shape (n,) or (P, n), got dtype "
-            f"{mask.dtype}; convert row indices with np.isin(np.arange(n), idx)"
-        )
-    if mask.shape == (n,):
-        mask = mask[None, :]
-    if mask.ndim != 2 or mask.shape[1] != n or mask.shape[0] not in (1, n_probes):
-        raise ValueError(
-            f"{name} has shape {mask.shape}; expected ({n},) or ({n_probes}, {n}) "
-            f"for {n_probes} probes on {n} rows"
-        )
-    return np.broadcast_to(mask, (n_probes, n))
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """Every argument of :func:`probe_lab.train_probes`, checked and broadcast."""
 
-
-def _unique_rows(mask: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Unique rows of a bool matrix: (list of unique rows, index of each row)."""
-    seen: dict[bytes, int] = {}
-    uniques: list[np.ndarray] = []
-    inverse = np.empty(mask.shape[0], np.int64)
-    packed = np.packbits(mask, axis=1)
-    for i, row in enumerate(packed):
-        k = row.tobytes()
-        if k not in seen:
-            seen[k] = len(uniques)
-            uniques.append(mask[i])
-        inverse[i] = seen[k]
-    return uniques, inverse
+    x: np.ndarray  # (n, d) float16/float32
+    y: np.ndarray  # (P, n) float32 in [0, 1]
+    train: np.ndarray  # (P, n) bool
+    feature_mask: np.ndarray  # (P, d) bool
+    group: np.ndarray  # (P,) int order groups
+    eval_names: list[str]
+    eval_index: np.ndarray  # (m,) int32
+    eval_rows: np.ndarray  # (S, P, m) bool
+    eval_labels: np.ndarray  # (S, P, m) bool
+    has_val: bool
 
 
 def check_features(features: Any) -> np.ndarray:
@@ -299,22 +289,8 @@ def check_features(features: Any) -> np.ndarray:
     return x
 
 
-def make_plan(
-    features: Any,
-    targets: Any,
-    *,
-    train_rows: Any,
-    val_rows: Any,
-    feature_mask: Any,
-    groups: Any,
-    eval_sets: Mapping[str, tuple[Any, Any]] | None,
-    config: TrainConfig,
-    feature_gain: Any = None,
-    n_devices: int = 1,
-) -> Plan:
-    """Check every input against the others and group probes into chunks."""
-    x = check_features(features)
-    n, d = x.shape
+def check_targets(targets: Any, n: int) -> np.ndarray:
+    """``(P, n)`` float32 targets in [0, 1] (``(n,)`` is one probe)."""
     y = np.asarray(targets, dtype=np.float32)
     if y.ndim == 1:
         y = y[None, :]
@@ -323,8 +299,7 @@ def make_plan(
             f"targets must have shape (P, n) with n = {n} rows of features, got "
             f"{np.shape(targets)}"
         )
-    n_probes = y.shape[0]
-    if n_probes == 0:
+    if y.shape[0] == 0:
         raise ValueError("targets has 0 rows: there are no probes to train (P = 0)")
     if not np.isfinite(y).all() or y.min() < 0 or y.max() > 1:
         raise ValueError(
@@ -332,76 +307,86 @@ def make_plan(
             f"[{np.nanmin(y):.3g}, {np.nanmax(y):.3g}]"
             + ("" if np.isfinite(y).all() else " with NaN or inf")
         )
-    train = (
-        np.ones((n_probes, n), bool)
-        if train_rows is None
-        else _row_mask(train_rows, n_probes, n, "train_rows")
-    )
-    empty = np.flatnonzero(~train.any(axis=1))
-    if empty.size:
-        raise ValueError(
-            f"train_rows selects no rows for probe(s) {empty[:10].tolist()}: every "
-            f"probe needs at least one training row"
-        )
-    if feature_mask is None:
-        fmask = np.ones((n_probes, d), bool)
-    else:
-        fmask = np.asarray(feature_mask)
-        if fmask.dtype != bool:
-            raise TypeError(f"feature_mask must be boolean, got dtype {fmask.dtype}")
-        if fmask.shape == (d,):
-            fmask = fmask[None, :]
-        if (
-            fmask.ndim != 2
-            or fmask.shape[1] != d
-            or fmask.shape[0]
-            not in (
-                1,
-                n_probes,
-            )
-        ):
-            raise ValueError(
-                f"feature_mask has shape {fmask.shape}; expected ({d},) or "
-                f"({n_probes}, {d}) for {n_probes} probes on {d} features"
-            )
-        fmask = np.broadcast_to(fmask, (n_probes, d))
-        blind = np.flatnonzero(~fmask.any(axis=1))
-        if blind.size:
-            raise ValueError(
-                f"feature_mask selects no features for probe(s) {blind[:10].tolist()}"
-            )
-    if groups is None:
-        group = np.zeros(n_probes, np.int64)
-    else:
-        group = np.asarray(groups)
-        if group.shape != (n_probes,) or not np.issubdtype(group.dtype, np.integer):
-            raise ValueError(
-                f"groups must be an integer array of shape ({n_probes},), got "
-                f"{group.dtype} {group.shape}"
-            )
-        if group.min() < 0:
-            raise ValueError("groups must be non-negative integers")
+    return y
 
-    # Evaluation sets: validation first (set 0), then the named ones.
+
+def per_probe_mask(
+    value: Any, n_probes: int, width: int, name: str, axis: str = "n"
+) -> np.ndarray:
+    """A bool mask ``(width,)`` or ``(P, width)`` broadcast to ``(P, width)``."""
+    mask = np.asarray(value)
+    if mask.dtype != bool:
+        hint = (
+            "; convert row indices with np.isin(np.arange(n), idx)"
+            if axis == "n"
+            else ""
+        )
+        raise TypeError(
+            f"{name} must be a boolean mask of shape ({axis},) or (P, {axis}), got "
+            f"dtype {mask.dtype}{hint}"
+        )
+    if mask.shape == (width,):
+        mask = mask[None, :]
+    if mask.ndim != 2 or mask.shape[1] != width or mask.shape[0] not in (1, n_probes):
+        raise ValueError(
+            f"{name} has shape {mask.shape}; expected ({width},) or "
+            f"({n_probes}, {width}) for {n_probes} probes on {width} "
+            f"{'rows' if axis == 'n' else 'features'}"
+        )
+    return np.broadcast_to(mask, (n_probes, width))
+
+
+def _some_in_each(mask: np.ndarray, message: str) -> None:
+    empty = np.flatnonzero(~mask.any(axis=1))
+    if empty.size:
+        raise ValueError(message.format(probes=empty[:10].tolist()))
+
+
+def check_groups(groups: Any, n_probes: int) -> np.ndarray:
+    """``(P,)`` non-negative integer order groups (default all 0)."""
+    if groups is None:
+        return np.zeros(n_probes, np.int64)
+    group = np.asarray(groups)
+    if group.shape != (n_probes,) or not np.issubdtype(group.dtype, np.integer):
+        raise ValueError(
+            f"groups must be an integer array of shape ({n_probes},), got "
+            f"{group.dtype} {group.shape}"
+        )
+    if group.min() < 0:
+        raise ValueError("groups must be non-negative integers")
+    return group
+
+
+def check_eval_sets(
+    y: np.ndarray,
+    val_rows: Any,
+    eval_sets: Mapping[str, tuple[Any, Any]] | None,
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Validation (set 0, agreement with the targets) and the named sets.
+
+    Returns:
+        ``(names, eval_index (m,), rows (S, P, m), labels (S, P, m))`` on the union
+        ``eval_index`` of every set's rows.
+    """
+    n_probes, n = y.shape
     names: list[str] = []
     rows_list: list[np.ndarray] = []
     labels_list: list[np.ndarray] = []
     if val_rows is not None:
-        val = _row_mask(val_rows, n_probes, n, "val_rows")
-        empty = np.flatnonzero(~val.any(axis=1))
-        if empty.size:
-            raise ValueError(
-                f"val_rows selects no rows for probe(s) {empty[:10].tolist()}; give "
-                f"each probe validation rows or pass val_rows=None to train all "
-                f"epochs without early stopping"
-            )
+        val = per_probe_mask(val_rows, n_probes, n, "val_rows")
+        _some_in_each(
+            val,
+            "val_rows selects no rows for probe(s) {probes}; give each probe "
+            "validation rows or pass val_rows=None to train all epochs without "
+            "early stopping",
+        )
         names.append("val_agreement")
         rows_list.append(val)
         labels_list.append(y >= 0.5)
     for name, pair in (eval_sets or {}).items():
         if not isinstance(pair, tuple | list) or len(pair) != 2:
             raise ValueError(f"eval_sets[{name!r}] must be a (rows, labels) pair")
-        ev_rows = _row_mask(pair[0], n_probes, n, f"eval_sets[{name!r}] rows")
+        ev_rows = per_probe_mask(pair[0], n_probes, n, f"eval_sets[{name!r}] rows")
         ev_labels = np.asarray(pair[1])
         if ev_labels.shape == (n,):
             ev_labels = ev_labels[None, :]
@@ -415,20 +400,111 @@ def make_plan(
         names.append(f"{name}_acc")
         rows_list.append(ev_rows)
         labels_list.append(np.broadcast_to(ev_labels.astype(bool), (n_probes, n)))
-    if rows_list:
-        union = np.logical_or.reduce([r.any(axis=0) for r in rows_list])
-        eval_index = np.flatnonzero(union).astype(np.int32)
-        eval_rows = np.stack([r[:, eval_index] for r in rows_list])
-        eval_labels = np.stack([lab[:, eval_index] for lab in labels_list])
-    else:
-        eval_index = np.zeros(0, np.int32)
-        eval_rows = np.zeros((0, n_probes, 0), bool)
-        eval_labels = np.zeros((0, n_probes, 0), bool)
+    if not rows_list:
+        empty = np.zeros((0, n_probes, 0), bool)
+        return names, np.zeros(0, np.int32), empty, empty
+    union = np.logical_or.reduce([r.any(axis=0) for r in rows_list])
+    index = np.flatnonzero(union).astype(np.int32)
+    rows = np.stack([r[:, index] for r in rows_list])
+    labels = np.stack([lab[:, index] for lab in labels_list])
+    return names, index, rows, labels
 
-    row_sets_mask, row_set_of = _unique_rows(train)
-    row_sets = [np.flatnonzero(m).astype(np.int32) for m in row_sets_mask]
-    masks, mask_of = _unique_rows(fmask)
-    gain = np.ones(d) if feature_gain is None else np.asarray(feature_gain, float)
+
+def check_inputs(
+    features: Any,
+    targets: Any,
+    *,
+    train_rows: Any,
+    val_rows: Any,
+    feature_mask: Any,
+    groups: Any,
+    eval_sets: Mapping[str, tuple[Any, Any]] | None,
+) -> Inputs:
+    """Check every argument of :func:`probe_lab.train_probes` against the others."""
+    x = check_features(features)
+    n, d = x.shape
+    y = check_targets(targets, n)
+    n_probes = y.shape[0]
+    if train_rows is None:
+        train = np.ones((n_probes, n), bool)
+    else:
+        train = per_probe_mask(train_rows, n_probes, n, "train_rows")
+    _some_in_each(
+        train,
+        "train_rows selects no rows for probe(s) {probes}: every probe needs at "
+        "least one training row",
+    )
+    if feature_mask is None:
+        fmask = np.ones((n_probes, d), bool)
+    else:
+        fmask = per_probe_mask(feature_mask, n_probes, d, "feature_mask", axis="d")
+        _some_in_each(fmask, "feature_mask selects no features for probe(s) {probes}")
+    names, index, rows, labels = check_eval_sets(y, val_rows, eval_sets)
+    return Inputs(
+        x=x,
+        y=y,
+        train=train,
+        feature_mask=np.ascontiguousarray(fmask),
+        group=check_groups(groups, n_probes),
+        eval_names=names,
+        eval_index=index,
+        eval_rows=rows,
+        eval_labels=labels,
+        has_val=val_rows is not None,
+    )
+
+
+# ------------------------------------------------------ settings and standardization
+
+
+def per_probe(value: Any, n_probes: int, name: str) -> np.ndarray:
+    """A scalar or ``(P,)`` setting as ``(P,)`` float32."""
+    array = np.asarray(value, dtype=np.float32)
+    if array.ndim == 0:
+        return np.full(n_probes, array, np.float32)
+    if array.shape != (n_probes,):
+        raise ValueError(
+            f"TrainConfig.{name} has {array.size} values but there are {n_probes} "
+            f"probes: give a scalar or exactly one value per probe"
+        )
+    return array
+
+
+def loss_methods(
+    config: TrainConfig, n_probes: int
+) -> tuple[tuple[LossMethod, ...], np.ndarray, dict[str, np.ndarray]]:
+    """Each probe's loss method and the ``(P,)`` values of every declared parameter.
+
+    Returns:
+        ``(methods, method_of (P,) int32, {parameter: (P,) float32})``; a probe whose
+        method does not declare a parameter holds that parameter's first default.
+    """
+    names = (config.loss,) * n_probes if isinstance(config.loss, str) else config.loss
+    if len(names) != n_probes:
+        raise ValueError(
+            f"TrainConfig.loss has {len(names)} names but there are {n_probes} "
+            f"probes: give one name or exactly one per probe"
+        )
+    distinct = tuple(dict.fromkeys(names))
+    methods = tuple(get_loss(name) for name in distinct)
+    method_of = np.array([distinct.index(name) for name in names], np.int32)
+    params: dict[str, np.ndarray] = {}
+    for i, method in enumerate(methods):
+        mine = method_of == i
+        for name, default in method.params:
+            value = config.param_value(name)
+            given = per_probe(default if value is None else value, n_probes, name)
+            values = params.setdefault(name, np.full(n_probes, default, np.float32))
+            values[mine] = given[mine]
+    return methods, method_of, params
+
+
+def standardization(
+    x: np.ndarray, row_sets: list[np.ndarray], config: TrainConfig, gain: Any
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per row set: the training rows' feature mean and scale (std + eps) / gain."""
+    d = x.shape[1]
+    gain = np.ones(d) if gain is None else np.asarray(gain, float)
     if gain.shape != (d,) or not np.all(np.isfinite(gain)) or np.any(gain <= 0):
         raise ValueError(
             f"feature_gain must be ({d},) finite positive factors, got shape "
@@ -443,64 +519,152 @@ def make_plan(
         else:
             mean.append(np.zeros(d))
             scale.append(1.0 / gain)
+    return mean, scale
 
-    # Pieces: probes sharing (order group, row set) -- and for L-BFGS, which has no
-    # minibatch order but preconditions per feature mask, (row set, feature mask).
-    # Inside a piece, probes are sorted by how far into the features their mask
-    # reaches, so the M_k family's columns form blocks that skip the zero weights.
-    alpha = _per_probe(config.alpha_max, n_probes, "alpha_max")
-    hardens = (alpha > 0) & (config.loss == "confidence")
-    lbfgs = config.solver == "lbfgs"
-    keys = np.stack([row_set_of, mask_of] if lbfgs else [group, row_set_of], axis=1)
-    _, key_of = np.unique(keys, axis=0, return_inverse=True)
+
+# ------------------------------------------------------------------------ pieces
+
+
+def _unique_rows(mask: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Unique rows of a bool matrix: (list of unique rows, index of each row)."""
+    seen: dict[bytes, int] = {}
+    uniques: list[np.ndarray] = []
+    inverse = np.empty(mask.shape[0], np.int64)
+    packed = np.packbits(mask, axis=1)
+    for i, row in enumerate(packed):
+        k = row.tobytes()
+        if k not in seen:
+            seen[k] = len(uniques)
+            uniques.append(mask[i])
+        inverse[i] = seen[k]
+    return uniques, inverse
+
+
+def make_pieces(
+    inputs: Inputs,
+    row_set_of: np.ndarray,
+    method_of: np.ndarray,
+    *,
+    lbfgs: bool,
+    probe_chunk: int,
+) -> list[Piece]:
+    """Group probes into pieces of at most ``probe_chunk``.
+
+    A piece holds probes sharing (order group, row set): they share one minibatch
+    order and hence one product per step. L-BFGS has no minibatch order but
+    preconditions per feature mask, so its pieces share (row set, feature mask).
+    Inside a piece, probes are sorted by how far into the features their mask
+    reaches (then by loss method), so the M_k family's columns form blocks that
+    skip the zero weights.
+    """
+    _, mask_of = _unique_rows(inputs.feature_mask)
+    columns = [row_set_of, mask_of] if lbfgs else [inputs.group, row_set_of]
+    _, key_of = np.unique(np.stack(columns, axis=1), axis=0, return_inverse=True)
     key_of = key_of.reshape(-1)
-    first = fmask.argmax(axis=1)
-    reach = d - fmask[:, ::-1].argmax(axis=1)  # last used feature + 1
+    d = inputs.feature_mask.shape[1]
+    reach = d - inputs.feature_mask[:, ::-1].argmax(axis=1)  # last used feature + 1
     pieces: list[Piece] = []
     for k in range(key_of.max() + 1):
         idx = np.flatnonzero(key_of == k)
-        idx = idx[np.lexsort((hardens[idx], reach[idx]))]
-        for start in range(0, idx.size, int(config.probe_chunk)):
-            part = idx[start : start + int(config.probe_chunk)]
+        idx = idx[np.lexsort((method_of[idx], reach[idx]))]
+        for start in range(0, idx.size, probe_chunk):
+            part = idx[start : start + probe_chunk]
             pieces.append(
                 Piece(
                     probes=part,
                     n_real=part.size,
                     row_set=int(row_set_of[part[0]]),
-                    order_key=int(group[part[0]]),
+                    order_key=int(inputs.group[part[0]]),
                     mask_key=int(mask_of[part[0]]),
                 )
             )
-    sizes = np.array([r.size for r in row_sets])
+    return pieces
+
+
+def make_plan(
+    features: Any,
+    targets: Any,
+    *,
+    train_rows: Any,
+    val_rows: Any,
+    feature_mask: Any,
+    groups: Any,
+    eval_sets: Mapping[str, tuple[Any, Any]] | None,
+    config: TrainConfig,
+    feature_gain: Any = None,
+    n_devices: int = 1,
+) -> Plan:
+    """Check every input against the others and group probes into chunks."""
+    inputs = check_inputs(
+        features,
+        targets,
+        train_rows=train_rows,
+        val_rows=val_rows,
+        feature_mask=feature_mask,
+        groups=groups,
+        eval_sets=eval_sets,
+    )
+    n_probes = inputs.y.shape[0]
+    methods, method_of, params = loss_methods(config, n_probes)
+    row_sets_mask, row_set_of = _unique_rows(inputs.train)
+    row_sets = [np.flatnonzero(m).astype(np.int32) for m in row_sets_mask]
+    mean, scale = standardization(inputs.x, row_sets, config, feature_gain)
+    lbfgs = config.solver == "lbfgs"
+    pieces = make_pieces(
+        inputs,
+        row_set_of,
+        method_of,
+        lbfgs=lbfgs,
+        probe_chunk=int(config.probe_chunk),
+    )
+    fmask = inputs.feature_mask
+    d = fmask.shape[1]
     chunks = _pack(
         pieces,
-        sizes,
+        np.array([r.size for r in row_sets]),
         int(config.probe_chunk),
         n_devices,
         single=lbfgs,
-        span=(first, reach),
-        hardens=hardens,
+        span=(fmask.argmax(axis=1), d - fmask[:, ::-1].argmax(axis=1)),
+        methods=(methods, method_of),
     )
     return Plan(
-        features=x,
-        targets=y,
-        feature_mask=np.ascontiguousarray(fmask),
-        lr=_per_probe(config.lr, n_probes, "lr"),
-        l2=_per_probe(config.l2, n_probes, "l2"),
-        alpha=_per_probe(config.alpha_max, n_probes, "alpha_max"),
+        features=inputs.x,
+        targets=inputs.y,
+        feature_mask=fmask,
+        lr=per_probe(config.lr, n_probes, "lr"),
+        l2=per_probe(config.l2, n_probes, "l2"),
+        methods=methods,
+        method_of=method_of,
+        params=params,
         row_sets=row_sets,
-        row_set_of=row_set_of,
-        masks=masks,
         mean=mean,
         scale=scale,
-        eval_index=eval_index,
-        eval_rows=eval_rows,
-        eval_labels=eval_labels,
-        eval_names=names,
-        has_val=val_rows is not None,
+        eval_index=inputs.eval_index,
+        eval_rows=inputs.eval_rows,
+        eval_labels=inputs.eval_labels,
+        eval_names=inputs.eval_names,
+        has_val=inputs.has_val,
         chunks=chunks,
-        max_rows=int(sizes.max()),
     )
+
+
+# ----------------------------------------------------------------------- packing
+
+
+def _method_columns(
+    probes: np.ndarray, methods: tuple[tuple[LossMethod, ...], np.ndarray]
+) -> tuple[MethodColumns, ...]:
+    """Which loss method each column of a chunk's ``(pieces, width)`` probes uses."""
+    table, method_of = methods
+    of = method_of[probes]  # (pieces, width)
+    out = []
+    for i, method in enumerate(table):
+        cols = np.flatnonzero((of == i).any(axis=0))
+        if cols.size:
+            shared = bool((of[:, cols] != i).any())
+            out.append(MethodColumns(method, i, tuple(int(c) for c in cols), shared))
+    return tuple(out)
 
 
 MAX_SHAPES = 4
@@ -520,7 +684,7 @@ def _pack(
     *,
     single: bool,
     span: tuple[np.ndarray, np.ndarray],
-    hardens: np.ndarray,
+    methods: tuple[tuple[LossMethod, ...], np.ndarray],
 ) -> list[Chunk]:
     """Stack pieces into chunks of about ``probe_chunk`` probes.
 
@@ -561,10 +725,10 @@ def _pack(
             filler = dataclasses.replace(groups[-1][0], n_real=0)
             groups[-1] += [filler] * (per_chunk - len(groups[-1]))
         probes = np.stack([p.probes for g in groups for p in g])  # (pieces, width)
-        harden = tuple(int(c) for c in np.flatnonzero(hardens[probes].any(axis=0)))
+        columns = _method_columns(probes, methods)
         blocks = _blocks(span[0][probes].min(0), span[1][probes].max(0), len(groups[0]))
         for group in groups:
-            chunks.append(Chunk(tuple(group), n_max, ragged, harden, blocks))
+            chunks.append(Chunk(tuple(group), n_max, ragged, columns, blocks))
     return chunks
 
 

@@ -27,9 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from probe_lab import _plan
+from probe_lab.config import TrainConfig
 from probe_lab.losses import binary_xent
 
-__all__ = ["fit_chunk_lbfgs", "rotate"]
+__all__ = ["fit_chunk_lbfgs", "rotate", "static_args"]
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 20
@@ -206,7 +207,8 @@ def fit_chunk_lbfgs(
     )
 
 
-def static_args(config: Any) -> dict[str, Any]:
+def static_args(config: TrainConfig) -> dict[str, Any]:
+    """The solver settings of ``config`` that :func:`fit_chunk_lbfgs` compiles on."""
     return dict(
         max_iter=int(config.lbfgs_max_iter),
         tol=float(config.lbfgs_tol),

@@ -1,8 +1,23 @@
-"""Per-example losses of a binary linear probe, written on logits.
+"""Student losses: the per-minibatch seam of the Adam trainer, and the built-ins.
 
-Every function here works on arrays whose LAST axis is the probe axis, so one call
-handles a whole chunk of probes: logits ``(B, P)``, targets ``(B, P)``, row masks
-``(B, P)`` or ``(B, 1)``.
+A **loss method** is a name, declared parameters with defaults, and one pure JAX
+function on one minibatch of a chunk of probes, probe axis LAST:
+
+    fn(logits, targets, mask, progress, params) -> (B, P)
+
+* ``logits``: ``(B, P)`` the students' logits on the minibatch;
+* ``targets``: ``(B, P)`` their (weak) targets in [0, 1];
+* ``mask``: ``(B, P)`` bool, the rows that count (padding rows are False);
+* ``progress``: scalar in [0, 1], the share of this probe's training steps done;
+* ``params``: ``{name: (P,) array}``, one value per probe of each declared parameter,
+  so a grid over a parameter trains in one compiled call.
+
+The function returns either a per-example loss (``kind="loss"``; the trainer takes
+its gradient with ``jax.vjp`` and averages it over the unmasked rows) or, for the
+many methods that are a cross-entropy against modified targets, the targets
+themselves (``kind="targets"``; the trainer then uses the closed-form gradient
+``sigmoid(logits) - targets`` and no gradient flows through the targets). Every
+built-in is written only through this API and registered in :data:`LOSSES`.
 
 The confidence loss is the auxiliary loss of Burns et al. (2023), Section 4.3:
 
@@ -13,18 +28,128 @@ each minibatch so that the share of hardened positives equals the share of posit
 weak labels in that minibatch. Because cross-entropy is linear in its target, this is
 a single cross-entropy against the mixed target ``(1 - a) * f_w + a * hard_t(f)``; the
 hardened labels are treated as constants (no gradient flows through the threshold).
+``a`` rises linearly from 0 to ``alpha_max`` over the first ``warmup_frac`` of
+training.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
+from probe_lab.registry import Registry, RegistryError
+
 __all__ = [
+    "LOSSES",
+    "LossMethod",
     "binary_xent",
+    "confidence_alpha",
     "confidence_targets",
+    "get_loss",
     "harden_to_balance",
+    "register_loss",
 ]
+
+KINDS = ("loss", "targets")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LossMethod:
+    """A student loss: a name, declared parameters and one pure function.
+
+    Instances hash by identity, so the compiled trainer specializes on the method
+    object itself (re-registering a name with a new function compiles anew).
+    """
+
+    name: str
+    """The name results carry in their ``loss`` column."""
+
+    fn: Callable[..., jax.Array]
+    """``fn(logits, targets, mask, progress, params) -> (B, P)`` (module doc)."""
+
+    kind: str = "loss"
+    """``"loss"``: ``fn`` returns the per-example loss. ``"targets"``: ``fn``
+    returns targets in [0, 1] and the loss is the cross-entropy against them."""
+
+    params: tuple[tuple[str, float], ...] = ()
+    """Declared parameters and their defaults, in order."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise RegistryError(
+                f"loss method {self.name!r}: kind must be one of {KINDS}, got "
+                f"{self.kind!r}"
+            )
+        if not callable(self.fn):
+            raise RegistryError(f"loss method {self.name!r}: fn is not callable")
+        params = tuple((str(k), float(v)) for k, v in dict(self.params).items())
+        object.__setattr__(self, "params", params)
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        """``{parameter: default}``."""
+        return dict(self.params)
+
+    def __call__(self, logits, targets, mask, progress, params) -> jax.Array:
+        return self.fn(logits, targets, mask, progress, params)
+
+
+def _as_method(item: Any, name: str) -> LossMethod:
+    if isinstance(item, LossMethod):
+        return item
+    if callable(item):  # a bare function from an import path: a per-example loss
+        declared = getattr(item, "params", {})
+        kind = getattr(item, "kind", "loss")
+        return LossMethod(name=name, fn=item, kind=kind, params=declared)
+    raise RegistryError(
+        f"loss method {name!r} is a {type(item).__name__}, not a function or a "
+        f"LossMethod"
+    )
+
+
+LOSSES: Registry[LossMethod] = Registry("loss method", _as_method)
+"""Every loss method by name; :func:`get_loss` also loads ``"module:function"``."""
+
+
+def register_loss(
+    name: str,
+    *,
+    params: Mapping[str, float] | None = None,
+    kind: str = "loss",
+    overwrite: bool = False,
+) -> Callable[[Callable[..., jax.Array]], LossMethod]:
+    """Decorator: register ``fn`` as the loss method ``name``.
+
+    Args:
+        name: the method's name (the ``loss`` column of results).
+        params: declared parameters and their defaults; each arrives in ``fn`` as
+            a ``(P,)`` array, one value per probe.
+        kind: ``"loss"`` (``fn`` returns per-example losses) or ``"targets"``
+            (``fn`` returns cross-entropy targets).
+        overwrite: replace an existing method of that name.
+
+    Returns:
+        A decorator returning the registered :class:`LossMethod`.
+    """
+
+    def wrap(fn: Callable[..., jax.Array]) -> LossMethod:
+        method = LossMethod(
+            name=name, fn=fn, kind=kind, params=tuple((params or {}).items())
+        )
+        return LOSSES.register(name, method, overwrite=overwrite)
+
+    return wrap
+
+
+def get_loss(name: str | LossMethod) -> LossMethod:
+    """A registered loss method by name or import path (a method passes through)."""
+    if isinstance(name, LossMethod):
+        return name
+    return LOSSES.get(name)
 
 
 def binary_xent(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -110,3 +235,26 @@ def confidence_targets(
     """
     hard = jax.lax.stop_gradient(harden_to_balance(logits, targets, mask))
     return (1.0 - alpha) * targets + alpha * hard
+
+
+def confidence_alpha(
+    progress: jax.Array, alpha_max: jax.Array, warmup_frac: jax.Array
+) -> jax.Array:
+    """The confidence loss's weight: ``alpha_max * min(1, progress / warmup_frac)``."""
+    return alpha_max * jnp.minimum(1.0, progress / warmup_frac)
+
+
+@register_loss("xent", kind="targets")
+def _xent(logits, targets, mask, progress, params):
+    """Cross-entropy against the weak labels (hard or soft): the paper's baseline."""
+    del logits, mask, progress, params
+    return targets
+
+
+@register_loss(
+    "confidence", kind="targets", params={"alpha_max": 0.75, "warmup_frac": 0.2}
+)
+def _confidence(logits, targets, mask, progress, params):
+    """Burns et al. (2023), Sec. 4.3: ``(1 - a) CE(f, f_w) + a CE(f, hard_t(f))``."""
+    alpha = confidence_alpha(progress, params["alpha_max"], params["warmup_frac"])
+    return confidence_targets(logits, targets, mask, alpha)

@@ -50,7 +50,8 @@ import pandas as pd
 from probe_lab import metrics
 from probe_lab._jax import count_compilations
 from probe_lab.basis import to_basis
-from probe_lab.train import TrainConfig, train_probes
+from probe_lab.config import TrainConfig
+from probe_lab.train import train_probes
 from probe_lab.weak_labels import MAKERS, make_weak_labels, mixture_labels
 
 __all__ = ["StudyConfig", "StudyError", "StudyResult", "Supervisor", "run_study"]

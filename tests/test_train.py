@@ -46,7 +46,7 @@ def test_order_groups_change_minibatch_order(problem):
 
 @pytest.mark.parametrize("packed", [True, False])
 def test_epoch_order_shuffles_each_real_position_once(packed):
-    from probe_lab.train import _epoch_order
+    from probe_lab._adam import epoch_order as _epoch_order
 
     rows = jnp.asarray(np.r_[np.arange(3, 203), np.zeros(56, int)], jnp.int32)
     orders = [

@@ -1,0 +1,546 @@
+"""The Adam trainer of one chunk, as named pure functions.
+
+A chunk is ``G`` pieces of ``C`` probes; every piece trains on its own row set in
+its own minibatch order. One training step (:func:`adam_step`):
+
+1. gathers one standardized minibatch per piece, ``(G, B, d)`` (:func:`minibatch`);
+2. runs the block forward products, logits ``(G, B, C)`` (:func:`forward`);
+3. asks the loss seam for the gradient of the mean loss with respect to the logits
+   (:func:`minibatch_loss`: every loss method goes through it, built-in or not);
+4. runs the block backward products (:func:`backward`) and one fused Adam update
+   (:func:`fused_adam`), with per-probe L2, feature masks and learning rates.
+
+After each epoch, :func:`evaluate` scores every probe on the evaluation rows and
+:func:`keep_best` keeps the parameters of the best validation epoch.
+:func:`train_chunk` runs the epochs as two nested ``lax.scan`` loops under one
+``jit`` whose only static argument is one frozen :class:`Settings`.
+
+The weights are kept per block of columns ``(c0, c1, lo, hi)``, ``(G, c1 - c0, hi -
+lo)``, so a block of M_k probes multiplies only the features its masks reach: the
+batched products ``(G, B, hi - lo) @ (G, c, hi - lo)^T`` and ``(G, B, c)^T @ (G, B,
+hi - lo)`` (probe-major weights, which XLA's CPU kernels run far faster). With one
+piece these are plain ``x_batch @ W.T`` products.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from probe_lab._plan import Block, Chunk, ChunkInputs, MethodColumns, Plan
+from probe_lab.config import TrainConfig
+
+__all__ = [
+    "Settings",
+    "adam_step",
+    "backward",
+    "bce_from_logits",
+    "epoch_order",
+    "evaluate",
+    "forward",
+    "fused_adam",
+    "keep_best",
+    "minibatch",
+    "minibatch_loss",
+    "train_chunk",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the compiled trainer of one chunk shape specializes on."""
+
+    epochs: int
+    batch_size: int
+    b1: float
+    b2: float
+    eps: float
+    has_val: bool  # early stopping on evaluation set 0
+    record_loss: bool  # keep the mean minibatch loss of every epoch
+    has_l2: bool  # some probe has l2 > 0
+    has_mask: bool  # some probe masks features
+    ragged: bool  # the pieces' row sets differ in size
+    methods: tuple[MethodColumns, ...]  # the loss method of every column
+    blocks: tuple[Block, ...]  # probe columns [c0, c1) use features [lo, hi)
+
+    @classmethod
+    def of(cls, config: TrainConfig, plan: Plan, chunk: Chunk) -> Settings:
+        """The settings of one chunk of a plan."""
+        return cls(
+            epochs=int(config.epochs),
+            batch_size=int(config.batch_size),
+            b1=float(config.adam_b1),
+            b2=float(config.adam_b2),
+            eps=float(config.adam_eps),
+            has_val=plan.has_val,
+            record_loss=bool(config.record_loss),
+            has_l2=bool(np.any(plan.l2 > 0)),
+            has_mask=not bool(plan.feature_mask.all()),
+            ragged=chunk.ragged,
+            methods=chunk.methods,
+            blocks=chunk.blocks,
+        )
+
+    @property
+    def cols(self) -> list[slice]:
+        """Each block's probe columns."""
+        return [slice(c0, c1) for c0, c1, _, _ in self.blocks]
+
+    @property
+    def feats(self) -> list[slice]:
+        """Each block's features, in the full feature axis."""
+        return [slice(lo, hi) for _, _, lo, hi in self.blocks]
+
+    @property
+    def span(self) -> slice:
+        """The features some block reaches, ``[f_lo, f_hi)``: only these are read."""
+        return slice(min(b[2] for b in self.blocks), max(b[3] for b in self.blocks))
+
+    @property
+    def local(self) -> list[slice]:
+        """Each block's features, relative to :attr:`span`."""
+        f_lo = self.span.start
+        return [slice(lo - f_lo, hi - f_lo) for _, _, lo, hi in self.blocks]
+
+
+# ------------------------------------------------------------------------- Adam
+
+
+class AdamState(NamedTuple):
+    count: jax.Array  # (G,) updates taken by each piece
+    mu: Any  # first moments, same tree as the parameters
+    nu: Any  # second moments
+
+
+def fused_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """Adam as an optax transformation whose update is one elementwise expression.
+
+    Numerically Adam (``optax.scale_by_adam``), with one step count per piece (the
+    parameters' leading axis): the bias corrections fold into per-piece scalars, so
+    XLA emits a single fused pass over the ``(G, C, d)`` state (measured here: 6%
+    less time per step than ``optax.scale_by_adam``).
+    """
+
+    def init(params: Any) -> AdamState:
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        count = jnp.zeros(jax.tree.leaves(params)[0].shape[:1], jnp.int32)
+        return AdamState(count, zeros, zeros)
+
+    def update(grads: Any, state: AdamState, params: Any = None):
+        del params
+        count = state.count + 1
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        t = count.astype(jnp.float32)
+        step = jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        eps_hat = eps * jnp.sqrt(1 - b2**t)
+
+        def scaled(m, v):
+            shape = (-1,) + (1,) * (m.ndim - 1)
+            return step.reshape(shape) * m / (jnp.sqrt(v) + eps_hat.reshape(shape))
+
+        return jax.tree.map(scaled, mu, nu), AdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+class Carry(struct.PyTreeNode):
+    """The training state of a chunk, carried through both scans."""
+
+    w: tuple[jax.Array, ...]  # per block (c0, c1, lo, hi): (G, c1 - c0, hi - lo)
+    b: jax.Array  # (G, C)
+    opt: AdamState
+    step: jax.Array  # (G,) real (non-empty) steps taken so far
+    best_w: tuple[jax.Array, ...]
+    best_b: jax.Array
+    best_val: jax.Array  # (G, C)
+    best_epoch: jax.Array  # (G, C)
+
+
+class BlockInputs(NamedTuple):
+    """Per-block views of the per-probe settings, cut once per call."""
+
+    lr: list[jax.Array]  # each (G, c, 1)
+    l2: list[jax.Array]  # each (G, c, 1)
+    fmask: list[jax.Array]  # each (G, c, hi - lo) float32
+
+
+def block_inputs(c: ChunkInputs, s: Settings) -> BlockInputs:
+    return BlockInputs(
+        lr=[c.lr[:, cs, None] for cs in s.cols],
+        l2=[c.l2[:, cs, None] for cs in s.cols],
+        fmask=[
+            c.feature_mask[:, cs, fs].astype(jnp.float32)
+            for cs, fs in zip(s.cols, s.feats, strict=True)
+        ],
+    )
+
+
+# ------------------------------------------------------------------- products
+
+
+def forward(xb: jax.Array, w: tuple[jax.Array, ...], s: Settings) -> jax.Array:
+    """Logits ``(G, B, C)`` (without bias) of every block on minibatches
+    ``(G, B, span)``."""
+    parts = []
+    for wj, fs in zip(w, s.local, strict=True):
+        if xb.shape[0] == 1:  # a plain product: no batch dimension for XLA
+            parts.append((xb[0, :, fs] @ wj[0].T)[None])
+        else:
+            parts.append(jnp.einsum("gbd,gcd->gbc", xb[..., fs], wj))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+
+def backward(xb: jax.Array, resid: jax.Array, s: Settings) -> list[jax.Array]:
+    """Weight gradients per block, ``resid^T @ xb``, from ``resid (G, B, C)``."""
+    grads = []
+    for cs, fs in zip(s.cols, s.local, strict=True):
+        if xb.shape[0] == 1:
+            grads.append((resid[0, :, cs].T @ xb[0, :, fs])[None])
+        else:
+            grads.append(jnp.einsum("gbc,gbd->gcd", resid[..., cs], xb[..., fs]))
+    return grads
+
+
+# ------------------------------------------------------------------- the loss
+
+
+def bce_from_logits(logits: jax.Array, prob: jax.Array, target: jax.Array):
+    """``binary_xent`` reusing ``prob = sigmoid(logits)``: one log per element.
+
+    ``softplus(z) = max(z, 0) - log(sigmoid(|z|))`` and ``sigmoid(|z|) =
+    max(p, 1 - p)`` lies in [0.5, 1], so the log never sees 0.
+    """
+    return (
+        jnp.maximum(logits, 0.0)
+        - jnp.log(jnp.maximum(prob, 1.0 - prob))
+        - target * logits
+    )
+
+
+def _columns(array: jax.Array, mc: MethodColumns) -> jax.Array:
+    if mc.columns == tuple(range(array.shape[-1])):
+        return array
+    return array[..., np.asarray(mc.columns)]
+
+
+def _place(full: jax.Array, part: jax.Array, mc: MethodColumns, own) -> jax.Array:
+    """Write a method's column values into ``full``, only for its own probes."""
+    if mc.shared:
+        part = jnp.where(own, part, _columns(full, mc))
+    if mc.columns == tuple(range(full.shape[-1])):
+        return part
+    return full.at[..., np.asarray(mc.columns)].set(part)
+
+
+def minibatch_loss(
+    methods: tuple[MethodColumns, ...],
+    logits: jax.Array,
+    targets: jax.Array,
+    mask: jax.Array,
+    progress: jax.Array,
+    params: dict[str, jax.Array],
+    method_of: jax.Array,
+    weight: jax.Array,
+    *,
+    record: bool,
+) -> tuple[jax.Array, jax.Array | None]:
+    """THE loss seam: each column's loss method on one minibatch of a chunk.
+
+    Every method sees its own columns, one piece at a time (``vmap`` over the
+    piece axis), as ``fn(logits (B, c), targets (B, c), mask (B, c), progress (),
+    params {name: (c,)})`` (:mod:`probe_lab.losses`).
+
+    Args:
+        methods: the chunk's loss methods and the columns each one uses.
+        logits: ``(G, B, C)`` minibatch logits.
+        targets: ``(G, B, C)`` targets in [0, 1].
+        mask: ``(G, B, 1)`` bool rows that count.
+        progress: ``(G,)`` share of each piece's training steps done.
+        params: ``{name: (G, C)}`` per-probe loss parameters.
+        method_of: ``(G, C)`` each probe's method index (columns some pieces
+            share between methods pick per probe).
+        weight: ``(G, B, 1)`` each row's weight in the mean loss (0 off the mask).
+        record: also return the per-example loss.
+
+    Returns:
+        ``(resid, loss)``: ``resid (G, B, C)`` is the gradient of ``sum_b weight_b *
+        loss_b`` with respect to the logits; ``loss (G, B, C)`` the per-example loss
+        (0 off the mask), or None without ``record``.
+    """
+
+    def run(mc: MethodColumns, z: jax.Array) -> jax.Array:
+        m = mc.method
+        cut = {name: _columns(params[name], mc) for name, _ in m.params}
+        full_mask = jnp.broadcast_to(mask, z.shape)
+        return jax.vmap(m.fn)(z, _columns(targets, mc), full_mask, progress, cut)
+
+    def own(mc: MethodColumns) -> jax.Array:
+        return (_columns(method_of, mc) == mc.index)[:, None, :]
+
+    # Target methods: one cross-entropy against the targets they return.
+    y = targets
+    for mc in methods:
+        if mc.method.kind == "targets":
+            mixed = jax.lax.stop_gradient(run(mc, _columns(logits, mc)))
+            y = _place(y, mixed, mc, own(mc) if mc.shared else None)
+    prob = jax.nn.sigmoid(logits)
+    resid = (prob - y) * weight
+    loss = bce_from_logits(logits, prob, y) * mask if record else None
+    # Loss methods: their per-example loss, differentiated with a VJP.
+    for mc in methods:
+        if mc.method.kind != "loss":
+            continue
+        value, pullback = jax.vjp(functools.partial(run, mc), _columns(logits, mc))
+        (grad,) = pullback(jnp.broadcast_to(weight, value.shape).astype(value.dtype))
+        where = own(mc) if mc.shared else None
+        resid = _place(resid, grad, mc, where)
+        if record:
+            loss = _place(loss, jnp.where(mask, value, 0.0), mc, where)
+    return resid, loss
+
+
+# ------------------------------------------------------------------ one step
+
+
+def minibatch(
+    x: jax.Array, c: ChunkInputs, s: Settings, positions: jax.Array, rows: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One minibatch per piece.
+
+    Args:
+        positions: ``(G, B)`` positions in each piece's row set (``>= n_rows``:
+            padding past the end of the epoch).
+        rows: ``(G, B)`` the feature rows at those positions.
+
+    Returns:
+        ``(xb, yb, valid)``: standardized features ``(G, B, span)``, targets
+        ``(G, B, C)`` and ``(G, B)`` bool real rows.
+    """
+    valid = positions < c.n_rows[:, None]
+    pos = jnp.where(valid, positions, 0)
+    span = s.span
+    xb = x[rows, span].astype(jnp.float32)
+    xb = (xb - c.mean[:, None, span]) / c.scale[:, None, span]
+    yb = jnp.take_along_axis(c.targets, pos[..., None], axis=1)  # (G, B, C)
+    return xb, yb, valid
+
+
+def adam_step(
+    carry: Carry,
+    batch: tuple[jax.Array, jax.Array],
+    *,
+    x: jax.Array,
+    c: ChunkInputs,
+    s: Settings,
+    per_block: BlockInputs,
+    total_steps: jax.Array,
+) -> tuple[Carry, jax.Array | None]:
+    """One Adam step of every probe of the chunk on its piece's minibatch.
+
+    Returns:
+        The new carry and, with ``record_loss``, the summed minibatch loss
+        ``(G, C)``.
+    """
+    xb, yb, valid = minibatch(x, c, s, *batch)
+    count = valid.sum(axis=1)  # (G,)
+    logits = forward(xb, carry.w, s) + carry.b[:, None]
+    weight = (valid.astype(jnp.float32) / jnp.maximum(count, 1)[:, None])[..., None]
+    resid, loss = minibatch_loss(
+        s.methods,
+        logits,
+        yb,
+        valid[..., None],
+        carry.step / total_steps,
+        c.params,
+        c.method,
+        weight,
+        record=s.record_loss,
+    )
+    gw = backward(xb, resid, s)
+    if s.has_l2:
+        gw = [g + l2 * w for g, l2, w in zip(gw, per_block.l2, carry.w, strict=True)]
+    if s.has_mask:
+        gw = [g * m for g, m in zip(gw, per_block.fmask, strict=True)]
+    updates, opt = fused_adam(s.b1, s.b2, s.eps).update(
+        (tuple(gw), resid.sum(axis=1)), carry.opt
+    )
+    moved = count > 0  # pieces whose row set ended this epoch stay put
+
+    def keep(new, old):
+        if not s.ragged:  # equal row sets: every piece has a batch at every step
+            return new
+        return jnp.where(moved.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+    new_w = tuple(
+        keep(w - lr * u, w)
+        for w, lr, u in zip(carry.w, per_block.lr, updates[0], strict=True)
+    )
+    carry = carry.replace(
+        w=new_w,
+        b=keep(carry.b - c.lr * updates[1], carry.b),
+        opt=jax.tree.map(keep, opt, carry.opt),
+        step=carry.step + moved,
+    )
+    return carry, (loss.sum(axis=1) if s.record_loss else None)
+
+
+# --------------------------------------------------------------------- epochs
+
+
+def epoch_order(
+    key: jax.Array, rows: jax.Array, count: jax.Array, n_total: int, packed=None
+) -> jax.Array:
+    """A uniformly shuffled order of the positions ``0..count-1`` of a row set.
+
+    ``rows`` is the ``(n_max,)`` padded row set; positions ``>= count`` (padding)
+    come last, in order. One random draw per feature row (of ``n_total``), not per
+    position, so a row set's order does not depend on which other probes share the
+    call. Up to 2**16 positions the sort key packs the random draw's high bits over
+    the position: ONE uint32 sort, 6x faster on CPU than an argsort that carries an
+    index array; ties in the >= 16 random bits fall back to position order.
+    """
+    n_max = rows.shape[0]
+    pos_bits = max(1, (n_max - 1).bit_length())
+    packed = pos_bits <= 16 if packed is None else packed
+    draw = jax.random.bits(key, (n_total,))
+    high = jnp.where(jnp.arange(n_max) < count, draw[rows], jnp.uint32(0xFFFFFFFF))
+    if not packed:
+        return jnp.argsort(high).astype(jnp.int32)
+    low = jnp.uint32((1 << pos_bits) - 1)
+    keys = (high & ~low) | jnp.arange(n_max, dtype=jnp.uint32)
+    return (jnp.sort(keys) & low).astype(jnp.int32)
+
+
+def evaluate(carry: Carry, c: ChunkInputs, xe: jax.Array, s: Settings) -> jax.Array:
+    """Accuracy ``(S, G, C)`` of every probe on every evaluation set.
+
+    Evaluates on raw rows ``xe (m, span)`` with the standardization folded into
+    the weights, so all pieces share one product per block, ``(m, hi - lo) @ (hi -
+    lo, G * c)``.
+    """
+    n_pieces = carry.b.shape[0]
+    logits, b_raw = [], carry.b
+    for wj, cs, fs, ls in zip(carry.w, s.cols, s.feats, s.local, strict=True):
+        w_raw = wj / c.scale[:, None, fs]
+        b_raw = b_raw.at[:, cs].add(-jnp.einsum("gd,gcd->gc", c.mean[:, fs], w_raw))
+        flat = w_raw.reshape(-1, w_raw.shape[-1])
+        logits.append((xe[:, ls] @ flat.T).reshape(-1, n_pieces, wj.shape[1]))
+    logits = jnp.concatenate(logits, axis=-1) + b_raw
+    hits = (logits > 0) == c.eval_labels  # (S, m, G, C)
+    return (hits & c.eval_rows).sum(axis=1) / jnp.maximum(c.eval_rows.sum(axis=1), 1)
+
+
+def keep_best(carry: Carry, val: jax.Array, epoch: jax.Array, s: Settings) -> Carry:
+    """Keep each probe's parameters where validation agreement ``val (G, C)`` is
+    the best so far (the first such epoch on ties)."""
+    better = val > carry.best_val
+    return carry.replace(
+        best_w=tuple(
+            jnp.where(better[..., cs, None], w, best)
+            for w, best, cs in zip(carry.w, carry.best_w, s.cols, strict=True)
+        ),
+        best_b=jnp.where(better, carry.b, carry.best_b),
+        best_val=jnp.where(better, val, carry.best_val),
+        best_epoch=jnp.where(better, epoch + 1, carry.best_epoch),
+    )
+
+
+def initial_carry(n_pieces: int, n_probes: int, s: Settings) -> Carry:
+    w0 = tuple(
+        jnp.zeros((n_pieces, c1 - c0, hi - lo), jnp.float32)
+        for c0, c1, lo, hi in s.blocks
+    )
+    b0 = jnp.zeros((n_pieces, n_probes), jnp.float32)
+    return Carry(
+        w=w0,
+        b=b0,
+        opt=fused_adam(s.b1, s.b2, s.eps).init((w0, b0)),
+        step=jnp.zeros((n_pieces,), jnp.float32),
+        best_w=w0,
+        best_b=b0,
+        best_val=jnp.full((n_pieces, n_probes), -1.0, jnp.float32),
+        best_epoch=jnp.zeros((n_pieces, n_probes), jnp.int32),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def train_chunk(
+    x: jax.Array, c: ChunkInputs, key: jax.Array, *, settings: Settings
+) -> dict[str, jax.Array]:
+    """Train one chunk for ``settings.epochs`` epochs.
+
+    Returns:
+        ``w (G, C, d)`` in standardized coordinates, ``b`` and ``best_epoch (G,
+        C)``, ``eval_acc (E, S, G, C)`` and, with ``record_loss``, ``train_loss
+        (E, G, C)`` (the mean minibatch loss of each epoch).
+    """
+    s = settings
+    n_pieces, n_max = c.rows.shape
+    n_probes = c.lr.shape[1]
+    steps = -(-n_max // s.batch_size)
+    n_pad = steps * s.batch_size
+    keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(c.order_key)
+    total_steps = jnp.maximum(jnp.ceil(c.n_rows / s.batch_size) * s.epochs, 1.0)
+    xe = x[c.eval_index, s.span].astype(jnp.float32)  # (m, span), raw
+    step = functools.partial(
+        adam_step,
+        x=x,
+        c=c,
+        s=s,
+        per_block=block_inputs(c, s),
+        total_steps=total_steps,
+    )
+
+    def maybe_step(carry: Carry, batch: tuple[jax.Array, jax.Array]):
+        # Steps past every piece's last batch of the epoch skip all work.
+        def idle(carry, _):
+            zeros = jnp.zeros((n_pieces, n_probes), jnp.float32)
+            return carry, (zeros if s.record_loss else None)
+
+        busy = jnp.any(batch[0][:, 0] < c.n_rows)
+        return jax.lax.cond(busy, step, idle, carry, batch)
+
+    def order(piece_key, rows, count, epoch):
+        first = epoch_order(jax.random.fold_in(piece_key, epoch), rows, count, len(x))
+        return jnp.concatenate([first, jnp.full(n_pad - n_max, n_max, jnp.int32)])
+
+    def one_epoch(carry: Carry, epoch: jax.Array):
+        positions = jax.vmap(order, in_axes=(0, 0, 0, None))(
+            keys, c.rows, c.n_rows, epoch
+        )  # (G, n_pad)
+        # Row indices are looked up once per epoch: inside the step XLA would fuse
+        # the lookup into the feature gather and redo it for every feature.
+        rows = jnp.take_along_axis(c.rows, jnp.minimum(positions, n_max - 1), axis=1)
+        batches = [
+            a.reshape(n_pieces, steps, s.batch_size).transpose(1, 0, 2)
+            for a in (positions, rows)
+        ]
+        # With equal row sets every piece has a batch at every step, so the step
+        # needs no guard (a conditional costs a copy of the carry per step on CPU).
+        carry, losses = jax.lax.scan(maybe_step if s.ragged else step, carry, batches)
+        record = {"eval_acc": evaluate(carry, c, xe, s)}
+        if s.record_loss:
+            record["train_loss"] = losses.sum(0) / jnp.maximum(c.n_rows, 1)[:, None]
+        if s.has_val:
+            carry = keep_best(carry, record["eval_acc"][0], epoch, s)
+        return carry, record
+
+    carry0 = initial_carry(n_pieces, n_probes, s)
+    carry, records = jax.lax.scan(one_epoch, carry0, jnp.arange(s.epochs))
+    if s.has_val:
+        w, b, best_epoch = carry.best_w, carry.best_b, carry.best_epoch
+    else:
+        w, b = carry.w, carry.b
+        best_epoch = jnp.full((n_pieces, n_probes), s.epochs, jnp.int32)
+    full = jnp.zeros((n_pieces, n_probes, x.shape[1]), jnp.float32)
+    for wj, cs, fs in zip(w, s.cols, s.feats, strict=True):
+        full = full.at[:, cs, fs].set(wj)
+    return dict(w=full, b=b, best_epoch=best_epoch, **records)
