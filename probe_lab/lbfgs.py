@@ -21,7 +21,7 @@ when all have converged or at ``max_iter``.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,10 +59,106 @@ def rotate(x: jax.Array, c: _plan.ChunkInputs) -> tuple[jax.Array, jax.Array]:
     return z @ basis, jnp.maximum(spectrum, 0.0), basis
 
 
-def _objective(logits, y, valid, n_rows, l2, v):
-    loss = binary_xent(logits, y)
-    data = (loss * valid[:, None]).sum(axis=0) / n_rows
-    return data + 0.5 * l2 * (v * v).sum(axis=0)
+class _Problem(NamedTuple):
+    """One chunk's L2-regularized logistic regressions in rotated coordinates."""
+
+    xrot: jax.Array  # (n_max, d) rotated training rows, padding rows zero
+    y: jax.Array  # (n_max, C) targets
+    valid: jax.Array  # (n_max,) float32 1 on real rows
+    n_rows: jax.Array  # () float32 real rows
+    l2: jax.Array  # (C,)
+    h0: jax.Array  # (d + 1, C) initial inverse Hessian diagonal
+
+    def objective(self, logits: jax.Array, theta: jax.Array) -> jax.Array:
+        """``(C,)`` mean cross-entropy plus ``l2 / 2 * ||w||^2``."""
+        v = theta[:-1]
+        data = (binary_xent(logits, self.y) * self.valid[:, None]).sum(0) / self.n_rows
+        return data + 0.5 * self.l2 * (v * v).sum(axis=0)
+
+    def forward(self, theta: jax.Array) -> jax.Array:
+        return self.xrot @ theta[:-1] + theta[-1]
+
+    def gradient(self, theta: jax.Array, logits: jax.Array) -> jax.Array:
+        resid = (jax.nn.sigmoid(logits) - self.y) * (self.valid / self.n_rows)[:, None]
+        grad_w = self.xrot.T @ resid + self.l2 * theta[:-1]
+        return jnp.concatenate([grad_w, resid.sum(0)[None]])
+
+
+def _direction(problem: _Problem, st: dict[str, jax.Array]) -> jax.Array:
+    """L-BFGS's two-loop recursion, vectorized over probes, from ``h0``."""
+    history = st["rho"].shape[0]
+    newest = (st["it"] - 1) % history
+    q = st["g"]
+    alphas = []
+    for j in range(history):
+        i = (newest - j) % history
+        a = st["rho"][i] * (st["s_hist"][i] * q).sum(0)
+        q = q - a * st["y_hist"][i]
+        alphas.append((i, a))
+    r = problem.h0 * q
+    for i, a in reversed(alphas):
+        beta = st["rho"][i] * (st["y_hist"][i] * r).sum(0)
+        r = r + st["s_hist"][i] * (a - beta)
+    return -r
+
+
+def _line_search(problem: _Problem, st: dict[str, jax.Array], p: jax.Array):
+    """Backtracking (Armijo) from step 1 for every probe at once.
+
+    Returns:
+        ``(theta, logits, f, accepted)`` at each probe's accepted step (the old
+        point where no step was accepted within the backtracking budget).
+    """
+    slope = (st["g"] * p).sum(0)  # (C,) negative for a descent direction
+
+    def body(ls):
+        t, accepted, theta, logits, f, k = ls
+        trial = st["theta"] + t * p
+        trial_logits = problem.forward(trial)
+        f_trial = problem.objective(trial_logits, trial)
+        # Armijo, with float32's resolution of f as slack: near the optimum the
+        # decrease falls below what f can show, and the gradient decides.
+        slack = _FTOL * jnp.maximum(jnp.abs(st["f"]), 1.0)
+        ok = (f_trial <= st["f"] + _ARMIJO * t * slope + slack) & ~accepted
+        theta = jnp.where(ok, trial, theta)
+        logits = jnp.where(ok, trial_logits, logits)
+        f = jnp.where(ok, f_trial, f)
+        accepted = accepted | ok
+        return jnp.where(accepted, t, t * 0.5), accepted, theta, logits, f, k + 1
+
+    def cond(ls):
+        return ~ls[1].all() & (ls[5] < _MAX_BACKTRACK)
+
+    start = jnp.ones_like(st["f"])
+    init = (start, st["done"], st["theta"], st["logits"], st["f"], 0)
+    _, accepted, theta, logits, f, _ = jax.lax.while_loop(cond, body, init)
+    return theta, logits, f, accepted
+
+
+def _step(problem: _Problem, tol: float, st: dict[str, jax.Array]):
+    """One L-BFGS iteration of every probe that has not converged."""
+    history = st["rho"].shape[0]
+    p = jnp.where(st["done"], 0.0, _direction(problem, st))
+    theta, logits, f, accepted = _line_search(problem, st, p)
+    g = problem.gradient(theta, logits)
+    s_vec, y_vec = theta - st["theta"], g - st["g"]
+    sy = (s_vec * y_vec).sum(0)
+    slot = st["it"] % history
+    moved = accepted & ~st["done"] & (sy > 1e-12)
+    rho = jnp.where(moved, 1.0 / jnp.where(moved, sy, 1.0), 0.0)
+    converged = (jnp.abs(g).max(axis=0) < tol) | ~accepted
+    return dict(
+        theta=theta,
+        logits=logits,
+        f=f,
+        g=g,
+        s_hist=st["s_hist"].at[slot].set(s_vec),
+        y_hist=st["y_hist"].at[slot].set(y_vec),
+        rho=st["rho"].at[slot].set(rho),
+        it=st["it"] + 1,
+        iters=st["iters"] + ~st["done"],
+        done=st["done"] | converged,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "tol", "history"))
@@ -82,115 +178,39 @@ def fit_chunk_lbfgs(
     c = c.piece(0)
     d = xrot.shape[1]
     n_chunk = c.lr.shape[0]
-    y = c.targets  # (n_max, C)
-    valid = (jnp.arange(xrot.shape[0]) < c.n_rows).astype(jnp.float32)
-    n_rows = c.n_rows.astype(jnp.float32)
-    l2 = c.l2
-
-    def forward(theta):
-        return xrot @ theta[:d] + theta[d]
-
-    def value_grad(theta, logits):
-        f = _objective(logits, y, valid, n_rows, l2, theta[:d])
-        resid = (jax.nn.sigmoid(logits) - y) * (valid / n_rows)[:, None]
-        g = jnp.concatenate([xrot.T @ resid + l2 * theta[:d], resid.sum(0)[None]])
-        return f, g
-
     # Inverse of the exact Hessian at theta = 0: diag(s / 4 + lambda), bias 4.
     h0 = jnp.concatenate(
-        [1.0 / (spectrum[:, None] / 4.0 + l2[None, :]), jnp.full((1, n_chunk), 4.0)]
+        [1.0 / (spectrum[:, None] / 4.0 + c.l2[None, :]), jnp.full((1, n_chunk), 4.0)]
     )
-
-    def direction(g, s_hist, y_hist, rho, newest):
-        q = g
-        alphas = []
-        for j in range(history):
-            i = (newest - j) % history
-            a = rho[i] * (s_hist[i] * q).sum(0)
-            q = q - a * y_hist[i]
-            alphas.append((i, a))
-        r = h0 * q
-        for i, a in reversed(alphas):
-            beta = rho[i] * (y_hist[i] * r).sum(0)
-            r = r + s_hist[i] * (a - beta)
-        return -r
-
+    problem = _Problem(
+        xrot=xrot,
+        y=c.targets,
+        valid=(jnp.arange(xrot.shape[0]) < c.n_rows).astype(jnp.float32),
+        n_rows=c.n_rows.astype(jnp.float32),
+        l2=c.l2,
+        h0=h0,
+    )
     theta0 = jnp.zeros((d + 1, n_chunk), jnp.float32)
-    logits0 = forward(theta0)
-    f0, g0 = value_grad(theta0, logits0)
+    logits0 = problem.forward(theta0)
+    g0 = problem.gradient(theta0, logits0)
+    hist0 = jnp.zeros((history, d + 1, n_chunk), jnp.float32)
     state0 = dict(
         theta=theta0,
         logits=logits0,
-        f=f0,
+        f=problem.objective(logits0, theta0),
         g=g0,
-        s_hist=jnp.zeros((history, d + 1, n_chunk), jnp.float32),
-        y_hist=jnp.zeros((history, d + 1, n_chunk), jnp.float32),
+        s_hist=hist0,
+        y_hist=hist0,
         rho=jnp.zeros((history, n_chunk), jnp.float32),
         it=jnp.zeros((), jnp.int32),
         iters=jnp.zeros((n_chunk,), jnp.int32),
         done=jnp.abs(g0).max(axis=0) < tol,
     )
 
-    def line_search(st, p):
-        slope = (st["g"] * p).sum(0)  # (C,) negative for a descent direction
-
-        def body(ls):
-            t, accepted, theta, logits, f, k = ls
-            trial = st["theta"] + t * p
-            trial_logits = forward(trial)
-            f_trial = _objective(trial_logits, y, valid, n_rows, l2, trial[:d])
-            # Armijo, with float32's resolution of f as slack: near the optimum the
-            # decrease falls below what f can show, and the gradient decides.
-            slack = _FTOL * jnp.maximum(jnp.abs(st["f"]), 1.0)
-            ok = (f_trial <= st["f"] + _ARMIJO * t * slope + slack) & ~accepted
-            theta = jnp.where(ok, trial, theta)
-            logits = jnp.where(ok, trial_logits, logits)
-            f = jnp.where(ok, f_trial, f)
-            accepted = accepted | ok
-            return jnp.where(accepted, t, t * 0.5), accepted, theta, logits, f, k + 1
-
-        def cond(ls):
-            return ~ls[1].all() & (ls[5] < _MAX_BACKTRACK)
-
-        init = (
-            jnp.ones((n_chunk,), jnp.float32),
-            st["done"],
-            st["theta"],
-            st["logits"],
-            st["f"],
-            0,
-        )
-        _, accepted, theta, logits, f, _ = jax.lax.while_loop(cond, body, init)
-        return theta, logits, f, accepted
-
-    def step(st):
-        newest = (st["it"] - 1) % history
-        p = direction(st["g"], st["s_hist"], st["y_hist"], st["rho"], newest)
-        p = jnp.where(st["done"], 0.0, p)
-        theta, logits, f, accepted = line_search(st, p)
-        _, g = value_grad(theta, logits)
-        s_vec, y_vec = theta - st["theta"], g - st["g"]
-        sy = (s_vec * y_vec).sum(0)
-        slot = st["it"] % history
-        moved = accepted & ~st["done"] & (sy > 1e-12)
-        rho = jnp.where(moved, 1.0 / jnp.where(moved, sy, 1.0), 0.0)
-        converged = (jnp.abs(g).max(axis=0) < tol) | ~accepted
-        return dict(
-            theta=theta,
-            logits=logits,
-            f=f,
-            g=g,
-            s_hist=st["s_hist"].at[slot].set(s_vec),
-            y_hist=st["y_hist"].at[slot].set(y_vec),
-            rho=st["rho"].at[slot].set(rho),
-            it=st["it"] + 1,
-            iters=st["iters"] + ~st["done"],
-            done=st["done"] | converged,
-        )
-
     def keep_going(st):
         return (st["it"] < max_iter) & ~st["done"].all()
 
+    step = functools.partial(_step, problem, tol)
     st = jax.lax.while_loop(keep_going, step, state0)
     mask = c.feature_mask.T.astype(jnp.float32)
     w = (basis @ st["theta"][:d]) * mask  # back to standardized coordinates

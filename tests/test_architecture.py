@@ -1,0 +1,164 @@
+"""The code's shape: one-way imports, the two halves apart, short functions.
+
+Read from the source with ``ast`` (nothing is imported), so a cycle or a forbidden
+import fails here even where no test happens to execute it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("probe_lab", "activation_cache")
+MAX_LINES = 80
+
+# Functions allowed past MAX_LINES, each with the reason.
+LONG_ALLOWED: dict[str, str] = {
+    "activation_cache.extract:extract": "rewritten with the hook-based capture",
+    "activation_cache.extract:_extract_rows": "rewritten with the hook-based capture",
+}
+
+
+def modules(package: str) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of a package."""
+    out = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def imported(path: Path, name: str, known: set[str]) -> set[str]:
+    """Project modules a module imports, anywhere in it (lazy imports count)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            # `from pkg import sub` imports the submodule when there is one.
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
+                for a in node.names
+            ]
+        else:
+            continue
+        out |= {t for t in targets if t in known}
+    out.discard(name)
+    return out
+
+
+def graph(package: str) -> dict[str, set[str]]:
+    mods = modules(package)
+    return {name: imported(path, name, set(mods)) for name, path in mods.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules, or None (depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_run_one_way(package):
+    """No module of the package imports (directly or not) a module importing it.
+
+    The package ``__init__`` re-exports the public API, so any module importing a
+    name from the package itself (``from probe_lab import TrainConfig``) would close
+    a cycle through it: modules import from the defining module instead.
+    """
+    cycle = find_cycle(graph(package))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_core_imports_in_the_documented_order():
+    edges = graph("probe_lab")
+    assert edges["probe_lab.registry"] == set()
+    assert edges["probe_lab.config"] <= {"probe_lab.losses", "probe_lab.registry"}
+    assert edges["probe_lab.probes"] == {"probe_lab.config"}
+    assert "probe_lab.train" not in edges["probe_lab._plan"]
+    assert "probe_lab.train" not in edges["probe_lab.lbfgs"]
+
+
+def top_level_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("probe_lab", {"torch", "transformers", "accelerate"}),
+        ("activation_cache", {"jax", "jaxlib", "flax", "optax", "probe_lab"}),
+    ],
+)
+def test_the_two_halves_meet_only_at_the_file(package, forbidden):
+    for name, path in modules(package).items():
+        bad = top_level_imports(path) & forbidden
+        assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def long_functions(package: str) -> list[tuple[str, int]]:
+    out = []
+    for name, path in modules(package).items():
+        tree = ast.parse(path.read_text())
+
+        def walk(node: ast.AST, prefix: str) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = child.end_lineno - child.lineno + 1
+                    out.append((f"{prefix}{child.name}", lines))
+                    walk(child, f"{prefix}{child.name}.")
+                elif isinstance(child, ast.ClassDef):
+                    walk(child, f"{prefix}{child.name}.")
+
+        walk(tree, f"{name}:")
+    return out
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_functions_stay_short(package):
+    too_long = [
+        f"{name} ({lines} lines)"
+        for name, lines in long_functions(package)
+        if lines > MAX_LINES and name not in LONG_ALLOWED
+    ]
+    assert not too_long, f"functions over {MAX_LINES} lines: {too_long}"
