@@ -66,6 +66,7 @@ class Settings:
     record_loss: bool  # keep the mean minibatch loss of every epoch
     has_l2: bool  # some probe has l2 > 0
     has_mask: bool  # some probe masks features
+    weighted: bool  # rows carry per-probe weights (a label method's filter)
     ragged: bool  # the pieces' row sets differ in size
     methods: tuple[MethodColumns, ...]  # the loss method of every column
     blocks: tuple[Block, ...]  # probe columns [c0, c1) use features [lo, hi)
@@ -83,6 +84,7 @@ class Settings:
             record_loss=bool(config.record_loss),
             has_l2=bool(np.any(plan.l2 > 0)),
             has_mask=not bool(plan.feature_mask.all()),
+            weighted=plan.weights is not None,
             ragged=chunk.ragged,
             methods=chunk.methods,
             blocks=chunk.blocks,
@@ -312,8 +314,8 @@ def minibatch_loss(
 
 def minibatch(
     x: jax.Array, c: ChunkInputs, s: Settings, positions: jax.Array, rows: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One minibatch per piece.
+) -> tuple[jax.Array, ...]:
+    """One minibatch per piece, and each row's weight in its probes' mean loss.
 
     Args:
         positions: ``(G, B)`` positions in each piece's row set (``>= n_rows``:
@@ -321,16 +323,25 @@ def minibatch(
         rows: ``(G, B)`` the feature rows at those positions.
 
     Returns:
-        ``(xb, yb, valid)``: standardized features ``(G, B, span)``, targets
-        ``(G, B, C)`` and ``(G, B)`` bool real rows.
+        ``(xb, yb, mask, weight, count, row_weight)``: standardized features ``(G,
+        B, span)``, targets ``(G, B, C)``, the rows that count ``(G, B, 1)`` bool
+        (or ``(G, B, C)`` with row weights), their weight in the mean ``(G, B, 1)``
+        (or ``(G, B, C)``; 0 off the mask), ``(G,)`` real rows, and the raw row
+        weights ``(G, B, C)`` (None unweighted).
     """
     valid = positions < c.n_rows[:, None]
+    count = valid.sum(axis=1)
     pos = jnp.where(valid, positions, 0)
     span = s.span
     xb = x[rows, span].astype(jnp.float32)
     xb = (xb - c.mean[:, None, span]) / c.scale[:, None, span]
     yb = jnp.take_along_axis(c.targets, pos[..., None], axis=1)  # (G, B, C)
-    return xb, yb, valid
+    if not s.weighted:
+        weight = valid.astype(jnp.float32) / jnp.maximum(count, 1)[:, None]
+        return xb, yb, valid[..., None], weight[..., None], count, None
+    wb = jnp.take_along_axis(c.weights, pos[..., None], axis=1) * valid[..., None]
+    total = wb.sum(axis=1, keepdims=True)  # (G, 1, C): a weighted mean per probe
+    return xb, yb, wb > 0, wb / jnp.maximum(total, 1e-12), count, wb
 
 
 def adam_step(
@@ -349,15 +360,13 @@ def adam_step(
         The new carry and, with ``record_loss``, the summed minibatch loss
         ``(G, C)``.
     """
-    xb, yb, valid = minibatch(x, c, s, *batch)
-    count = valid.sum(axis=1)  # (G,)
+    xb, yb, mask, weight, count, row_weight = minibatch(x, c, s, *batch)
     logits = forward(xb, carry.w, s) + carry.b[:, None]
-    weight = (valid.astype(jnp.float32) / jnp.maximum(count, 1)[:, None])[..., None]
     resid, loss = minibatch_loss(
         s.methods,
         logits,
         yb,
-        valid[..., None],
+        mask,
         carry.step / total_steps,
         c.params,
         c.method,
@@ -389,7 +398,11 @@ def adam_step(
         opt=jax.tree.map(keep, opt, carry.opt),
         step=carry.step + moved,
     )
-    return carry, (loss.sum(axis=1) if s.record_loss else None)
+    if not s.record_loss:
+        return carry, None
+    if s.weighted:  # summed with the row weights; divided by their total per epoch
+        loss = loss * row_weight
+    return carry, loss.sum(axis=1)
 
 
 # --------------------------------------------------------------------- epochs
@@ -435,7 +448,12 @@ def evaluate(carry: Carry, c: ChunkInputs, xe: jax.Array, s: Settings) -> jax.Ar
         logits.append((xe[:, ls] @ flat.T).reshape(-1, n_pieces, wj.shape[1]))
     logits = jnp.concatenate(logits, axis=-1) + b_raw
     hits = (logits > 0) == c.eval_labels  # (S, m, G, C)
-    return (hits & c.eval_rows).sum(axis=1) / jnp.maximum(c.eval_rows.sum(axis=1), 1)
+    accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(c.eval_rows.sum(axis=1), 1)
+    if s.weighted and s.has_val:  # validation agreement weighted by row weights
+        w = c.val_weight
+        val = (hits[0] * w).sum(axis=0) / jnp.maximum(w.sum(axis=0), 1e-12)
+        accs = accs.at[0].set(val)
+    return accs
 
 
 def keep_best(carry: Carry, val: jax.Array, epoch: jax.Array, s: Settings) -> Carry:
@@ -490,6 +508,10 @@ def train_chunk(
     keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(c.order_key)
     total_steps = jnp.maximum(jnp.ceil(c.n_rows / s.batch_size) * s.epochs, 1.0)
     xe = x[c.eval_index, s.span].astype(jnp.float32)  # (m, span), raw
+    if s.weighted:  # (G, C) total row weight: the epoch's loss is a weighted mean
+        row_total = jnp.maximum(c.weights.sum(axis=1), 1e-12)
+    else:
+        row_total = jnp.maximum(c.n_rows, 1)[:, None].astype(jnp.float32)
     step = functools.partial(
         adam_step,
         x=x,
@@ -528,7 +550,7 @@ def train_chunk(
         carry, losses = jax.lax.scan(maybe_step if s.ragged else step, carry, batches)
         record = {"eval_acc": evaluate(carry, c, xe, s)}
         if s.record_loss:
-            record["train_loss"] = losses.sum(0) / jnp.maximum(c.n_rows, 1)[:, None]
+            record["train_loss"] = losses.sum(0) / row_total
         if s.has_val:
             carry = keep_best(carry, record["eval_acc"][0], epoch, s)
         return carry, record

@@ -42,6 +42,8 @@ class ChunkInputs(struct.PyTreeNode):
     mean: jax.Array  # (G, d) float32 standardization mean
     scale: jax.Array  # (G, d) float32 standardization scale
     targets: jax.Array  # (G, n_max, C) float32 targets at ``rows``
+    weights: jax.Array  # (G, n_max, C) float32 row weights; (G, 1, 1) unweighted
+    val_weight: jax.Array  # (m, G, C) float32 validation weights; (1, G, 1) unweighted
     feature_mask: jax.Array  # (G, C, d) bool
     lr: jax.Array  # (G, C)
     l2: jax.Array  # (G, C)
@@ -54,9 +56,11 @@ class ChunkInputs(struct.PyTreeNode):
 
     def piece(self, g: int) -> ChunkInputs:
         """The ``g``-th piece alone, with the piece axis dropped."""
-        per_piece = "rows n_rows mean scale targets feature_mask lr l2 method order_key"
+        per_piece = "rows n_rows mean scale targets weights feature_mask lr l2 method"
         return self.replace(
             **{name: getattr(self, name)[g] for name in per_piece.split()},
+            order_key=self.order_key[g],
+            val_weight=self.val_weight[:, g],
             params={k: v[g] for k, v in self.params.items()},
             eval_rows=self.eval_rows[:, :, g],
             eval_labels=self.eval_labels[:, :, g],
@@ -137,6 +141,7 @@ class Plan:
 
     features: np.ndarray  # (n, d) float16/float32
     targets: np.ndarray  # (P, n) float32
+    weights: np.ndarray | None  # (P, n) float32 row weights, None: all 1
     feature_mask: np.ndarray  # (P, d) bool
     lr: np.ndarray  # (P,) float32
     l2: np.ndarray  # (P,) float32
@@ -167,11 +172,22 @@ class Plan:
             out[: rows.size] = rows
             return out
 
-        def targets(piece: Piece) -> np.ndarray:
-            rows = self.row_sets[piece.row_set]
-            out = np.zeros((chunk.n_max, piece.probes.size), np.float32)
-            out[: rows.size] = self.targets[piece.probes][:, rows].T
-            return out
+        def at_rows(array: np.ndarray) -> Any:  # (P, n) -> (n_max, C) per piece
+            def cut(piece: Piece) -> np.ndarray:
+                rows = self.row_sets[piece.row_set]
+                out = np.zeros((chunk.n_max, piece.probes.size), np.float32)
+                out[: rows.size] = array[piece.probes][:, rows].T
+                return out
+
+            return cut
+
+        def val_weight() -> np.ndarray:  # (m, G, C)
+            if self.weights is None or not self.has_val:
+                return np.ones((1, len(chunk.pieces), 1), np.float32)
+            index = self.eval_index
+            picked = [self.weights[p.probes][:, index] for p in chunk.pieces]
+            weights = np.stack(picked, axis=1).transpose(2, 1, 0)
+            return np.where(evals(self.eval_rows)[0], weights, 0.0).astype(np.float32)
 
         def evals(array: np.ndarray) -> np.ndarray:  # (S, P, m) -> (S, m, G, C)
             picked = np.stack([array[:, p.probes] for p in chunk.pieces], axis=1)
@@ -182,7 +198,13 @@ class Plan:
             n_rows=stack(lambda p: np.int32(self.row_sets[p.row_set].size)),
             mean=stack(lambda p: self.mean[p.row_set].astype(np.float32)),
             scale=stack(lambda p: self.scale[p.row_set].astype(np.float32)),
-            targets=stack(targets),
+            targets=stack(at_rows(self.targets)),
+            weights=(
+                np.ones((len(chunk.pieces), 1, 1), np.float32)
+                if self.weights is None
+                else stack(at_rows(self.weights))
+            ),
+            val_weight=val_weight(),
             feature_mask=stack(lambda p: self.feature_mask[p.probes]),
             lr=stack(lambda p: self.lr[p.probes]),
             l2=stack(lambda p: self.l2[p.probes]),
@@ -257,6 +279,7 @@ class Inputs:
 
     x: np.ndarray  # (n, d) float16/float32
     y: np.ndarray  # (P, n) float32 in [0, 1]
+    weights: np.ndarray | None  # (P, n) float32 >= 0, None: all 1
     train: np.ndarray  # (P, n) bool
     feature_mask: np.ndarray  # (P, d) bool
     group: np.ndarray  # (P,) int order groups
@@ -308,6 +331,23 @@ def check_targets(targets: Any, n: int) -> np.ndarray:
             + ("" if np.isfinite(y).all() else " with NaN or inf")
         )
     return y
+
+
+def check_weights(weights: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    """``(P, n)`` float32 row weights >= 0 (``(n,)`` broadcasts), or None."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float32)
+    if w.shape == shape[1:]:
+        w = w[None, :]
+    if w.ndim != 2 or w.shape[1] != shape[1] or w.shape[0] not in (1, shape[0]):
+        raise ValueError(
+            f"sample_weight has shape {np.shape(weights)}; expected ({shape[1]},) or "
+            f"{shape} (one weight per probe and row)"
+        )
+    if not np.isfinite(w).all() or w.min() < 0:
+        raise ValueError("sample_weight must be finite and >= 0 (0 drops a row)")
+    return np.ascontiguousarray(np.broadcast_to(w, shape))
 
 
 def per_probe_mask(
@@ -419,12 +459,14 @@ def check_inputs(
     feature_mask: Any,
     groups: Any,
     eval_sets: Mapping[str, tuple[Any, Any]] | None,
+    sample_weight: Any = None,
 ) -> Inputs:
     """Check every argument of :func:`probe_lab.train_probes` against the others."""
     x = check_features(features)
     n, d = x.shape
     y = check_targets(targets, n)
     n_probes = y.shape[0]
+    weights = check_weights(sample_weight, y.shape)
     if train_rows is None:
         train = np.ones((n_probes, n), bool)
     else:
@@ -434,6 +476,12 @@ def check_inputs(
         "train_rows selects no rows for probe(s) {probes}: every probe needs at "
         "least one training row",
     )
+    if weights is not None:
+        _some_in_each(
+            train & (weights > 0),
+            "sample_weight is 0 on every training row of probe(s) {probes}: keep "
+            "at least one row",
+        )
     if feature_mask is None:
         fmask = np.ones((n_probes, d), bool)
     else:
@@ -443,6 +491,7 @@ def check_inputs(
     return Inputs(
         x=x,
         y=y,
+        weights=weights,
         train=train,
         feature_mask=np.ascontiguousarray(fmask),
         group=check_groups(groups, n_probes),
@@ -592,6 +641,7 @@ def make_plan(
     eval_sets: Mapping[str, tuple[Any, Any]] | None,
     config: TrainConfig,
     feature_gain: Any = None,
+    sample_weight: Any = None,
     n_devices: int = 1,
 ) -> Plan:
     """Check every input against the others and group probes into chunks."""
@@ -603,6 +653,7 @@ def make_plan(
         feature_mask=feature_mask,
         groups=groups,
         eval_sets=eval_sets,
+        sample_weight=sample_weight,
     )
     n_probes = inputs.y.shape[0]
     methods, method_of, params = loss_methods(config, n_probes)
@@ -631,6 +682,7 @@ def make_plan(
     return Plan(
         features=inputs.x,
         targets=inputs.y,
+        weights=inputs.weights,
         feature_mask=fmask,
         lr=per_probe(config.lr, n_probes, "lr"),
         l2=per_probe(config.l2, n_probes, "l2"),

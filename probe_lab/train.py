@@ -55,6 +55,7 @@ def train_probes(
     groups: Any = None,
     eval_sets: Mapping[str, tuple[Any, Any]] | None = None,
     feature_gain: Any = None,
+    sample_weight: Any = None,
     progress: bool = False,
 ) -> Probes:
     """Train ``P`` binary linear probes on shared features in a few compiled calls.
@@ -84,6 +85,10 @@ def train_probes(
         feature_gain: ``(d,)`` positive factors applied to the (standardized)
             features before training (default 1): e.g. how salient an appended
             column is, which standardization alone would erase.
+        sample_weight: ``(P, n)`` or ``(n,)`` row weights >= 0 (default all 1):
+            each probe's loss is the weighted mean over a minibatch's rows and its
+            validation agreement the weighted share; weight 0 drops a row (a label
+            method's filter).
         progress: show a progress bar over chunks.
 
     Returns:
@@ -99,6 +104,7 @@ def train_probes(
         groups=groups,
         eval_sets=eval_sets,
         feature_gain=feature_gain,
+        sample_weight=sample_weight,
         config=config,
         n_devices=jax.device_count(),
     )

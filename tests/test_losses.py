@@ -109,3 +109,30 @@ def test_hardening_equals_a_sort_with_ties_masks_and_near_equal_logits():
             kth = np.sort(logits[rows, j])[::-1][k - 1]
             expected[rows[logits[rows, j] >= kth]] = 1  # ties at the k-th: all 1
         np.testing.assert_array_equal(hard[:, j], expected, err_msg=f"probe {j}")
+
+
+def test_fused_adam_equals_optax_scale_by_adam():
+    import optax
+
+    from probe_lab._adam import fused_adam
+
+    rng = np.random.default_rng(0)
+    params = (jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32),)
+    ours, ref = fused_adam(0.9, 0.999, 1e-8), optax.scale_by_adam(0.9, 0.999, 1e-8)
+    state, ref_state = ours.init(params), ref.init(params)
+    for _ in range(25):
+        grads = (jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32),)
+        update, state = ours.update(grads, state)
+        expected, ref_state = ref.update(grads, ref_state)
+        np.testing.assert_allclose(update[0], expected[0], rtol=2e-5, atol=1e-7)
+
+
+def test_confidence_alpha_follows_the_warm_up_at_chosen_steps():
+    """alpha(t) = alpha_max * min(1, t / warmup): 0 at the start, half way at half
+    the warm-up, alpha_max from its end to the last step (50 steps, 10 of warm-up)."""
+    from probe_lab.losses import confidence_alpha
+
+    total, warmup, alpha_max = 50, 0.2, 0.75
+    for step, expected in ((0, 0.0), (5, 0.375), (10, 0.75), (49, 0.75)):
+        got = confidence_alpha(jnp.float32(step / total), alpha_max, warmup)
+        assert float(got) == pytest.approx(expected, abs=1e-6)

@@ -348,3 +348,70 @@ def test_probes_is_a_pytree(problem):
     probes = train_probes(x, y[:2], config=TrainConfig(epochs=1))
     leaves = jax.tree.leaves(probes)
     assert any(leaf.shape == (2, x.shape[1]) for leaf in leaves)
+
+
+@pytest.mark.parametrize(
+    ("loss", "params"),
+    [("xent", {}), ("confidence", {"alpha_max": 0.75, "warmup_frac": 0.3})],
+)
+def test_one_probe_equals_a_plain_optax_adam_loop(problem, loss, params):
+    """The fused, batched trainer against optax.adam over the same minibatches."""
+    from reference import adam_reference
+
+    x, y, _ = problem
+    train, _ = split(x.shape[0])
+    soft = np.clip(y[0] * 0.7 + 0.15, 0, 1)
+    config = TrainConfig(
+        epochs=4, batch_size=32, lr=1e-2, l2=1e-3, loss=loss, loss_params=params
+    )
+    probes = train_probes(x, soft, train, config=config, key=4, groups=[2])
+    w, b = adam_reference(
+        x,
+        soft,
+        train,
+        key=4,
+        group=2,
+        epochs=4,
+        lr=1e-2,
+        l2=1e-3,
+        loss=loss,
+        params=params,
+    )
+    np.testing.assert_allclose(np.asarray(probes.weights[0]), w, atol=1e-5)
+    assert float(probes.bias[0]) == pytest.approx(b, abs=1e-5)
+
+
+def test_row_weights_equal_a_weighted_optax_loop_and_zero_drops_a_row(problem):
+    from reference import adam_reference
+
+    x, y, _ = problem
+    n = x.shape[0]
+    train, val = split(n)
+    rng = np.random.default_rng(0)
+    weights = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(0.5, 2.0, n))
+    config = TrainConfig(epochs=3, batch_size=32, lr=1e-2)
+    probes = train_probes(x, y[:2], train, config=config, sample_weight=weights)
+    for p in range(2):
+        w, b = adam_reference(x, y[p], train, epochs=3, lr=1e-2, weights=weights)
+        np.testing.assert_allclose(np.asarray(probes.weights[p]), w, atol=1e-5)
+        assert float(probes.bias[p]) == pytest.approx(b, abs=1e-5)
+    # A dropped row's label does not matter; a kept row's does.
+    flipped = y[:2].copy()
+    dropped = train & (weights == 0)
+    flipped[:, dropped] = 1 - flipped[:, dropped]
+    again = train_probes(x, flipped, train, config=config, sample_weight=weights)
+    np.testing.assert_allclose(again.weights, probes.weights, atol=1e-6)
+    # Validation agreement is the weighted share.
+    with_val = train_probes(x, y[:1], train, val, config=config, sample_weight=weights)
+    curve = with_val.history["val_agreement"][:, 0]
+    assert np.all((curve >= 0) & (curve <= 1))
+
+
+def test_bad_sample_weight_is_refused(problem):
+    x, y, _ = problem
+    with pytest.raises(ValueError, match="sample_weight must be finite and >= 0"):
+        train_probes(x, y, config=FAST, sample_weight=-np.ones(x.shape[0]))
+    with pytest.raises(ValueError, match="sample_weight has shape"):
+        train_probes(x, y, config=FAST, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="sample_weight is 0 on every training row"):
+        train_probes(x, y, config=FAST, sample_weight=np.zeros(x.shape[0]))
