@@ -145,9 +145,11 @@ class TrainConfig:
         if not isinstance(self.loss, str):
             object.__setattr__(self, "loss", names)
         declared: set[str] = set()
+        methods = []
         for name in dict.fromkeys(names):
             try:
-                declared |= set(get_loss(name).defaults)
+                methods.append(get_loss(name))
+                declared |= set(methods[-1].defaults)
             except RegistryError as err:
                 raise ValueError(
                     f"TrainConfig.loss must be one of {LOSSES.names()} or an import "
@@ -165,6 +167,11 @@ class TrainConfig:
             for k, v in sorted(given.items())
         )
         object.__setattr__(self, "loss_params", pairs)
+        for method in methods:
+            for name in method.defaults:
+                value = self.param_value(name)
+                if value is not None:
+                    method.check_values(name, value)
 
     @property
     def losses(self) -> tuple[str, ...]:

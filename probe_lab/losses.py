@@ -35,18 +35,22 @@ training.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from probe_lab.registry import Registry, RegistryError
 
 __all__ = [
     "LOSSES",
     "LossMethod",
+    "LossMethodError",
     "binary_xent",
+    "check_method",
     "confidence_alpha",
     "confidence_targets",
     "get_loss",
@@ -78,6 +82,10 @@ class LossMethod:
     params: tuple[tuple[str, float], ...] = ()
     """Declared parameters and their defaults, in order."""
 
+    ranges: tuple[tuple[str, float, float], ...] = ()
+    """Allowed closed intervals ``(name, low, high)`` of parameters, checked when
+    a config names values (use ``math.nextafter`` for an open end)."""
+
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise RegistryError(
@@ -88,6 +96,24 @@ class LossMethod:
             raise RegistryError(f"loss method {self.name!r}: fn is not callable")
         params = tuple((str(k), float(v)) for k, v in dict(self.params).items())
         object.__setattr__(self, "params", params)
+        ranges = tuple((str(k), float(lo), float(hi)) for k, lo, hi in self.ranges)
+        object.__setattr__(self, "ranges", ranges)
+        undeclared = sorted({k for k, _, _ in ranges} - set(self.defaults))
+        if undeclared:
+            raise RegistryError(
+                f"loss method {self.name!r}: ranges name undeclared parameters "
+                f"{undeclared}"
+            )
+
+    def check_values(self, name: str, values: Any) -> None:
+        """Refuse a parameter value outside its declared range, naming both."""
+        for key, low, high in self.ranges:
+            array = np.asarray(values, np.float64)
+            if key == name and np.any((array < low) | (array > high)):
+                raise ValueError(
+                    f"loss method {self.name!r}: parameter {name} must lie in "
+                    f"[{low:g}, {high:g}], got {values!r}"
+                )
 
     @property
     def defaults(self) -> dict[str, float]:
@@ -120,6 +146,7 @@ def register_loss(
     *,
     params: Mapping[str, float] | None = None,
     kind: str = "loss",
+    ranges: Mapping[str, tuple[float, float]] | None = None,
     overwrite: bool = False,
 ) -> Callable[[Callable[..., jax.Array]], LossMethod]:
     """Decorator: register ``fn`` as the loss method ``name``.
@@ -130,6 +157,7 @@ def register_loss(
             a ``(P,)`` array, one value per probe.
         kind: ``"loss"`` (``fn`` returns per-example losses) or ``"targets"``
             (``fn`` returns cross-entropy targets).
+        ranges: ``{parameter: (low, high)}`` closed intervals values must lie in.
         overwrite: replace an existing method of that name.
 
     Returns:
@@ -138,7 +166,11 @@ def register_loss(
 
     def wrap(fn: Callable[..., jax.Array]) -> LossMethod:
         method = LossMethod(
-            name=name, fn=fn, kind=kind, params=tuple((params or {}).items())
+            name=name,
+            fn=fn,
+            kind=kind,
+            params=tuple((params or {}).items()),
+            ranges=tuple((k, lo, hi) for k, (lo, hi) in (ranges or {}).items()),
         )
         return LOSSES.register(name, method, overwrite=overwrite)
 
@@ -252,9 +284,142 @@ def _xent(logits, targets, mask, progress, params):
 
 
 @register_loss(
-    "confidence", kind="targets", params={"alpha_max": 0.75, "warmup_frac": 0.2}
+    "confidence",
+    kind="targets",
+    params={"alpha_max": 0.75, "warmup_frac": 0.2},
+    ranges={"alpha_max": (0, 1), "warmup_frac": (1e-9, 1)},
 )
 def _confidence(logits, targets, mask, progress, params):
     """Burns et al. (2023), Sec. 4.3: ``(1 - a) CE(f, f_w) + a CE(f, hard_t(f))``."""
     alpha = confidence_alpha(progress, params["alpha_max"], params["warmup_frac"])
     return confidence_targets(logits, targets, mask, alpha)
+
+
+@register_loss(
+    "bootstrap_soft", kind="targets", params={"beta": 0.95}, ranges={"beta": (0, 1)}
+)
+def _bootstrap_soft(logits, targets, mask, progress, params):
+    """Soft bootstrapping (Reed et al. 2015, "Training deep neural networks on noisy
+    labels with bootstrapping"): cross-entropy against ``beta * weak + (1 - beta) *
+    p``, the student's own probability ``p`` (no gradient through it). Reed et al.
+    use ``beta = 0.95``."""
+    del mask, progress
+    beta = params["beta"]
+    return beta * targets + (1.0 - beta) * jax.nn.sigmoid(logits)
+
+
+@register_loss(
+    "bootstrap_hard", kind="targets", params={"beta": 0.8}, ranges={"beta": (0, 1)}
+)
+def _bootstrap_hard(logits, targets, mask, progress, params):
+    """Hard bootstrapping (Reed et al. 2015): cross-entropy against ``beta * weak +
+    (1 - beta) * 1[logit >= 0]``, the student's own hard prediction. Reed et al. use
+    ``beta = 0.8``."""
+    del mask, progress
+    beta = params["beta"]
+    return beta * targets + (1.0 - beta) * (logits >= 0).astype(logits.dtype)
+
+
+@register_loss("gce", params={"q": 0.7}, ranges={"q": (1e-6, 1.0)})
+def _gce(logits, targets, mask, progress, params):
+    """Generalized cross-entropy (Zhang and Sabuncu 2018, "Generalized cross
+    entropy loss for training deep neural networks with noisy labels"):
+    ``L_q = (1 - p_y^q) / q`` with ``q`` in (0, 1]; for a soft target ``t``,
+    ``t (1 - p^q) / q + (1 - t) (1 - (1 - p)^q) / q``. ``q -> 0`` is cross-entropy,
+    ``q = 1`` the mean absolute error; the paper's default is ``q = 0.7``."""
+    del mask, progress
+    q = params["q"]
+    # p^q = exp(q log p) with log p = -softplus(-z): stable for large |z|.
+    pos = jnp.exp(-q * jax.nn.softplus(-logits))
+    neg = jnp.exp(-q * jax.nn.softplus(logits))
+    return (targets * (1.0 - pos) + (1.0 - targets) * (1.0 - neg)) / q
+
+
+# --------------------------------------------------------- checking a method
+
+
+class LossMethodError(ValueError):
+    """A loss method that does not honour the API; the message names it."""
+
+
+def _call_on(method: LossMethod, logits, targets, mask, progress, params):
+    return method.fn(logits, targets, mask, progress, params)
+
+
+@functools.lru_cache(maxsize=256)
+def _value_and_grad(method: LossMethod) -> Callable[..., Any]:
+    def run(logits, targets, mask, progress, params):
+        def total(z):
+            out = _call_on(method, z, targets, mask, progress, params)
+            return jnp.where(mask, out, 0.0).sum(), out
+
+        (_, out), grad = jax.value_and_grad(total, has_aux=True)(logits)
+        return out, grad
+
+    return jax.jit(run)
+
+
+def check_method(
+    method: LossMethod, targets: np.ndarray, params: Mapping[str, np.ndarray]
+) -> None:
+    """Run a loss method once, as its first training step would, and refuse it
+    clearly if it breaks the API.
+
+    Checks that it traces under JAX (no Python side effect that needs concrete
+    values, no NumPy conversion of its inputs), returns a floating ``(B, P)`` array,
+    and gives finite values (targets in [0, 1] for ``kind="targets"``) and finite
+    gradients at the first step's logits (all 0, since probes start at 0).
+
+    Args:
+        method: the loss method.
+        targets: ``(B, P)`` float32 targets of a first minibatch.
+        params: ``{name: (P,)}`` the probes' parameter values.
+
+    Raises:
+        LossMethodError: naming the method and what is wrong.
+    """
+    logits = jnp.zeros(targets.shape, jnp.float32)
+    mask = jnp.ones(targets.shape, bool)
+    args = (logits, jnp.asarray(targets, jnp.float32), mask, jnp.float32(0.0))
+    values = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    where = f"loss method {method.name!r}"
+    try:
+        shape = jax.eval_shape(functools.partial(_call_on, method), *args, values)
+    except (jax.errors.JAXTypeError, TypeError) as err:
+        raise LossMethodError(
+            f"{where} cannot be traced by JAX ({type(err).__name__}: "
+            f"{str(err).splitlines()[0]}): it must be a pure jax.numpy function of "
+            f"its arrays, with no Python branching on, or NumPy conversion of, "
+            f"their values"
+        ) from None
+    except Exception as err:
+        raise LossMethodError(
+            f"{where} failed on a (B, P) = {targets.shape} minibatch: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    if getattr(shape, "shape", None) != targets.shape:
+        raise LossMethodError(
+            f"{where} must return one value per example and probe, shape "
+            f"{targets.shape}, got {getattr(shape, 'shape', type(shape).__name__)}"
+        )
+    if not jnp.issubdtype(shape.dtype, jnp.floating):
+        raise LossMethodError(
+            f"{where} must return floating point values, got dtype {shape.dtype}"
+        )
+    out, grad = _value_and_grad(method)(*args, values)
+    out, grad = np.asarray(out), np.asarray(grad)
+    if not np.isfinite(out).all():
+        raise LossMethodError(
+            f"{where} returned NaN or inf on the first training step (logits 0, "
+            f"progress 0) for {int((~np.isfinite(out)).sum())} of {out.size} values"
+        )
+    if method.kind == "targets" and (out.min() < 0 or out.max() > 1):
+        raise LossMethodError(
+            f"{where} (kind='targets') must return targets in [0, 1], got values "
+            f"in [{out.min():.3g}, {out.max():.3g}]"
+        )
+    if method.kind == "loss" and not np.isfinite(grad).all():
+        raise LossMethodError(
+            f"{where} has a NaN or inf gradient on the first training step "
+            f"(logits 0, progress 0)"
+        )

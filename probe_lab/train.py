@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from probe_lab import _adam, _plan, lbfgs
 from probe_lab.config import TrainConfig
+from probe_lab.losses import check_method
 from probe_lab.probes import Probes
 
 __all__ = ["train_probes"]
@@ -108,6 +109,7 @@ def train_probes(
         config=config,
         n_devices=jax.device_count(),
     )
+    _check_methods(plan, int(config.batch_size))
     key = jax.random.key(key) if isinstance(key, int | np.integer) else key
     bar = tqdm(
         total=plan.n_probes, disable=not progress, unit="probe", desc="train_probes"
@@ -118,6 +120,16 @@ def train_probes(
         outputs = _fit_adam(plan, config, key, bar)
     bar.close()
     return plan.assemble(outputs, config)
+
+
+def _check_methods(plan: _plan.Plan, batch_size: int) -> None:
+    """Run each loss method once on the targets of its first probe's first rows
+    (at the first step every logit is 0), so a broken method fails clearly before
+    anything trains."""
+    for i, method in enumerate(plan.methods):
+        p = int(np.flatnonzero(plan.method_of == i)[0])
+        params = {name: plan.params[name][p : p + 1] for name, _ in method.params}
+        check_method(method, plan.targets[p, :batch_size][:, None], params)
 
 
 def _fit_adam(
