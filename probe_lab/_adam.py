@@ -36,6 +36,7 @@ from flax import struct
 
 from probe_lab._plan import Block, Chunk, ChunkInputs, MethodColumns, Plan
 from probe_lab.config import TrainConfig
+from probe_lab.probes import positive_logit
 
 __all__ = [
     "Settings",
@@ -447,7 +448,7 @@ def evaluate(carry: Carry, c: ChunkInputs, xe: jax.Array, s: Settings) -> jax.Ar
         flat = w_raw.reshape(-1, w_raw.shape[-1])
         logits.append((xe[:, ls] @ flat.T).reshape(-1, n_pieces, wj.shape[1]))
     logits = jnp.concatenate(logits, axis=-1) + b_raw
-    hits = (logits > 0) == c.eval_labels  # (S, m, G, C)
+    hits = positive_logit(logits) == c.eval_labels  # (S, m, G, C)
     accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(c.eval_rows.sum(axis=1), 1)
     if s.weighted and s.has_val:  # validation agreement weighted by row weights
         w = c.val_weight

@@ -27,6 +27,7 @@ from flax import struct
 
 from probe_lab.config import TrainConfig
 from probe_lab.losses import LossMethod, get_loss
+from probe_lab.metrics import positive
 from probe_lab.probes import Probes
 
 
@@ -422,7 +423,7 @@ def check_eval_sets(
         )
         names.append("val_agreement")
         rows_list.append(val)
-        labels_list.append(y >= 0.5)
+        labels_list.append(positive(y))
     for name, pair in (eval_sets or {}).items():
         if not isinstance(pair, tuple | list) or len(pair) != 2:
             raise ValueError(f"eval_sets[{name!r}] must be a (rows, labels) pair")

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from probe_lab import _plan
 from probe_lab.config import TrainConfig
 from probe_lab.losses import binary_xent
+from probe_lab.probes import positive_logit
 
 __all__ = ["fit_chunk_lbfgs", "rotate", "static_args"]
 
@@ -216,7 +217,7 @@ def fit_chunk_lbfgs(
     w = (basis @ st["theta"][:d]) * mask  # back to standardized coordinates
     b = st["theta"][d]
     xe = _plan.standardized_eval(x, c)
-    hits = ((xe @ w + b) > 0) == c.eval_labels
+    hits = positive_logit(xe @ w + b) == c.eval_labels
     accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(c.eval_rows.sum(axis=1), 1)
     return dict(
         w=w.T[None],

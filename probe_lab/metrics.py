@@ -3,6 +3,10 @@
 Every function is vectorized over leading axes: predictions ``(P, n)`` give ``(P,)``
 results; ``(n,)`` gives a scalar. Predictions may be probabilities (hardened at 0.5),
 logits are not accepted (harden them first).
+
+One rule makes a hard prediction everywhere in probe-lab: label 1 iff ``p >= 0.5``,
+i.e. iff ``logit >= 0`` (:func:`positive`; :func:`probe_lab.probes.positive_logit`
+for logits, in the trainer, the evaluation and ``Probes.predict``).
 """
 
 from __future__ import annotations
@@ -21,13 +25,22 @@ __all__ = [
     "bootstrap_pgr",
     "pgr",
     "pgr_reason",
+    "positive",
 ]
 
 NO_GAP = "ceiling <= weak: no performance gap to recover"
+SMALL_GAP = 0.02
+"""A ceiling - weak gap below this makes PGR swing wildly with small changes."""
+TINY_GAP = f"ceiling - weak < {SMALL_GAP}: PGR is unstable"
 
 
 class PGRWarning(UserWarning):
     """PGR is undefined (NaN) for some entries; the message says why."""
+
+
+def positive(proba: Any) -> Any:
+    """THE hard prediction of probabilities: label 1 iff ``p >= 0.5`` (ties -> 1)."""
+    return proba >= 0.5
 
 
 def _hard(values: Any) -> np.ndarray:
@@ -40,7 +53,7 @@ def _hard(values: Any) -> np.ndarray:
                 "predictions must be probabilities in [0, 1] or hard {0, 1} labels; "
                 "got values outside [0, 1] (logits? apply a sigmoid first)"
             )
-        return array >= 0.5
+        return positive(array)
     if not np.isin(array, (0, 1)).all():
         raise ValueError("integer predictions and labels must be 0 or 1")
     return array.astype(bool)
@@ -85,9 +98,11 @@ def agreement(a: Any, b: Any, rows: Any = None) -> np.ndarray:
 
 
 def pgr_reason(weak: Any, ceiling: Any) -> np.ndarray:
-    """Why PGR is undefined for each entry: ``""`` where it is defined."""
+    """Why PGR is undefined or unreliable for each entry: ``""`` where the gap is
+    at least :data:`SMALL_GAP`, :data:`TINY_GAP` below it, :data:`NO_GAP` where
+    there is no gap (PGR NaN)."""
     gap = np.asarray(ceiling, np.float64) - np.asarray(weak, np.float64)
-    return np.where(gap > 0, "", NO_GAP)
+    return np.where(gap <= 0, NO_GAP, np.where(gap < SMALL_GAP, TINY_GAP, ""))
 
 
 def pgr(weak: Any, student: Any, ceiling: Any, *, warn: bool = True) -> np.ndarray:

@@ -14,7 +14,13 @@ from flax import struct
 
 from probe_lab.config import TrainConfig
 
-__all__ = ["Probes"]
+__all__ = ["Probes", "positive_logit"]
+
+
+def positive_logit(logits: Any) -> Any:
+    """THE hard prediction of logits: label 1 iff ``logit >= 0``, the same rule as
+    :func:`probe_lab.metrics.positive` on probabilities (``sigmoid(0) = 0.5``)."""
+    return logits >= 0
 
 
 @struct.dataclass
@@ -75,7 +81,7 @@ def _proba(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
 @jax.jit
 def _predict(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    return (_logits(x, w, b) > 0).astype(jnp.int8)
+    return positive_logit(_logits(x, w, b)).astype(jnp.int8)
 
 
 def _as_features(features: Any, d: int | None = None) -> jax.Array:

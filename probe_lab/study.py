@@ -46,13 +46,16 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import pandas as pd
 
 from probe_lab import metrics
 from probe_lab._jax import count_compilations
 from probe_lab.config import TrainConfig
+from probe_lab.label_methods import LabelMethodError, get_label_method
 from probe_lab.losses import get_loss
+from probe_lab.methods import Condition, Method, MethodError, conditions, method_from
 from probe_lab.registry import RegistryError
 from probe_lab.study_data import StudyData, load_study_data
 from probe_lab.supervisors import (
@@ -65,6 +68,7 @@ from probe_lab.supervisors import (
 from probe_lab.train import train_probes
 
 __all__ = [
+    "Method",
     "StudyConfig",
     "StudyError",
     "StudyResult",
@@ -104,7 +108,13 @@ class StudyConfig:
     """Student feature sets: first k features, ``None`` for all."""
 
     losses: tuple[str, ...] = ("xent",)
-    """Student losses: ``xent`` and/or ``confidence``."""
+    """Student losses, each a loss method at its defaults (:mod:`probe_lab.losses`):
+    ``xent``, ``confidence``, ``bootstrap_soft``, ``bootstrap_hard``, ``gce``, a
+    registered name or an import path."""
+
+    methods: tuple[Method, ...] = ()
+    """More student methods after ``losses``: loss or label methods with
+    parameters and grids (:mod:`probe_lab.methods`); TOML tables or names."""
 
     seeds: int = 3
     """Independent repetitions (minibatch order, and the split with ``resplit``)."""
@@ -141,27 +151,30 @@ class StudyConfig:
     """How every probe is trained (the paper's protocol by default)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "supervisors", tuple(self.supervisors))
-        object.__setattr__(self, "students", tuple(self.students))
-        object.__setattr__(self, "losses", tuple(self.losses))
-        object.__setattr__(self, "bootstrap", tuple(self.bootstrap))
+        for name in ("supervisors", "students", "losses", "bootstrap"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        try:
+            methods = tuple(method_from(m) for m in self.methods)
+            object.__setattr__(self, "methods", methods)
+            conditions(self.losses, methods)
+        except MethodError as err:
+            raise StudyError(str(err)) from None
+        self._check_sizes()
+        self._check_train()
+        self._check_supervisors()
+
+    def _check_sizes(self) -> None:
         if not self.supervisors and not self.bootstrap:
             raise StudyError("a study needs at least one supervisor or a bootstrap")
-        names = [s.label for s in self.supervisors]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise StudyError(f"supervisor names must be unique; repeated: {dupes}")
         if self.basis not in ("pca", "raw"):
             raise StudyError(f"basis must be 'pca' or 'raw', got {self.basis!r}")
-        if not self.losses:
-            raise StudyError("losses must name at least one loss method")
+        if not self.conditions:
+            raise StudyError("losses and methods name no student method")
         for loss in self.losses:
             try:
                 get_loss(loss)
             except RegistryError as err:
-                raise StudyError(
-                    f"losses must be registered loss methods: {err}"
-                ) from None
+                raise StudyError(f"losses must be loss methods: {err}") from None
         if not self.students:
             raise StudyError("students must list at least one k (or None for all)")
         if any(k is not None and k < 1 for k in self.students):
@@ -171,29 +184,32 @@ class StudyConfig:
         for name in ("test_frac", "weak_frac", "val_frac"):
             if not 0 < getattr(self, name) < 1:
                 raise StudyError(f"{name} must lie in (0, 1)")
-        if len(self.bootstrap) == 1 or list(self.bootstrap) != sorted(
-            set(self.bootstrap)
-        ):
+        chain = list(self.bootstrap)
+        if len(chain) == 1 or chain != sorted(set(chain)):
             raise StudyError(
                 f"bootstrap must be an increasing chain of at least two k values, "
-                f"got {list(self.bootstrap)}"
+                f"got {chain}"
             )
-        if (
-            not isinstance(self.train.loss, str)
-            or any(
-                not np.isscalar(v)
-                for v in (self.train.alpha_max, self.train.warmup_frac)
-            )
-            or any(not np.isscalar(v) for _, v in self.train.loss_params)
-        ):
+
+    def _check_train(self) -> None:
+        train = self.train
+        per_probe = [train.alpha_max, train.warmup_frac, train.lr, train.l2]
+        per_probe += [v for _, v in train.loss_params]
+        if not isinstance(train.loss, str) or not all(map(np.isscalar, per_probe)):
             raise StudyError(
-                "train settings of a study are one value for all probes (the study "
-                "sets each probe's loss from `losses`)"
+                "[train] settings of a study are one value for all probes (the study "
+                "sets each probe's loss and parameters from losses and methods)"
             )
-        if self.train.solver != "adam":
+        if train.solver != "adam":
             raise StudyError(
                 "studies train with solver='adam' (the loss grid needs it)"
             )
+
+    def _check_supervisors(self) -> None:
+        names = [s.label for s in self.supervisors]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise StudyError(f"supervisor names must be unique; repeated: {dupes}")
         probes = [s.label for s in self.supervisors if s.kind == "probe"]
         if self.reference and self.reference not in probes:
             raise StudyError(
@@ -216,6 +232,11 @@ class StudyConfig:
             s.kind_spec.check(s, self.supervisors)
 
     @property
+    def conditions(self) -> list[Condition]:
+        """The student conditions: ``losses``, then ``methods``' grid points."""
+        return conditions(self.losses, self.methods)
+
+    @property
     def reference_name(self) -> str:
         if self.reference:
             return self.reference
@@ -226,6 +247,7 @@ class StudyConfig:
         """A JSON/TOML-ready dict that :meth:`from_dict` reads back."""
         out = dataclasses.asdict(self)
         out["supervisors"] = [dataclasses.asdict(s) for s in self.supervisors]
+        out["methods"] = [dataclasses.asdict(m) for m in self.methods]
         out["train"]["loss_params"] = dict(self.train.loss_params)
         return _drop_none(out)
 
@@ -366,9 +388,21 @@ class StageProbe:
     train: np.ndarray  # (n,) bool
     val: np.ndarray  # (n,) bool
     name: str = ""
-    loss: str = "xent"
+    loss: str = "xent"  # the loss method
+    condition: Condition | None = None  # the student condition (None: loss alone)
     imitation: np.ndarray | None = None  # (n,) extra column for this probe
     reference: np.ndarray | None = None  # (n,) hard weak labels for agreement
+    weight: np.ndarray | None = None  # (n,) row weights from a label method
+    weak: np.ndarray | None = None  # (n,) the supervisor's labels (before relabel)
+
+    @property
+    def label(self) -> str:
+        """The ``loss`` column: the condition's label."""
+        return self.condition.label if self.condition else self.loss
+
+    @property
+    def loss_params(self) -> dict[str, float]:
+        return self.condition.loss_params if self.condition else {}
 
 
 @dataclasses.dataclass
@@ -459,8 +493,13 @@ def train_stage(
     train_config = dataclasses.replace(
         config.train,
         loss=tuple(p.loss for p in probes),
+        loss_params=_per_probe_params(probes, config.train),
         record_loss=students and config.dynamics,
     )
+    weights = None
+    if any(p.weight is not None for p in probes):
+        ones = np.ones(data.n, np.float32)
+        weights = np.stack([ones if p.weight is None else p.weight for p in probes])
     eval_sets = _student_eval_sets(probes, data) if students and config.dynamics else {}
     train_rows = np.stack([p.train for p in probes])
     val_rows = np.stack([p.val for p in probes])
@@ -477,6 +516,7 @@ def train_stage(
             groups=np.array([p.seed for p in probes]),
             eval_sets=eval_sets,
             feature_gain=feature_gain,
+            sample_weight=weights,
         )
         proba = np.asarray(trained.predict_proba(features))
     seconds = time.perf_counter() - start
@@ -495,6 +535,31 @@ def train_stage(
         compilations=len(compiles),
     )
     return Trained(probes, trained, proba, record)
+
+
+def _per_probe_params(
+    probes: list[StageProbe], train: TrainConfig
+) -> dict[str, tuple[float, ...]]:
+    """Each declared loss parameter, one value per probe: the probe's condition's
+    value, else the study's ``train`` setting, else the method's default (probes
+    whose method does not declare it hold the first declaring method's default)."""
+    methods = {p.loss: get_loss(p.loss) for p in probes}
+    fallback: dict[str, float] = {}
+    for method in methods.values():
+        for name, default in method.params:
+            fallback.setdefault(name, default)
+    out = {}
+    for name in fallback:
+        values = []
+        for p in probes:
+            declared = methods[p.loss].defaults
+            if name not in declared:
+                values.append(fallback[name])
+                continue
+            given = p.loss_params.get(name, train.param_value(name))
+            values.append(float(declared[name] if given is None else given))
+        out[name] = tuple(values)
+    return out
 
 
 def _source_name(source: tuple[str | None, int | None]) -> str:
@@ -622,7 +687,8 @@ def train_students(
     *,
     log: Callable[..., None] = print,
 ) -> Scored:
-    """Stage 3: every supervisor x student k x loss x seed, in one call."""
+    """Stage 3: every supervisor x student k x condition x seed, in one call
+    (label methods run first, once per condition and supervisor)."""
     d = data.features.shape[1]
     sp = data.splits
     students = [
@@ -633,15 +699,18 @@ def train_students(
             train=sp["student_train"][seed],
             val=sp["student_val"][seed],
             name=sup.label,
-            loss=loss,
+            loss=cond.loss,
+            condition=cond,
             imitation=labels[(sup.label, seed)].imitation,
             reference=labels[(sup.label, seed)].hard,
+            weak=labels[(sup.label, seed)].targets,
         )
         for sup in config.supervisors
         for k in config.students
-        for loss in config.losses
+        for cond in config.conditions
         for seed in range(config.seeds)
     ]
+    relabel(students, data)
     scale = max(
         (s.scale for s in config.supervisors if s.kind == "imitation"), default=1.0
     )
@@ -657,6 +726,38 @@ def train_students(
     return Scored(table, dynamics, [stage.record])
 
 
+def relabel(probes: list[StageProbe], data: StudyData) -> None:
+    """Run each condition's label method on its probes, one call per (condition,
+    supervisor), and store the new targets and row weights on the probes."""
+    groups: dict[tuple[str, str], list[StageProbe]] = {}
+    for p in probes:
+        if p.condition is not None and p.condition.relabel:
+            groups.setdefault((p.condition.label, p.name), []).append(p)
+    for (label, sup), members in groups.items():
+        cond = members[0].condition
+        method = get_label_method(cond.relabel)
+        params = {
+            name: np.full(len(members), cond.relabel_params.get(name, default))
+            for name, default in method.params
+        }
+        rows = np.stack([p.train | p.val for p in members])
+        key = jax.random.key(zlib.crc32(f"{label}|{sup}".encode()))
+        try:
+            targets, weights = method(
+                data.features,
+                np.stack([p.targets for p in members]).astype(np.float32),
+                rows,
+                key,
+                params,
+            )
+        except LabelMethodError as err:
+            raise StudyError(
+                f"students of supervisor {sup!r}, {label}: {err}"
+            ) from None
+        for p, target, weight in zip(members, targets, weights, strict=True):
+            p.targets, p.weight = target, weight
+
+
 def train_bootstrap(
     config: StudyConfig,
     data: StudyData,
@@ -668,9 +769,10 @@ def train_bootstrap(
     supervise k2, ... (one call per step, every loss and seed at once)."""
     chain, seeds, sp = config.bootstrap, range(config.seeds), data.splits
     first = f"M_{chain[0]}"
+    conds = [c for c in config.conditions if c.relabel is None]
     prev = {
-        (loss, s): (truth.proba[(first, s)] >= 0.5).astype(np.int8)
-        for loss in config.losses
+        (c.label, s): metrics.positive(truth.proba[(first, s)]).astype(np.int8)
+        for c in conds
         for s in seeds
     }
     weak_acc = {
@@ -684,14 +786,16 @@ def train_bootstrap(
             StageProbe(
                 seed=s,
                 k=k,
-                targets=prev[(loss, s)],
+                targets=prev[(c.label, s)],
                 train=sp["student_train"][s],
                 val=sp["student_val"][s],
                 name=name,
-                loss=loss,
-                reference=prev[(loss, s)],
+                loss=c.loss,
+                condition=c,
+                reference=prev[(c.label, s)],
+                weak=prev[(c.label, s)],
             )
-            for loss in config.losses
+            for c in conds
             for s in seeds
         ]
         stage = train_stage(
@@ -705,7 +809,7 @@ def train_bootstrap(
         dynamics.append(dyn)
         records.append(stage.record)
         prev = {
-            (p.loss, p.seed): (row >= 0.5).astype(np.int8)
+            (p.label, p.seed): metrics.positive(row).astype(np.int8)
             for p, row in zip(probes, stage.proba, strict=True)
         }
     return Scored(
@@ -743,6 +847,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
         table.weak_acc, table.student_acc, table.ceiling_acc, warn=False
     )
     table["pgr_note"] = metrics.pgr_reason(table.weak_acc, table.ceiling_acc)
+    table["gain"] = table.student_acc - table.weak_acc
     return StudyResult(
         table=table,
         dynamics=pd.concat([p.dynamics for p in parts], ignore_index=True),
@@ -789,7 +894,7 @@ def _curves(stage: Trained, data: StudyData) -> dict[str, np.ndarray]:
         key = {name: f"{name}_acc" for name in scored} | {"test_acc": "test_acc"}
         curves = {name: np.array(hist[key[name]], np.float64) for name in scored}
     else:  # no per-epoch record: score the kept parameters once
-        pred = stage.proba >= 0.5
+        pred = metrics.positive(stage.proba)
         curves = {}
         for name, (rows, labels) in scored.items():
             hits = ((pred == labels) & rows).sum(axis=1)
@@ -799,6 +904,38 @@ def _curves(stage: Trained, data: StudyData) -> dict[str, np.ndarray]:
     for name in ("agreement_weak_wrong", "agreement_weak_right"):
         curves[name][:, ~scored[name][0].any(axis=1)] = np.nan
     return curves
+
+
+def _fit_columns(stage: Trained, labelled: np.ndarray) -> pd.DataFrame:
+    """Method parameters, kept rows, and the student's misfit to its weak labels.
+
+    ``misfit`` is the share of labelled rows where the student's prediction
+    disagrees with the supervisor's hard label, ``misfit_xent`` the mean
+    cross-entropy of the student's probabilities against the supervisor's labels
+    (Charikar et al. 2024: for convex students the gain over the supervisor is at
+    least this misfit); both at the kept epoch. ``kept`` is the mean row weight a
+    label method left on the labelled rows (1 without one).
+    """
+    probes = stage.probes
+    proba = np.clip(stage.proba.astype(np.float64), 1e-7, 1 - 1e-7)
+    weak = np.stack([p.weak for p in probes]).astype(np.float64)
+    ref = np.stack([p.reference for p in probes]).astype(bool)
+    count = np.maximum(labelled.sum(axis=1), 1)
+    xent = -(weak * np.log(proba) + (1 - weak) * np.log1p(-proba))
+    ones = np.ones(proba.shape[1])
+    weights = np.stack([ones if p.weight is None else p.weight for p in probes])
+    out = dict(
+        misfit=((metrics.positive(proba) != ref) & labelled).sum(axis=1) / count,
+        misfit_xent=(xent * labelled).sum(axis=1) / count,
+        kept=(weights * labelled).sum(axis=1) / count,
+    )
+    names = sorted({k for p in probes if p.condition for k in p.condition.params})
+    for name in names:
+        out[f"param_{name}"] = [
+            p.condition.params.get(name, np.nan) if p.condition else np.nan
+            for p in probes
+        ]
+    return pd.DataFrame(out)
 
 
 def score_students(
@@ -819,7 +956,7 @@ def score_students(
     at_best = {name: curve[best, np.arange(n_probes)] for name, curve in curves.items()}
     names = [p.name for p in probes]
     ks = np.array([p.k for p in probes])
-    losses = [p.loss for p in probes]
+    losses = [p.label for p in probes]
     entries = [weak[(p.name, p.seed)] for p in probes]
     table = pd.DataFrame(
         dict(
@@ -839,6 +976,10 @@ def score_students(
             best_epoch=best + 1,
         )
     )
+    table.insert(
+        4, "method", [p.condition.method if p.condition else p.loss for p in probes]
+    )
+    table = pd.concat([table, _fit_columns(stage, labelled)], axis=1)
     nan = np.full((epochs, n_probes), np.nan)
 
     def per_row(curve: np.ndarray) -> np.ndarray:  # (E, P) -> probe-major rows

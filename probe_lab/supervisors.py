@@ -309,7 +309,7 @@ def _probe_probes(sup: Supervisor) -> tuple[WeakProbe, ...]:
 def _probe(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
     """A weak probe's predictions (hard, or its probabilities with ``soft``)."""
     proba = ctx.proba[sup.label]
-    hard = (proba >= 0.5).astype(np.int8)
+    hard = metrics.positive(proba).astype(np.int8)
     return WeakLabels(
         targets=proba if sup.soft else hard,
         hard=hard,
@@ -387,7 +387,7 @@ def _mixture_check(sup: Supervisor, supervisors: Sequence[Supervisor]) -> None:
 def _mixture(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
     """A share ``level`` of random flips, the rest the M_k probe's own errors."""
     target = ctx.target_accuracy(sup)
-    simulatable = (ctx.proba[f"M_{sup.k}"] >= 0.5).astype(np.int8)
+    simulatable = metrics.positive(ctx.proba[f"M_{sup.k}"]).astype(np.int8)
     hard = ctx.truth.copy()
     for rows in (ctx.label_rows, ctx.test_rows):
         made = mixture_labels(ctx.truth, simulatable, rows, target, sup.level, ctx.rng)

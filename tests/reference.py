@@ -49,6 +49,7 @@ def adam_reference(
     loss="xent",
     params=None,
     weights=None,
+    val=None,
     eps=1e-6,
 ):
     """Train one probe with optax.adam; returns ``(w, b)`` on the RAW features.
@@ -57,6 +58,8 @@ def adam_reference(
         x: ``(n, d)`` features; y: ``(n,)`` targets; train: ``(n,)`` bool rows.
         loss: a loss method name; params: ``{name: float}`` its parameters.
         weights: ``(n,)`` row weights (the minibatch loss is their weighted mean).
+        val: ``(n,)`` bool rows: keep the epoch with the best (weighted) agreement
+            between ``logit >= 0`` and ``y >= 0.5`` (the first on ties).
     """
     method = get_loss(loss)
     values = method.defaults | dict(params or {})
@@ -86,7 +89,7 @@ def adam_reference(
     theta = {"w": jnp.zeros(x.shape[1]), "b": jnp.zeros(())}
     opt = optax.adam(lr)
     state = opt.init(theta)
-    step = 0
+    step, best, kept = 0, -1.0, theta
     for epoch in range(epochs):
         for idx in minibatch_rows(
             train, key=key, group=group, epoch=epoch, batch_size=batch_size
@@ -95,5 +98,15 @@ def adam_reference(
             updates, state = opt.update(g, state)
             theta = optax.apply_updates(theta, updates)
             step += 1
+        if val is None:
+            kept = theta
+            continue
+        logits = np.asarray(z @ theta["w"] + theta["b"])
+        hits = (logits >= 0) == (np.asarray(y) >= 0.5)
+        w_val = np.asarray(row_weight)[val]
+        agreement = (hits[val] * w_val).sum() / max(w_val.sum(), 1e-12)
+        if agreement > best:
+            best, kept = agreement, theta
+    theta = kept
     w = np.asarray(theta["w"], np.float64) / scale
     return w, float(theta["b"]) - w @ mean

@@ -52,3 +52,29 @@ def test_bootstrap_pgr_matches_resampled_means():
     assert per_seed.min() - 1e-9 <= low and high <= per_seed.max() + 1e-9
     with pytest.raises(ValueError, match="one value per seed"):
         metrics.bootstrap_pgr(weak, student[:2], ceiling)
+
+
+def test_one_rule_for_a_hard_prediction_at_ties():
+    """A logit of exactly 0 (p = 0.5) is label 1 for the probes, the trainer's
+    evaluation and the metrics alike."""
+    import jax.numpy as jnp
+
+    from probe_lab import Probes, TrainConfig
+    from probe_lab.probes import positive_logit
+
+    x = np.zeros((4, 3), np.float32)
+    probes = Probes(
+        weights=jnp.zeros((2, 3)),
+        bias=jnp.zeros(2),
+        best_epoch=np.ones(2, int),
+        history={},
+        feature_mean=np.zeros((2, 3)),
+        feature_scale=np.ones((2, 3)),
+        config=TrainConfig(),
+    )
+    assert np.all(np.asarray(probes.predict(x)) == 1)
+    proba = np.asarray(probes.predict_proba(x))
+    assert np.all(proba == 0.5) and np.all(metrics.positive(proba))
+    assert bool(positive_logit(jnp.float32(0.0))) and not positive_logit(-1e-30)
+    ones = np.ones(4, int)
+    assert metrics.accuracy(proba, ones).tolist() == [1.0, 1.0]

@@ -1,0 +1,244 @@
+"""Method plug-ins: a loss written here, the built-ins, label methods, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_problem, write_synthetic_cache
+from reference import adam_reference
+
+from probe_lab import TrainConfig, metrics, train_probes
+from probe_lab.label_methods import (
+    LabelMethodError,
+    get_label_method,
+    knn_disagreement,
+)
+from probe_lab.methods import Method
+from probe_lab.study import (
+    StudyConfig,
+    StudyError,
+    Supervisor,
+    make_labels,
+    run_study,
+    train_ground_truth,
+    weak_probes,
+)
+from probe_lab.study_data import load_study_data
+
+
+def squared_loss(logits, targets, mask, progress, params):
+    """A researcher's own loss, defined here and named by import path: the squared
+    error of the probability, ``gamma * (sigmoid(z) - t)^2``."""
+    del mask, progress
+    return params["gamma"] * (jax.nn.sigmoid(logits) - targets) ** 2
+
+
+squared_loss.params = {"gamma": 1.0}
+
+QUICK = TrainConfig(epochs=4, batch_size=64, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(write_synthetic_cache(tmp_path_factory.mktemp("m") / "m.h5", n=1200))
+
+
+def test_a_loss_written_here_trains_next_to_xent_like_an_optax_loop(cache):
+    """Named by import path in a study beside xent; each student equals a plain
+    optax loop over the same minibatches (with early stopping) on the same data."""
+    config = StudyConfig(
+        cache=cache,
+        layer=2,
+        supervisors=(Supervisor(kind="probe", k=3),),
+        students=(None,),
+        losses=("xent",),
+        methods=(Method(name="test_methods:squared_loss", params={"gamma": [1, 4]}),),
+        seeds=1,
+        train=QUICK,
+    )
+    result = run_study(config, progress=False)
+    table = result.table
+    assert list(table.loss) == [
+        "xent",
+        "test_methods:squared_loss(gamma=1)",
+        "test_methods:squared_loss(gamma=4)",
+    ]
+    assert list(table.param_gamma.fillna(0)) == [0, 1, 4]
+    # Rebuild the study's data and weak labels with its own stages.
+    data = load_study_data(config, weak_probes(config).values(), [])
+    labels = make_labels(config, data, train_ground_truth(config, data, log=print))
+    sp, weak = data.splits, labels[("M_3", 0)].targets
+    test = sp["test"][0]
+    for row, (loss, params) in zip(
+        table.itertuples(),
+        [
+            ("xent", {}),
+            ("test_methods:squared_loss", {"gamma": 1.0}),
+            ("test_methods:squared_loss", {"gamma": 4.0}),
+        ],
+        strict=True,
+    ):
+        w, b = adam_reference(
+            data.features,
+            weak,
+            sp["student_train"][0],
+            val=sp["student_val"][0],
+            epochs=4,
+            batch_size=64,
+            lr=1e-2,
+            loss=loss,
+            params=params,
+        )
+        pred = data.features @ w + b >= 0
+        assert row.student_acc == pytest.approx(
+            (pred == data.truth)[test].mean(), abs=1.5 / test.sum()
+        )
+        assert row.misfit == pytest.approx(
+            (pred != weak)[sp["student_train"][0] | sp["student_val"][0]].mean(),
+            abs=2.0 / test.sum(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("loss", "params"),
+    [
+        ("bootstrap_soft", {"beta": 0.9}),
+        ("bootstrap_hard", {"beta": 0.8}),
+        ("gce", {"q": 0.7}),
+        ("gce", {"q": 0.2}),
+    ],
+)
+def test_builtin_loss_equals_a_single_probe_optax_loop(loss, params):
+    x, y, _ = make_problem(n=200, d=8, n_probes=1)
+    soft = np.clip(y[0] * 0.8 + 0.1, 0, 1)
+    train = np.arange(200) < 150
+    config = TrainConfig(
+        epochs=3, batch_size=32, lr=1e-2, loss=loss, loss_params=params
+    )
+    probes = train_probes(x, soft, train, config=config, key=1)
+    w, b = adam_reference(
+        x, soft, train, key=1, epochs=3, lr=1e-2, loss=loss, params=params
+    )
+    np.testing.assert_allclose(np.asarray(probes.weights[0]), w, atol=1e-5)
+    assert float(probes.bias[0]) == pytest.approx(b, abs=1e-5)
+
+
+def test_gce_is_xent_at_small_q_and_mae_at_q_one():
+    from probe_lab.losses import get_loss
+
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=(20, 3)), jnp.float32)
+    t = jnp.asarray(rng.random((20, 3)), jnp.float32)
+    mask = jnp.ones((20, 3), bool)
+    gce = get_loss("gce").fn
+    p = jax.nn.sigmoid(z)
+    mae = t * (1 - p) + (1 - t) * p
+    np.testing.assert_allclose(gce(z, t, mask, 0.0, {"q": 1.0}), mae, atol=1e-6)
+    xent = jax.nn.softplus(z) - t * z
+    small = gce(z, t, mask, 0.0, {"q": 1e-4})
+    np.testing.assert_allclose(small, xent, rtol=2e-3, atol=2e-3)
+
+
+def brute_force_disagreement(x, weak, rows, k):
+    idx = np.flatnonzero(rows)
+    z = x[idx]
+    z = (z - z.mean(0)) / (z.std(0) + 1e-6)
+    dist = ((z[:, None] - z[None]) ** 2).sum(-1)
+    np.fill_diagonal(dist, np.inf)
+    nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    out = np.zeros(weak.shape)
+    out[idx] = np.abs(weak[idx][nearest].mean(1) - weak[idx])
+    return out
+
+
+def test_knn_disagreement_equals_a_brute_force_search_in_blocks():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(90, 5)).astype(np.float32)
+    weak = (rng.random((2, 90)) < 0.5).astype(np.float32)
+    rows = np.stack([rng.random(90) < 0.8, rng.random(90) < 0.7])
+    got = knn_disagreement(x, weak, rows, k=5, block=7)
+    for p in range(2):
+        ref = brute_force_disagreement(x, weak[p], rows[p], 5)
+        np.testing.assert_allclose(got[p], ref, atol=1e-6)
+
+
+def test_knn_clean_drops_the_most_disagreeing_share():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    truth = (x[:, 0] > 0).astype(np.float32)
+    weak = truth.copy()
+    flipped = rng.choice(120, 12, replace=False)
+    weak[flipped] = 1 - weak[flipped]
+    rows = np.ones((1, 120), bool)
+    method = get_label_method("knn_clean")
+    targets, weights = method(
+        x, weak[None], rows, jax.random.key(0), {"q": np.array([0.1]), "k": 10}
+    )
+    np.testing.assert_array_equal(targets[0], weak)
+    assert weights.sum() == 120 - 12
+    score = brute_force_disagreement(x, weak, rows[0], 10)
+    assert score[weights[0] == 0].min() >= score[weights[0] == 1].max() - 1e-6
+    # The dropped rows are mostly the flipped ones.
+    assert np.isin(np.flatnonzero(weights[0] == 0), flipped).mean() > 0.5
+
+
+def test_confident_only_keeps_the_surest_rows_and_refuses_hard_labels():
+    method = get_label_method("confident_only")
+    weak = np.array([[0.9, 0.4, 0.55, 0.02, 0.7, 0.5]], np.float32)
+    rows = np.ones((1, 6), bool)
+    _, weights = method(None, weak, rows, jax.random.key(0), {"q": np.array([0.5])})
+    np.testing.assert_array_equal(weights[0], [1, 0, 0, 1, 1, 0])
+    with pytest.raises(LabelMethodError, match="needs soft weak labels"):
+        method(None, np.round(weak), rows, jax.random.key(0), {"q": np.array([0.5])})
+
+
+def test_label_methods_run_in_a_study_and_a_hard_supervisor_is_refused(cache):
+    config = StudyConfig(
+        cache=cache,
+        layer=2,
+        supervisors=(Supervisor(kind="probe", k=3, soft=True),),
+        students=(8,),
+        methods=(
+            Method(name="knn_clean", params={"q": 0.2, "k": 5}),
+            Method(name="confident_only", params={"q": 0.6}),
+        ),
+        seeds=2,
+        train=QUICK,
+    )
+    table = run_study(config, progress=False).table
+    kept = table.groupby("method").kept.mean()
+    assert kept["xent"] == 1.0
+    assert kept["knn_clean"] == pytest.approx(0.8, abs=0.01)
+    assert kept["confident_only"] == pytest.approx(0.6, abs=0.01)
+    np.testing.assert_allclose(table.gain, table.student_acc - table.weak_acc)
+    assert {"misfit", "misfit_xent", "param_q", "param_k"} <= set(table)
+    hard = StudyConfig(
+        **{**config.__dict__, "supervisors": (Supervisor(kind="probe", k=3),)}
+    )
+    with pytest.raises(StudyError, match=r"confident_only.*needs soft weak labels"):
+        run_study(hard, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        (dict(name="no_such_method"), "unknown method"),
+        (dict(name="gce", params={"beta": 0.5}), "does not declare"),
+        (dict(name="gce", params={"q": 3.0}), "must lie in"),
+        (dict(name="gce", params={"q": "high"}), "must be a number"),
+        (dict(name="nowhere.module:fn"), "does not import"),
+        (dict(name="gce", params={"q": [0.5, 0.5]}), "distinct labels"),
+    ],
+)
+def test_bad_methods_are_refused_when_the_study_is_made(cache, method, message):
+    with pytest.raises(StudyError, match=message):
+        StudyConfig(cache=cache, methods=(method,))
+
+
+def test_pgr_note_flags_tiny_gaps():
+    notes = metrics.pgr_reason([0.70, 0.79, 0.80], [0.80, 0.80, 0.80])
+    assert notes[0] == ""
+    assert "unstable" in notes[1]
+    assert "no performance gap" in notes[2]
