@@ -394,6 +394,7 @@ class StageProbe:
     reference: np.ndarray | None = None  # (n,) hard weak labels for agreement
     weight: np.ndarray | None = None  # (n,) row weights from a label method
     weak: np.ndarray | None = None  # (n,) the supervisor's labels (before relabel)
+    group: int | None = None  # minibatch order group (default: the seed)
 
     @property
     def label(self) -> str:
@@ -513,7 +514,7 @@ def train_stage(
             feature_mask=mask,
             config=train_config,
             key=0,
-            groups=np.array([p.seed for p in probes]),
+            groups=np.array([p.seed if p.group is None else p.group for p in probes]),
             eval_sets=eval_sets,
             feature_gain=feature_gain,
             sample_weight=weights,
@@ -619,6 +620,7 @@ def train_ground_truth(
                     train=sp["weak_train"][seed],
                     val=sp["weak_val"][seed],
                     name=probe.name,
+                    group=seed + config.seeds * probe.copy,
                 )
             )
     proba: dict[tuple[str, int], np.ndarray] = {}

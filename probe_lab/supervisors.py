@@ -15,8 +15,9 @@ and a few pure functions, registered in :data:`SUPERVISORS`:
 * ``prepare(sup, data)``: check what it reads from the loaded caches, before
   anything trains.
 
-Built-in kinds: ``probe`` (a weak probe's predictions), ``column`` (weak labels
-stored in a cache's extra field), the synthetic structures of Appendix E
+Built-in kinds: ``probe`` (a weak probe's predictions), ``ensemble`` (the mean
+probability of several weak probes), ``column`` (weak labels stored in a cache's
+extra field), the synthetic structures of Appendix E
 (``random``, ``longest``, ``shortest``, ``strong_unconfident``,
 ``strong_confident_correct``, ``mixture``) at a matched accuracy, and ``imitation``
 (another supervisor's labels, also made visible to the student as a feature). A
@@ -69,6 +70,7 @@ class WeakProbe:
     k: int | None = None
     cache: str | None = None  # another model's cache (None: the study's)
     layer: int | None = None  # None: the study's layer
+    copy: int = 0  # copies > 0 train in their own minibatch order (an ensemble)
 
     @property
     def source(self) -> tuple[str | None, int | None]:
@@ -432,3 +434,73 @@ def _imitation(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
     base = ctx.made[sup.base or ctx.reference]
     column = (2.0 * base.hard - 1.0).astype(np.float32)
     return dataclasses.replace(base, imitation=column)
+
+
+_MEMBER_KEYS = {"k", "cache", "layer"}
+
+
+def _ensemble_members(sup: Supervisor) -> list[dict[str, Any]]:
+    members = sup.params.get("members", [{}])
+    if not isinstance(members, list | tuple) or not all(
+        isinstance(m, Mapping) for m in members
+    ):
+        raise StudyError(
+            f"ensemble supervisor {sup.label}: params.members must be a list of "
+            f"tables with keys {sorted(_MEMBER_KEYS)}, got {members!r}"
+        )
+    return [dict(m) for m in members]
+
+
+def _ensemble_probes(sup: Supervisor) -> tuple[WeakProbe, ...]:
+    copies = int(sup.params.get("copies", 1))
+    return tuple(
+        WeakProbe(
+            f"{sup.label}[{i}.{c}]",
+            k=m.get("k"),
+            cache=m.get("cache"),
+            layer=m.get("layer"),
+            copy=c,
+        )
+        for i, m in enumerate(_ensemble_members(sup))
+        for c in range(copies)
+    )
+
+
+def _ensemble_check(sup: Supervisor, supervisors: Sequence[Supervisor]) -> None:
+    del supervisors
+    unknown = sorted(set(sup.params) - {"members", "copies"})
+    if unknown:
+        raise StudyError(
+            f"ensemble supervisor {sup.label}: unknown params {unknown}; it takes "
+            f"members (a list of {{k, cache, layer}} tables) and copies"
+        )
+    for member in _ensemble_members(sup):
+        bad = sorted(set(member) - _MEMBER_KEYS)
+        if bad:
+            raise StudyError(
+                f"ensemble supervisor {sup.label}: a member has unknown keys {bad}; "
+                f"members take {sorted(_MEMBER_KEYS)}"
+            )
+    copies = sup.params.get("copies", 1)
+    if not isinstance(copies, int) or isinstance(copies, bool) or copies < 1:
+        raise StudyError(
+            f"ensemble supervisor {sup.label}: copies must be an integer >= 1, got "
+            f"{copies!r}"
+        )
+    if len(_ensemble_probes(sup)) < 2:
+        raise StudyError(
+            f"ensemble supervisor {sup.label} has one member: give several members "
+            f"(other k, layers or caches) or copies >= 2"
+        )
+
+
+@register_supervisor("ensemble", probes=_ensemble_probes, check=_ensemble_check)
+def _ensemble(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
+    """The mean probability of several weak probes (``params.members``: other k,
+    layers or caches; ``params.copies``: each trained in that many minibatch
+    orders); students get it soft with ``soft``, else hardened at 0.5."""
+    mean = np.mean([ctx.proba[p.name] for p in _ensemble_probes(sup)], axis=0)
+    hard = metrics.positive(mean).astype(np.int8)
+    return WeakLabels(
+        targets=mean if sup.soft else hard, hard=hard, weak_acc=ctx.test_accuracy(mean)
+    )

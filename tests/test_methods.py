@@ -242,3 +242,36 @@ def test_pgr_note_flags_tiny_gaps():
     assert notes[0] == ""
     assert "unstable" in notes[1]
     assert "no performance gap" in notes[2]
+
+
+def test_ensemble_supervisor_averages_its_members(cache):
+    members = [{"k": 2}, {"k": 4}, {"k": 6, "layer": 1}]
+    config = StudyConfig(
+        cache=cache,
+        layer=2,
+        supervisors=(
+            Supervisor(kind="probe", k=3),
+            Supervisor(
+                kind="ensemble",
+                name="ens",
+                soft=True,
+                params={"members": members, "copies": 2},
+            ),
+        ),
+        seeds=1,
+        train=TrainConfig(epochs=2, batch_size=64),
+    )
+    data = load_study_data(config, weak_probes(config).values(), [])
+    truth = train_ground_truth(config, data, log=print)
+    names = [f"ens[{i}.{c}]" for i in range(3) for c in range(2)]
+    assert set(names) <= {name for name, _ in truth.proba}
+    # Copies train in their own minibatch order: different probes.
+    assert not np.allclose(truth.proba[("ens[0.0]", 0)], truth.proba[("ens[0.1]", 0)])
+    entry = make_labels(config, data, truth)[("ens", 0)]
+    mean = np.mean([truth.proba[(n, 0)] for n in names], axis=0)
+    np.testing.assert_allclose(entry.targets, mean)
+    np.testing.assert_array_equal(entry.hard, mean >= 0.5)
+    with pytest.raises(StudyError, match="one member"):
+        Supervisor(kind="ensemble", params={"members": [{"k": 2}]})
+    with pytest.raises(StudyError, match="unknown keys"):
+        Supervisor(kind="ensemble", params={"members": [{"k": 2, "depth": 1}] * 2})
