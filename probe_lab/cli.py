@@ -26,7 +26,13 @@ def _study(args: argparse.Namespace) -> int:
     out = result.save(args.out)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary().round(3).to_string(index=False))
-    print(f"\nwrote {out}/ (table, dynamics, summary, config, fingerprints)")
+    fit = result.misfit_fit()
+    print(
+        f"\ngain vs misfit over {fit['n']:.0f} conditions: correlation "
+        f"{fit['correlation']:.2f}, slope {fit['slope']:.2f}, gain >= misfit in "
+        f"{fit['share_above']:.0%} (gain_vs_misfit.png)"
+    )
+    print(f"wrote {out}/ (table, dynamics, summary, config, fingerprints)")
     return 0
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "agreement",
     "bootstrap_interval",
     "bootstrap_pgr",
+    "misfit_fit",
     "pgr",
     "pgr_reason",
     "positive",
@@ -205,3 +206,33 @@ def bootstrap_pgr(
     tail = (1 - confidence) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def misfit_fit(gain: Any, misfit: Any) -> dict[str, float]:
+    """How a study's gains line up with its misfits (Charikar et al. 2024).
+
+    For a convex student class, the student's gain over its supervisor is at least
+    its misfit to the weak labels; across conditions the two should rise together.
+
+    Args:
+        gain: ``(N,)`` student accuracy minus weak accuracy, one per condition.
+        misfit: ``(N,)`` the student's disagreement with the weak labels.
+
+    Returns:
+        ``n`` (finite pairs), Pearson ``correlation``, least-squares ``slope`` and
+        ``intercept`` of gain on misfit, and ``share_above`` (share of pairs with
+        gain >= misfit); NaN where undefined (fewer than 2 pairs, no spread).
+    """
+    g = np.asarray(gain, np.float64).reshape(-1)
+    m = np.asarray(misfit, np.float64).reshape(-1)
+    ok = np.isfinite(g) & np.isfinite(m)
+    g, m = g[ok], m[ok]
+    nan = float("nan")
+    out = dict(n=float(g.size), correlation=nan, slope=nan, intercept=nan)
+    out["share_above"] = float((g >= m).mean()) if g.size else nan
+    if g.size >= 2 and m.std() > 0:
+        slope, intercept = np.polyfit(m, g, 1)
+        out.update(slope=float(slope), intercept=float(intercept))
+        if g.std() > 0:
+            out["correlation"] = float(np.corrcoef(m, g)[0, 1])
+    return out

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "plot_dynamics",
     "plot_error_structures",
+    "plot_gain_vs_misfit",
     "plot_imitation",
     "plot_simulation",
     "plot_weak_to_strong",
@@ -434,4 +435,43 @@ def plot_imitation(summary: pd.DataFrame, *, title: str = "") -> Figure:
             (title or "Trivial imitation")
             + f"\nweak accuracy about {weak:.2f}; student k = {student}"
         )
+    return fig
+
+
+def plot_gain_vs_misfit(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Gain (student - weak accuracy) against misfit (the student's disagreement
+    with its weak labels), one point per condition (supervisor x student x method,
+    mean over seeds), colored by method; the least-squares line, and the line
+    ``gain = misfit`` that Charikar et al. (2024) bound the gain by from below for
+    convex students. The fit's correlation and slope are in the legend."""
+    from probe_lab.metrics import misfit_fit
+
+    keys = ["supervisor", "student", "loss"]
+    means = table.groupby(keys, sort=False)[["gain", "misfit"]].mean().reset_index()
+    fit = misfit_fit(means.gain, means.misfit)
+    with _style():
+        fig = Figure(figsize=(10.5, 6.5), layout="constrained")
+        ax = fig.add_subplot()
+        ax.set_title(
+            f"{int(fit['n'])} conditions; gain >= misfit in {fit['share_above']:.0%}"
+        )
+        methods = list(dict.fromkeys(means.loss))
+        for method, color in zip(methods, _colors(len(methods), "tab10"), strict=True):
+            rows = means[means.loss == method]
+            ax.scatter(rows.misfit, rows.gain, s=28, color=color, label=method)
+        span = np.linspace(0, max(float(means.misfit.max()), 1e-3), 50)
+        ax.plot(span, span, "k--", lw=1, label="gain = misfit")
+        if np.isfinite(fit["slope"]):
+            ax.plot(
+                span,
+                fit["intercept"] + fit["slope"] * span,
+                color="0.4",
+                lw=1.5,
+                label=f"fit: slope {fit['slope']:.2f}, r = {fit['correlation']:.2f}",
+            )
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xlabel("misfit: student disagrees with weak labels (labelled rows)")
+        ax.set_ylabel("gain: student accuracy - weak accuracy (test)")
+        ax.legend(loc="best")
+        fig.suptitle(title or "Gain against misfit (means over seeds)")
     return fig

@@ -372,7 +372,21 @@ class StudyResult:
             json.dumps(self.fingerprints, indent=2, default=str)
         )
         (out / "stages.json").write_text(json.dumps(self.stages, indent=2))
+        if {"gain", "misfit"} <= set(self.table):
+            from probe_lab import plots
+
+            plots.save(
+                plots.plot_gain_vs_misfit(self.table), out / "gain_vs_misfit.png"
+            )
         return out
+
+    def misfit_fit(self) -> dict[str, float]:
+        """Gain against misfit over the study's conditions (means over seeds):
+        correlation, slope, intercept and the share with gain >= misfit
+        (:func:`probe_lab.metrics.misfit_fit`)."""
+        keys = ["supervisor", "student", "loss"]
+        means = self.table.groupby(keys, sort=False)[["gain", "misfit"]].mean()
+        return metrics.misfit_fit(means.gain, means.misfit)
 
 
 # ------------------------------------------------------------------------ stages

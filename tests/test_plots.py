@@ -102,7 +102,28 @@ FIGURES = {
     "imitation": lambda: plots.plot_imitation(
         summary(("weak", "weak as feature", "weak in prompt")), title="t"
     ),
+    "gain_vs_misfit": lambda: plots.plot_gain_vs_misfit(misfits(), title="t"),
 }
+
+
+def misfits() -> pd.DataFrame:
+    table = runs(("M_2", "random"))
+    rng = np.random.default_rng(1)
+    table["misfit"] = rng.uniform(0.05, 0.3, len(table))
+    table["gain"] = 0.8 * table.misfit + 0.02 * rng.normal(size=len(table))
+    return table
+
+
+def test_misfit_fit_recovers_a_planted_line():
+    from probe_lab import metrics
+
+    misfit = np.linspace(0.0, 0.3, 20)
+    fit = metrics.misfit_fit(0.01 + 0.5 * misfit, misfit)
+    assert fit["slope"] == pytest.approx(0.5)
+    assert fit["intercept"] == pytest.approx(0.01)
+    assert fit["correlation"] == pytest.approx(1.0)
+    assert fit["share_above"] == pytest.approx(2 / 20)  # misfit <= 0.02 only
+    assert np.isnan(metrics.misfit_fit([0.1], [0.2])["slope"])
 
 
 @pytest.mark.parametrize("name", FIGURES)
