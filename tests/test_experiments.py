@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,21 @@ def test_the_five_experiments_exist():
         assert any(f"probe-lab run experiments/{path.name}" in h for h in header)
         assert any("Runtime" in h for h in header)
         assert any("should show" in h for h in header)
+
+
+def test_experiments_folder_links_to_the_packaged_files_and_names_work(tmp_path):
+    links = sorted((ROOT / "experiments").glob("*.toml"))
+    assert [p.stem for p in links] == [p.stem for p in TOMLS]
+    for link, packaged in zip(links, TOMLS, strict=True):
+        assert link.is_symlink() and link.resolve() == packaged.resolve()
+    by_path = load_experiment(ROOT / "experiments" / "error_structures.toml")
+    for name in ("error_structures", "error_structures.toml"):
+        by_name = load_experiment(name, preset="full")
+        assert dataclasses.replace(by_name, source="") == dataclasses.replace(
+            by_path, source=""
+        )
+    with pytest.raises(ExperimentError, match="probe-lab run error_structures"):
+        load_experiment(tmp_path / "error_structures.toml")
 
 
 @pytest.mark.parametrize("path", TOMLS, ids=lambda p: p.stem)

@@ -12,10 +12,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from probe_lab.experiments.base import ExperimentResult, Finding, fmt
+from probe_lab.experiments.base import ExperimentResult, Finding, fmt, strongest
 from probe_lab.experiments.kinds import CLAIMS
 
-__all__ = ["findings_table", "markdown_table", "write_record", "write_summary"]
+__all__ = [
+    "findings_table",
+    "markdown_table",
+    "strongest_students",
+    "write_record",
+    "write_summary",
+]
 
 _COLUMNS = (
     "study",
@@ -135,3 +141,17 @@ def findings_table(results: Sequence[ExperimentResult]) -> str:
             mark = "n/a" if f.held is None else "HELD" if f.held else "NOT HELD"
             lines.append(f"  [{mark:>8}] {f.claim}\n             {f.measured}")
     return "\n".join(lines)
+
+
+def strongest_students(results: Sequence[ExperimentResult]) -> str:
+    """A plain-text table per result of its largest student's numbers, for a
+    terminal."""
+    cols = ["supervisor", "student", "loss", "weak_acc", "student_acc"]
+    cols += ["ceiling_acc", "pgr", "agreement"]
+    parts = []
+    with pd.option_context("display.width", 160, "display.max_columns", 12):
+        for result in results:
+            frame = strongest(result.summary)[cols].round(3)
+            parts.append(f"\n{result.config.name}, strongest student:")
+            parts.append(frame.to_string(index=False))
+    return "\n".join(parts)

@@ -10,15 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from probe_lab.experiments import report
-from probe_lab.experiments.base import (
-    Context,
-    ExperimentResult,
-    strongest,
-    summary_frame,
-)
+from probe_lab.experiments.base import Context, ExperimentResult, summary_frame
 from probe_lab.experiments.caches import build_cache
 from probe_lab.experiments.config import ExperimentConfig, ExperimentError, slug
 from probe_lab.experiments.kinds import MODULES, check, load_experiment
+from probe_lab.study import StudyResult
 
 __all__ = ["run_demo", "run_experiment"]
 
@@ -71,33 +67,20 @@ def run_experiment(
     suffix = "" if config.preset == "full" else f"-{config.preset}"
     out = Path(out) if out is not None else Path("runs") / f"{config.name}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
-    if cache is not None:
-        cache_path = Path(cache)
-        if not cache_path.is_file():
-            raise ExperimentError(f"cache {cache_path} does not exist")
-    else:
-        cache_path = build_cache(config.cache, cache_dir, progress=progress)
     ctx = Context(
         config=config,
-        cache=cache_path,
+        cache=_cache(config, cache, cache_dir, progress),
         out=out,
         cache_dir=Path(cache_dir),
         progress=progress,
     )
-    ctx.log(f"{config.kind} on {cache_path} ({config.preset} size)")
+    ctx.log(f"{config.kind} on {ctx.cache} ({config.preset} size)")
     studies, findings, figures = MODULES[config.kind].run(ctx)
-    for label, study in studies.items():
-        study.save(out / "studies" / slug(label))
-    summary = pd.concat(
-        [summary_frame(r, study=label) for label, r in studies.items()],
-        ignore_index=True,
-    )
-    summary.to_csv(out / "summary.csv", index=False)
     result = ExperimentResult(
         config=config,
-        cache=cache_path,
+        cache=ctx.cache,
         studies=studies,
-        summary=summary,
+        summary=_save_studies(studies, out),
         findings=findings,
         figures=figures,
         out=out,
@@ -107,6 +90,37 @@ def run_experiment(
     report.write_summary(result)
     ctx.log(f"done in {result.seconds:.0f} s; wrote {out}/")
     return result
+
+
+def _cache(
+    config: ExperimentConfig,
+    cache: str | Path | None,
+    cache_dir: str | Path,
+    progress: bool,
+) -> Path:
+    """The cache given, or the one ``[cache]`` describes (built if needed)."""
+    if cache is None:
+        return build_cache(config.cache, cache_dir, progress=progress)
+    if not Path(cache).is_file():
+        raise ExperimentError(f"cache {cache} does not exist")
+    return Path(cache)
+
+
+def _save_studies(studies: dict[str, StudyResult], out: Path) -> pd.DataFrame:
+    """Save each study under ``out/studies/<label>/``, and every study's summary
+    (with a ``study`` column) as ``out/summary.csv``.
+
+    Returns:
+        The summary.
+    """
+    for label, study in studies.items():
+        study.save(out / "studies" / slug(label))
+    summary = pd.concat(
+        [summary_frame(r, study=label) for label, r in studies.items()],
+        ignore_index=True,
+    )
+    summary.to_csv(out / "summary.csv", index=False)
+    return summary
 
 
 def run_demo(
@@ -146,13 +160,7 @@ def run_demo(
             )
         )
     print(report.findings_table(results))
-    with pd.option_context("display.width", 160, "display.max_columns", 12):
-        for result in results:
-            cols = ["supervisor", "student", "loss", "weak_acc", "student_acc"]
-            cols += ["ceiling_acc", "pgr", "agreement"]
-            frame = strongest(result.summary)[cols]
-            print(f"\n{result.config.name}, strongest student:")
-            print(frame.round(3).to_string(index=False))
+    print(report.strongest_students(results))
     figures = [str(p) for r in results for p in r.figures]
     seconds = time.perf_counter() - start
     print(f"\ndemo done in {seconds:.0f} s; figures: {', '.join(figures)}")
