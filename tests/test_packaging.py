@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import site as site_packages
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -62,7 +62,9 @@ def install(wheel: Path, venv: Path) -> Path:
     # is appended to sys.path; the .pth files inside it (this venv's editable
     # install of the source tree) are not run.
     site = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
-    shared = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    shared = [*site_packages.getsitepackages()]
+    if site_packages.ENABLE_USER_SITE:
+        shared.append(site_packages.getusersitepackages())
     (Path(site.strip()) / "dependencies.pth").write_text("\n".join(shared) + "\n")
     return python
 

@@ -5,7 +5,7 @@ the experiment's kind, writes every study's outputs, the plot and ``summary.md``
 (measured numbers next to the paper's claim, and whether the claim held), and
 returns an :class:`ExperimentResult`. :func:`run_demo` runs two of them.
 
-The package, bottom to top (each module imports only those above it):
+The package's modules, in import order (each imports only those before it):
 
 * ``config``: the experiment file (:class:`ExperimentConfig`, :class:`CacheSpec`),
   the packaged files (``configs/<name>.toml``) and reading one with its presets;
@@ -23,7 +23,8 @@ The package, bottom to top (each module imports only those above it):
 
 A new experiment is a new kind module (``CLAIM`` and ``run``; see
 :mod:`probe_lab.experiments.kinds`), its name added to :data:`KINDS` (any settings
-of its own added to :class:`ExperimentConfig`), and a TOML file in ``configs/``.
+of its own added to :class:`ExperimentConfig`), and a TOML file in ``configs/``
+(linked from the repository's ``experiments/`` folder).
 """
 
 from probe_lab.experiments.base import ExperimentResult, Finding

@@ -22,7 +22,6 @@ import pandas as pd
 from activation_cache import Cache, open_cache
 from probe_lab import plots, train_probes
 from probe_lab.basis import principal_components
-from probe_lab.experiments import caches
 from probe_lab.experiments.base import (
     Analysis,
     Context,
@@ -33,6 +32,7 @@ from probe_lab.experiments.base import (
     strongest,
     summary_frame,
 )
+from probe_lab.experiments.caches import is_complete, reextract, source_model
 from probe_lab.experiments.config import ExperimentConfig, ExperimentError
 from probe_lab.study import Supervisor
 
@@ -156,14 +156,14 @@ def hinted_cache(ctx: Context, weak: np.ndarray) -> Path:
         weak.tobytes() + json.dumps([template, *config.hint_words]).encode()
     ).hexdigest()[:8]
     path = ctx.cache_dir / f"{ctx.cache.stem}-hint-{digest}.h5"
-    if caches.is_complete(path):
+    if is_complete(path):
         ctx.log(f"reusing the hinted cache {path}")
         return path
     task = _write_task(opened, weak, config.hint_words, path.with_suffix(".jsonl"))
-    model = caches.source_model(opened.meta)
+    model = source_model(opened.meta)
     ctx.log(f"re-extracting {model} with the weak label in each prompt")
     try:
-        return caches.reextract(opened, task, template, path, progress=ctx.progress)
+        return reextract(opened, task, template, path, progress=ctx.progress)
     except ExperimentError as err:
         raise ExperimentError(
             f"{err}\nThe trivial_imitation experiment re-runs the cache's model "
