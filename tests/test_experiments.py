@@ -186,6 +186,8 @@ k = 4
         (GOOD.replace("k = 4", "k = 4\nkind2 = 1"), r"supervisors\[0\] has unknown"),
         (GOOD.replace('name = "x"\n', ""), r"\[experiment\] needs name"),
         ("[experiment\n", "not valid TOML"),
+        ("study = 3\n" + GOOD.split("[[")[0], r"study must be a table \(\[study\]\)"),
+        (GOOD + "[cache]\nsize = '600'\n", "cache.size must be an integer or None"),
         (
             GOOD.replace("error_structures", "trivial_imitation"),
             "builds its own supervisors",

@@ -317,6 +317,7 @@ def _apply_preset(data: dict[str, Any], preset: str, source: str) -> dict[str, A
         raise ExperimentError(
             f"{source}: unknown table(s) {unknown}; an experiment has {list(_TABLES)}"
         )
+    _check_tables(data, source)
     if preset not in PRESETS:
         raise ExperimentError(f"preset must be one of {PRESETS}, got {preset!r}")
     if preset == "full":
@@ -331,7 +332,17 @@ def _apply_preset(data: dict[str, Any], preset: str, source: str) -> dict[str, A
         raise ExperimentError(
             f"{source}: [{preset}] may override experiment, cache and study, not {bad}"
         )
-    return _merge(data, data[preset])
+    merged = _merge(data, data[preset])
+    _check_tables(merged, source)
+    return merged
+
+
+def _check_tables(data: Mapping[str, Any], source: str) -> None:
+    for name, table in data.items():
+        if not isinstance(table, Mapping):
+            raise ExperimentError(
+                f"{source}: {name} must be a table ([{name}]), got {table!r}"
+            )
 
 
 def read_experiment(
