@@ -370,12 +370,12 @@ def read_experiment(
     data = _apply_preset(data, preset, source)
     try:
         spec = from_mapping(CacheSpec, data.get("cache", {}), where="cache")
-        fixed = dict(cache=spec, study=data.get("study", {}))
+        fixed = dict(cache=spec, study=data.get("study", {}), preset=preset)
         return from_mapping(
             ExperimentConfig,
             data.get("experiment", {}),
             where="experiment",
-            fixed=dict(fixed, preset=preset, source=source),
+            fixed=dict(fixed, source=source),
         )
     except (ConfigError, ExperimentError) as err:
         raise ExperimentError(f"{source}: {err}") from err
