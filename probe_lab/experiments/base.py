@@ -1,0 +1,176 @@
+"""What every experiment kind builds on: the run context it gets, the analysis it
+returns, the result record, and the helpers its claim checks read tables with."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from probe_lab import plots
+from probe_lab.experiments.config import ExperimentConfig
+from probe_lab.study import StudyResult, Supervisor, run_study
+
+__all__ = [
+    "Analysis",
+    "Context",
+    "ExperimentResult",
+    "Finding",
+    "fmt",
+    "pgr_row",
+    "pgr_text",
+    "stack",
+    "strongest",
+    "summary_frame",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One of the paper's qualitative claims, checked on the measured numbers."""
+
+    claim: str
+    """What the paper found (or what the project expects, where stated)."""
+
+    measured: str
+    """The numbers it was checked on."""
+
+    held: bool | None
+    """Whether the claim held here (None: not measurable in this run)."""
+
+
+class Analysis(NamedTuple):
+    """What an experiment kind's ``run`` returns."""
+
+    studies: dict[str, StudyResult]
+    """Each study by its label (one for most kinds)."""
+
+    findings: list[Finding]
+    """The paper's claims and whether they held."""
+
+    figures: list[Path]
+    """PNG files written."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Context:
+    """One run of an experiment, as its kind's ``run`` sees it."""
+
+    config: ExperimentConfig
+    """The resolved experiment."""
+
+    cache: Path
+    """The cache its studies read."""
+
+    out: Path
+    """The output folder."""
+
+    cache_dir: Path
+    """Where built caches live (a kind that re-extracts writes there)."""
+
+    progress: bool
+    """Print progress lines and the studies' progress bars."""
+
+    @property
+    def title(self) -> str:
+        """The figure title, e.g. ``error structures (Fig. 25 analog) [smoke
+        size]``."""
+        config = self.config
+        suffix = "" if config.preset == "full" else f" [{config.preset} size]"
+        return f"{config.name.replace('_', ' ')} ({config.figure} analog){suffix}"
+
+    def log(self, message: str) -> None:
+        """Print ``[name] message`` when showing progress."""
+        if self.progress:
+            print(f"[{self.config.name}] {message}")
+
+    def study(
+        self,
+        supervisors: Sequence[Supervisor] | None = None,
+        *,
+        cache: Path | None = None,
+    ) -> StudyResult:
+        """Run the ``[study]`` table on ``cache`` (default: the run's cache),
+        with generated ``supervisors`` in place of the configured ones."""
+        config = self.config.study_config(cache or self.cache, supervisors)
+        return run_study(config, progress=self.progress)
+
+    def save(self, fig: Figure) -> Path:
+        """Write the experiment's figure as ``<out>/<name>.png``."""
+        return plots.save(fig, self.out / f"{self.config.name}.png")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExperimentResult:
+    """What :func:`~probe_lab.experiments.run_experiment` measured and wrote."""
+
+    config: ExperimentConfig
+    """The resolved experiment."""
+
+    cache: Path
+    """The cache the studies read."""
+
+    studies: dict[str, StudyResult]
+    """Each study by its label (one for most kinds)."""
+
+    summary: pd.DataFrame
+    """Every study's :meth:`StudyResult.summary`, with a ``study`` column."""
+
+    findings: list[Finding]
+    """The paper's claims and whether they held."""
+
+    figures: list[Path]
+    """PNG files written."""
+
+    out: Path
+    """The output folder."""
+
+    seconds: float
+    """Wall time of the run, cache building included."""
+
+
+def summary_frame(result: StudyResult, **columns: Any) -> pd.DataFrame:
+    """``result.summary()`` with constant columns in front (e.g. ``study=``)."""
+    frame = result.summary()
+    for key, value in columns.items():
+        frame.insert(0, key, value)
+    return frame
+
+
+def stack(studies: Mapping[str, StudyResult], attr: str) -> pd.DataFrame:
+    """One table (``table`` or ``dynamics``) of several studies, with a ``study``
+    column."""
+    frames = []
+    for label, result in studies.items():
+        frame = getattr(result, attr).copy()
+        frame.insert(0, "study", label)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number for a report: fixed digits, ``n/a`` when missing."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def strongest(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the largest student."""
+    return frame[frame.student == frame.student.max()]
+
+
+def pgr_row(frame: pd.DataFrame, supervisor: str, loss: str) -> pd.Series | None:
+    """The first summary row of ``supervisor`` and ``loss`` (None: no such row)."""
+    rows = frame[(frame.supervisor == supervisor) & (frame.loss == loss)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def pgr_text(row: pd.Series | None) -> str:
+    """``0.12 [0.08, 0.16]``: PGR and its interval."""
+    if row is None:
+        return "n/a"
+    return f"{fmt(row.pgr, 2)} [{fmt(row.pgr_low, 2)}, {fmt(row.pgr_high, 2)}]"

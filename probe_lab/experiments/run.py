@@ -1,0 +1,167 @@
+"""Running experiments end to end: one file (:func:`run_experiment`) or the demo
+(:func:`run_demo`)."""
+
+from __future__ import annotations
+
+import time
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import pandas as pd
+
+from probe_lab.experiments import report
+from probe_lab.experiments.base import Context, ExperimentResult, summary_frame
+from probe_lab.experiments.caches import build_cache
+from probe_lab.experiments.config import ExperimentConfig, ExperimentError, slug
+from probe_lab.experiments.kinds import MODULES, check, load_experiment
+from probe_lab.study import StudyResult
+
+__all__ = ["run_demo", "run_experiment"]
+
+DEMO = ("simulation_difficulty", "error_structures")
+"""The experiments ``probe-lab demo`` runs."""
+
+
+def _resolve(
+    experiment: str | Path | Traversable | ExperimentConfig, smoke: bool
+) -> ExperimentConfig:
+    if not isinstance(experiment, ExperimentConfig):
+        return load_experiment(experiment, preset="smoke" if smoke else "full")
+    if smoke:
+        raise ExperimentError(
+            "smoke=True needs the TOML path; or load it with "
+            "load_experiment(path, preset='smoke')"
+        )
+    check(experiment)
+    return experiment
+
+
+def run_experiment(
+    experiment: str | Path | Traversable | ExperimentConfig,
+    *,
+    smoke: bool = False,
+    out: str | Path | None = None,
+    cache: str | Path | None = None,
+    cache_dir: str | Path = "runs/caches",
+    progress: bool = True,
+) -> ExperimentResult:
+    """Run one paper-figure experiment end to end.
+
+    Args:
+        experiment: a TOML file (``experiments/<name>.toml``), the name of a
+            packaged experiment (``error_structures``) or a loaded config.
+        smoke: apply the file's ``[smoke]`` overrides (a file or name only).
+        out: output folder (default ``runs/<name>`` or ``runs/<name>-smoke``).
+        cache: an existing cache to use instead of building ``[cache]`` (any
+            model's; ``trivial_imitation`` re-runs its model on hinted prompts).
+        cache_dir: where built caches live; the same settings reuse one file.
+        progress: print progress lines and the extractor's progress bar.
+
+    Returns:
+        An :class:`ExperimentResult`; ``out`` holds each study's outputs
+        (``studies/<label>/``), ``summary.csv``, ``summary.md``, the PNG figure and
+        ``experiment.json``.
+    """
+    config = _resolve(experiment, smoke)
+    start = time.perf_counter()
+    suffix = "" if config.preset == "full" else f"-{config.preset}"
+    out = Path(out) if out is not None else Path("runs") / f"{config.name}{suffix}"
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(
+        config=config,
+        cache=_cache(config, cache, cache_dir, progress),
+        out=out,
+        cache_dir=Path(cache_dir),
+        progress=progress,
+    )
+    ctx.log(f"{config.kind} on {ctx.cache} ({config.preset} size)")
+    studies, findings, figures = MODULES[config.kind].run(ctx)
+    result = ExperimentResult(
+        config=config,
+        cache=ctx.cache,
+        studies=studies,
+        summary=_save_studies(studies, out),
+        findings=findings,
+        figures=figures,
+        out=out,
+        seconds=time.perf_counter() - start,
+    )
+    report.write_record(result)
+    report.write_summary(result)
+    ctx.log(f"done in {result.seconds:.0f} s; wrote {out}/")
+    return result
+
+
+def _cache(
+    config: ExperimentConfig,
+    cache: str | Path | None,
+    cache_dir: str | Path,
+    progress: bool,
+) -> Path:
+    """The cache given, or the one ``[cache]`` describes (built if needed)."""
+    if cache is None:
+        return build_cache(config.cache, cache_dir, progress=progress)
+    if not Path(cache).is_file():
+        raise ExperimentError(f"cache {cache} does not exist")
+    return Path(cache)
+
+
+def _save_studies(studies: dict[str, StudyResult], out: Path) -> pd.DataFrame:
+    """Save each study under ``out/studies/<label>/``, and every study's summary
+    (with a ``study`` column) as ``out/summary.csv``.
+
+    Returns:
+        The summary.
+    """
+    for label, study in studies.items():
+        study.save(out / "studies" / slug(label))
+    summary = pd.concat(
+        [summary_frame(r, study=label) for label, r in studies.items()],
+        ignore_index=True,
+    )
+    summary.to_csv(out / "summary.csv", index=False)
+    return summary
+
+
+def run_demo(
+    *,
+    smoke: bool = False,
+    out: str | Path | None = None,
+    cache_dir: str | Path = "runs/caches",
+    experiments_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[ExperimentResult]:
+    """The README's first command: ``simulation_difficulty`` and
+    ``error_structures`` at their ``[demo]`` size on the packaged MiniLM.
+
+    Args:
+        smoke: their ``[smoke]`` size instead (seconds; checks an installation).
+        out: folder for both experiments' outputs, one sub-folder each (default
+            ``runs/demo`` or ``runs/demo-smoke``).
+        cache_dir: where the demo cache is built once and reused.
+        experiments_dir: a folder with the two TOML files (default: the packaged
+            ones).
+        progress: print progress lines.
+
+    Returns:
+        Both :class:`ExperimentResult`; their checks are printed as a table.
+    """
+    start = time.perf_counter()
+    preset = "smoke" if smoke else "demo"
+    default = Path("runs") / ("demo-smoke" if smoke else "demo")
+    out = Path(out) if out is not None else default
+    results = []
+    for name in DEMO:
+        source = Path(experiments_dir) / f"{name}.toml" if experiments_dir else name
+        config = load_experiment(source, preset=preset)
+        results.append(
+            run_experiment(
+                config, out=out / name, cache_dir=cache_dir, progress=progress
+            )
+        )
+    print(report.findings_table(results))
+    print(report.strongest_students(results))
+    figures = [str(p) for r in results for p in r.figures]
+    seconds = time.perf_counter() - start
+    print(f"\ndemo done in {seconds:.0f} s; figures: {', '.join(figures)}")
+    return results

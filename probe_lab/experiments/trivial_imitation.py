@@ -1,0 +1,224 @@
+"""Fig. 27 analog: weak labels the student can trivially see (Burns et al. 2023,
+Appendix E.2).
+
+A weak probe M_k labels every row out of fold. The same weak labels are then hidden
+(students see the original features), appended to the features as a +-scale column,
+and written into the prompt: the cache's model is re-extracted on
+``hint_template`` (once per labels and template; reused after). Random errors at the
+same accuracy, hidden and as a feature, are the contrast. Two studies: the original
+features and the hinted ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from activation_cache import Cache, open_cache
+from probe_lab import plots, train_probes
+from probe_lab.basis import principal_components
+from probe_lab.experiments.base import (
+    Analysis,
+    Context,
+    Finding,
+    fmt,
+    pgr_row,
+    pgr_text,
+    strongest,
+    summary_frame,
+)
+from probe_lab.experiments.caches import is_complete, reextract, source_model
+from probe_lab.experiments.config import ExperimentConfig, ExperimentError
+from probe_lab.study import Supervisor
+
+__all__ = [
+    "CLAIM",
+    "check",
+    "hint_labels",
+    "hinted_cache",
+    "imitation_supervisors",
+    "prompt_supervisors",
+    "run",
+    "supervisor_sets",
+]
+
+CLAIM = (
+    "When the weak label is trivially visible to the student, cross-entropy students "
+    "copy it (PGR falls towards 0); the confidence loss resists the imitation."
+)
+"""The paper's finding."""
+
+
+def imitation_supervisors(k: int | None, hinted: str, scale: float) -> list[Supervisor]:
+    """The original-features study: M_k, its out-of-fold labels hidden (read from
+    the ``hinted`` cache's ``weak`` field) and as a feature, random errors hidden
+    and as a feature."""
+    return [
+        Supervisor(kind="probe", k=k),
+        Supervisor(kind="column", field="weak", cache=hinted, name="weak"),
+        Supervisor(kind="imitation", base="weak", scale=scale, name="weak as feature"),
+        Supervisor(kind="random", name="random"),
+        Supervisor(
+            kind="imitation", base="random", scale=scale, name="random as feature"
+        ),
+    ]
+
+
+def prompt_supervisors() -> list[Supervisor]:
+    """The hinted-features study: the weak labels that were written into the
+    prompts."""
+    return [Supervisor(kind="column", field="weak", name="weak in prompt")]
+
+
+def supervisor_sets(config: ExperimentConfig) -> list[list[Supervisor]]:
+    """The supervisors of both studies (the hinted cache named by a placeholder)."""
+    return [
+        imitation_supervisors(config.hint_k, "<cache>", config.scale),
+        prompt_supervisors(),
+    ]
+
+
+def run(ctx: Context) -> Analysis:
+    """Hint labels, the hinted cache, both studies; PGR and agreement per way of
+    showing the weak labels."""
+    config = ctx.config
+    ctx.log("training the weak probe that writes the hints")
+    weak, acc = hint_labels(config, ctx.cache)
+    ctx.log(f"hint accuracy {acc:.3f} (out-of-fold M_{config.hint_k})")
+    hinted = hinted_cache(ctx, weak)
+    sups = imitation_supervisors(config.hint_k, str(hinted), config.scale)
+    studies = {
+        "original": ctx.study(sups),
+        "in prompt": ctx.study(prompt_supervisors(), cache=hinted),
+    }
+    summary = pd.concat(
+        [strongest(summary_frame(r, study=s)) for s, r in studies.items()],
+        ignore_index=True,
+    )
+    fig = plots.plot_imitation(summary, title=ctx.title)
+    return Analysis(studies, check(summary), [ctx.save(fig)])
+
+
+def hint_labels(config: ExperimentConfig, cache: Path) -> tuple[np.ndarray, float]:
+    """Out-of-fold predictions of the weak probe M_k: two folds, each labelled by a
+    probe trained (with the study's protocol) on the other one.
+
+    Returns:
+        ``(n,)`` int8 weak labels and their accuracy.
+    """
+    study = config.study_config(cache)
+    opened = open_cache(cache)
+    x = principal_components(opened.features(study.layer))
+    truth = np.asarray(opened.labels, np.int8)
+    n, d = x.shape
+    k = d if config.hint_k is None else config.hint_k
+    if k > d:
+        raise ExperimentError(
+            f"{config.source}: hint_k = {k} exceeds the {d} features of {cache}"
+        )
+    rng = np.random.default_rng(0)
+    fold = rng.permutation(n) % 2
+    val = rng.random(n) < study.val_frac
+    train = np.stack([(fold == f) & ~val for f in (0, 1)])
+    mask = np.zeros((2, d), bool)
+    mask[:, :k] = True
+    probes = train_probes(
+        x,
+        np.stack([truth, truth]).astype(np.float32),
+        train,
+        np.stack([(fold == f) & val for f in (0, 1)]),
+        feature_mask=mask,
+        config=dataclasses.replace(study.train, loss="xent"),
+        key=0,
+    )
+    proba = np.asarray(probes.predict_proba(x))
+    weak = (np.where(fold == 0, proba[1], proba[0]) >= 0.5).astype(np.int8)
+    return weak, float((weak == truth).mean())
+
+
+def hinted_cache(ctx: Context, weak: np.ndarray) -> Path:
+    """Re-extract the run's cache with the weak label written into each prompt
+    (reused when the same labels and template were extracted before).
+
+    Returns:
+        The hinted cache; its extra fields ``hint`` and ``weak`` hold the words and
+        labels shown.
+    """
+    config = ctx.config
+    opened = open_cache(ctx.cache)
+    template = config.hint_template.replace("{text}", str(opened.meta.get("template")))
+    digest = hashlib.sha256(
+        weak.tobytes() + json.dumps([template, *config.hint_words]).encode()
+    ).hexdigest()[:8]
+    path = ctx.cache_dir / f"{ctx.cache.stem}-hint-{digest}.h5"
+    if is_complete(path):
+        ctx.log(f"reusing the hinted cache {path}")
+        return path
+    task = _write_task(opened, weak, config.hint_words, path.with_suffix(".jsonl"))
+    model = source_model(opened.meta)
+    ctx.log(f"re-extracting {model} with the weak label in each prompt")
+    try:
+        return reextract(opened, task, template, path, progress=ctx.progress)
+    except ExperimentError as err:
+        raise ExperimentError(
+            f"{err}\nThe trivial_imitation experiment re-runs the cache's model "
+            f"({model!r}), which must load offline here; a cache without a loadable "
+            "model can run every other experiment."
+        ) from err
+
+
+def _write_task(
+    opened: Cache, weak: np.ndarray, words: tuple[str, str], path: Path
+) -> Path:
+    """The cache's rows as a JSONL task, with the hint word and weak label added."""
+    shown = np.asarray(words, dtype=object)[weak]
+    extra = {k: v for k, v in opened.extra.items() if k not in ("weak", "hint")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(opened.n):
+            row = dict(
+                id=str(opened.ids[i]),
+                text=str(opened.texts[i]),
+                label=int(opened.labels[i]),
+                hint=str(shown[i]),
+                weak=str(int(weak[i])),
+                **{k: str(v[i]) for k, v in extra.items()},
+            )
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def check(summary: pd.DataFrame) -> list[Finding]:
+    """The claims, on the largest student's summary rows of both studies."""
+    findings = []
+    hidden = pgr_row(summary, "weak", "xent")
+    for shown in ("weak as feature", "weak in prompt"):
+        visible = pgr_row(summary, shown, "xent")
+        findings.append(
+            Finding(
+                claim=f"Cross-entropy students imitate a visible weak label "
+                f"({shown}): PGR falls and agreement rises against the same labels "
+                "hidden.",
+                measured=f"PGR {pgr_text(visible)} vs hidden {pgr_text(hidden)}; "
+                f"agreement {fmt(visible.agreement)} vs {fmt(hidden.agreement)}",
+                held=bool(visible.pgr < hidden.pgr),
+            )
+        )
+    for shown in ("weak as feature", "weak in prompt", "random as feature"):
+        x, c = pgr_row(summary, shown, "xent"), pgr_row(summary, shown, "confidence")
+        if x is None or c is None:
+            continue
+        findings.append(
+            Finding(
+                claim=f"The confidence loss resists imitation ({shown}): higher PGR "
+                "than cross-entropy.",
+                measured=f"PGR confidence {pgr_text(c)} vs xent {pgr_text(x)}",
+                held=bool(c.pgr > x.pgr),
+            )
+        )
+    return findings
