@@ -54,6 +54,7 @@ from probe_lab import metrics
 from probe_lab._jax import count_compilations
 from probe_lab.config import TrainConfig
 from probe_lab.label_methods import LabelMethodError, get_label_method
+from probe_lab.loader import from_mapping
 from probe_lab.losses import get_loss
 from probe_lab.methods import Condition, Method, MethodError, conditions, method_from
 from probe_lab.registry import RegistryError
@@ -81,6 +82,20 @@ __all__ = [
 ]
 
 
+def _parse_students(value: Any) -> Any:
+    """TOML has no None: ``"all"`` in a list of student sizes means all features."""
+    if isinstance(value, list | tuple):
+        return [None if v == "all" else v for v in value]
+    return value
+
+
+def _parse_methods(value: Any) -> Any:
+    """A method may be named by a bare string in TOML."""
+    if isinstance(value, list | tuple):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
 def _default_supervisors() -> tuple[Supervisor, ...]:
     return (Supervisor(kind="probe", k=8),)
 
@@ -104,15 +119,19 @@ class StudyConfig:
     )
     """Weak supervisors (see :class:`Supervisor`)."""
 
-    students: tuple[int | None, ...] = (None,)
-    """Student feature sets: first k features, ``None`` for all."""
+    students: tuple[int | None, ...] = dataclasses.field(
+        default=(None,), metadata={"parse": _parse_students}
+    )
+    """Student feature sets: first k features, ``None`` (or ``"all"``) for all."""
 
     losses: tuple[str, ...] = ("xent",)
     """Student losses, each a loss method at its defaults (:mod:`probe_lab.losses`):
     ``xent``, ``confidence``, ``bootstrap_soft``, ``bootstrap_hard``, ``gce``, a
     registered name or an import path."""
 
-    methods: tuple[Method, ...] = ()
+    methods: tuple[Method, ...] = dataclasses.field(
+        default=(), metadata={"parse": _parse_methods}
+    )
     """More student methods after ``losses``: loss or label methods with
     parameters and grids (:mod:`probe_lab.methods`); TOML tables or names."""
 
@@ -252,50 +271,65 @@ class StudyConfig:
         return _drop_none(out)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StudyConfig:
-        """Build from plain data (a parsed TOML file), naming unknown keys."""
-        data = dict(data)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise StudyError(
-                f"unknown study settings {unknown}; known: {sorted(fields)}"
-            )
-        sup_fields = {f.name for f in dataclasses.fields(Supervisor)}
-        sups = []
-        for i, entry in enumerate(data.pop("supervisors", [])):
-            extra = sorted(set(entry) - sup_fields)
-            if extra:
-                raise StudyError(
-                    f"supervisors[{i}] has unknown keys {extra}; known: "
-                    f"{sorted(sup_fields)}"
-                )
-            sups.append(Supervisor(**entry))
-        if sups:
-            data["supervisors"] = tuple(sups)
-        if "students" in data:
-            data["students"] = tuple(
-                None if k in ("all", None) else int(k) for k in data["students"]
-            )
-        train = data.pop("train", {})
-        train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        extra = sorted(set(train) - train_fields)
-        if extra:
-            raise StudyError(f"[train] has unknown keys {extra}")
-        return cls(**data, train=TrainConfig(**train))
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "") -> StudyConfig:
+        """Build from plain data (a parsed TOML file) with the one config loader
+        (:func:`probe_lab.loader.from_mapping`): unknown keys and wrong types are
+        refused naming the key path (``study.train.epochs``)."""
+        return from_mapping(cls, data, where=where)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> StudyConfig:
-        """Read a study from a TOML file: top-level settings, ``[train]``, and
-        ``[[supervisors]]`` tables. Relative cache paths are relative to the file."""
+        """Read a study from a TOML file: top-level settings (or a ``[study]``
+        table), ``[train]``, ``[[supervisors]]`` and ``[[methods]]`` tables. Every
+        relative cache path (the study's, a supervisor's, an ensemble member's) is
+        resolved against the file's folder, never the current one."""
         path = Path(path)
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        try:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as err:
+            raise StudyError(f"{path} is not valid TOML: {err}") from None
+        where = "study" if "study" in data else ""
         data = data.get("study", data)
-        for key in ("cache",):
-            if key in data and not Path(data[key]).is_absolute():
-                data[key] = str((path.parent / data[key]).resolve())
-        return cls.from_dict(data)
+        if not isinstance(data, Mapping) or not data:
+            raise StudyError(
+                f"{path} holds no study settings: give at least cache = '...' (at "
+                f"the top level or in a [study] table)"
+            )
+        return cls.from_dict(_resolve_paths(data, path.parent), where=where)
+
+
+def _resolve_paths(data: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with every relative ``cache`` resolved against ``folder``."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and not Path(value).is_absolute():
+            return str((folder / value).resolve())
+        return value
+
+    data = dict(data)
+    if "cache" in data:
+        data["cache"] = fix(data["cache"])
+    if not isinstance(data.get("supervisors"), list):
+        return data
+    sups = []
+    for entry in data["supervisors"]:
+        if isinstance(entry, Mapping):
+            entry = dict(entry)
+            if "cache" in entry:
+                entry["cache"] = fix(entry["cache"])
+            params = entry.get("params")
+            if isinstance(params, Mapping) and isinstance(params.get("members"), list):
+                members = [
+                    {**m, "cache": fix(m["cache"])}
+                    if isinstance(m, Mapping) and "cache" in m
+                    else m
+                    for m in params["members"]
+                ]
+                entry["params"] = {**params, "members": members}
+        sups.append(entry)
+    data["supervisors"] = sups
+    return data
 
 
 def _drop_none(value: Any) -> Any:

@@ -29,7 +29,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from probe_lab.configs import ConfigError, from_mapping
+from probe_lab.loader import ConfigError, from_mapping
 from probe_lab.study import StudyConfig, StudyError, Supervisor
 
 __all__ = [

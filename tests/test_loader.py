@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probe_lab import TrainConfig
-from probe_lab.configs import ConfigError, from_mapping
 from probe_lab.experiments import CacheSpec
+from probe_lab.loader import ConfigError, from_mapping
 from probe_lab.study import StudyConfig, Supervisor
 
 
@@ -186,7 +186,7 @@ def test_a_study_config_reads_from_plain_data_and_back():
         "seeds": 2,
         "test_frac": 1 / 4,
         "supervisors": [{"kind": "probe", "k": 4}, {"kind": "random"}],
-        "train": {"epochs": 5, "lr": [0.1, 0.01], "l2": 0},
+        "train": {"epochs": 5, "lr": 0.1, "l2": 0},
     }
     config = from_mapping(StudyConfig, data)
     assert config.students == (4, None) and config.seeds == 2
@@ -194,7 +194,7 @@ def test_a_study_config_reads_from_plain_data_and_back():
         Supervisor(kind="probe", k=4),
         Supervisor(kind="random"),
     )
-    assert config.train == TrainConfig(epochs=5, lr=(0.1, 0.01), l2=0.0)
+    assert config.train == TrainConfig(epochs=5, lr=0.1, l2=0.0)
     assert isinstance(config.train.l2, float)
     with pytest.raises(ConfigError, match=r"^StudyConfig needs cache = \.\.\. "):
         from_mapping(StudyConfig, {"seeds": 2})
