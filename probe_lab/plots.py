@@ -249,8 +249,9 @@ def _bars(
             low = np.nan_to_num(values - rows.pgr_low.to_numpy(float))
             high = np.nan_to_num(rows.pgr_high.to_numpy(float) - values)
             yerr = np.clip(np.stack([low, high]), 0, None)
+        at = x + (i - (len(losses) - 1) / 2) * width
         ax.bar(
-            x + (i - (len(losses) - 1) / 2) * width,
+            at,
             np.nan_to_num(values),
             width,
             yerr=yerr,
@@ -258,6 +259,8 @@ def _bars(
             color=LOSS_COLORS[loss],
             label=LOSS_NAMES[loss],
         )
+        for pos in at[~np.isfinite(values)]:  # undefined (e.g. PGR without a gap)
+            ax.text(pos, 0, "n/a", ha="center", va="bottom", rotation=90, fontsize=8)
     ax.set_xticks(x, [_pretty(s) for s in order], rotation=25, ha="right")
     ax.axhline(0, color="black", lw=0.8)
     ax.grid(axis="x", visible=False)
@@ -279,6 +282,10 @@ def _pgr_and_agreement(
     _bars(left, summary, order, "pgr", errors=True)
     left.set_ylabel("PGR (performance gap recovered)")
     left.set_title(titles[0])
+    if summary.pgr.isna().all():
+        left.set_title(
+            "PGR undefined (n/a): the ceiling is not above the weak accuracy"
+        )
     left.legend(loc="best")
     _bars(right, summary, order, column, errors=False)
     right.set_ylabel(agreement_label)

@@ -5,12 +5,22 @@ Splits follow Appendix E.1's proportions: a test split (``test_frac``); of the r
 ``weak_frac`` (10k of 23k in the paper) trains weak supervisors and the remainder is
 labelled by them for the students; ``val_frac`` of each training split is held out
 for early stopping.
+
+A study records what it read in its fingerprints (:func:`fingerprint_cache`): each
+cache's absolute path and a sha256 of its content, hashed over what the study reads
+(the file's attributes, every per-example dataset and the stored features of each
+layer read, all rows), so a result names exactly the bytes it came from; the
+layers a study does not read are not hashed (a big cache's other layers can be
+gigabytes).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +28,15 @@ import numpy as np
 from probe_lab.basis import to_basis
 from probe_lab.supervisors import StudyError, WeakProbe
 
-__all__ = ["SPLITS", "StudyData", "load_study_data", "make_splits"]
+__all__ = [
+    "SPLITS",
+    "StudyData",
+    "cache_fingerprints",
+    "fingerprint_cache",
+    "load_study_data",
+    "make_splits",
+    "study_reads",
+]
 
 SPLITS = ("test", "weak_train", "weak_val", "student_train", "student_val")
 
@@ -116,6 +134,137 @@ def check_splits(splits: dict[str, np.ndarray], truth: np.ndarray, batch: int) -
             )
 
 
+def study_reads(
+    config: Any, probes: Iterable[WeakProbe], other_caches: Iterable[str]
+) -> dict[str, list[int]]:
+    """Every cache a study opens (its own first) and the layers it reads from each
+    (as configured: negative counts from the last).
+
+    Args:
+        config: the :class:`~probe_lab.study.StudyConfig`.
+        probes: every ground-truth probe of stage 1.
+        other_caches: further caches the supervisors read (extra fields only).
+
+    Returns:
+        ``{path: [layer, ...]}``; a cache read for its fields alone has no layers.
+    """
+    reads: dict[str, list[int]] = {config.cache: [config.layer]}
+    for probe in probes:
+        layer = config.layer if probe.layer is None else probe.layer
+        layers = reads.setdefault(probe.cache or config.cache, [])
+        if layer not in layers:
+            layers.append(layer)
+    for path in other_caches:
+        reads.setdefault(path, [])
+    return reads
+
+
+def _stored_layer(cache: Any, layer: int) -> int:
+    """The hidden_states index of ``layer`` (negative: from the model's last)."""
+    return layer + int(cache.meta["n_blocks"]) + 1 if layer < 0 else int(layer)
+
+
+def _digest_array(digest: Any, name: str, values: Any) -> None:
+    """Feed one named array to ``digest``: its dtype, shape and bytes (strings
+    joined by a unit separator)."""
+    array = np.asarray(values)
+    digest.update(f"{name} {array.dtype.str} {array.shape}\n".encode())
+    if array.dtype.kind == "O":
+        digest.update("\x1f".join(map(str, array.ravel())).encode())
+    else:
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def fingerprint_cache(
+    cache: Any, layers: Iterable[int], read: Mapping[int, np.ndarray] | None = None
+) -> dict[str, Any]:
+    """What identifies the content a study reads from one cache.
+
+    Args:
+        cache: an opened :class:`activation_cache.Cache`.
+        layers: the layers read (negative counts from the last).
+        read: stored layers already read in full (hidden_states index -> ``(n,
+            d)`` array), hashed from memory instead of read again.
+
+    Returns:
+        ``path`` (absolute), ``sha256`` over the file's attributes, ids, labels,
+        lengths, texts, extra fields and the stored features of each layer read,
+        ``layers`` (hidden_states indices hashed), ``rows``, ``bytes`` (file size).
+    """
+    read = dict(read or {})
+    stored = sorted({_stored_layer(cache, layer) for layer in layers})
+    digest = hashlib.sha256()
+    digest.update(json.dumps(cache.meta, sort_keys=True, default=str).encode())
+    for name in ("ids", "labels", "n_chars", "n_tokens", "texts"):
+        _digest_array(digest, name, getattr(cache, name))
+    for name, values in sorted(cache.extra.items()):
+        _digest_array(digest, f"extra/{name}", values)
+    for layer in stored:
+        x = read[layer] if layer in read else cache.features(layer)
+        _digest_array(digest, f"layer {layer}", x)
+    path = Path(cache.path).resolve()
+    return dict(
+        path=str(path),
+        sha256=digest.hexdigest(),
+        layers=stored,
+        rows=int(cache.n),
+        bytes=path.stat().st_size,
+    )
+
+
+def cache_fingerprints(reads: Mapping[str, Iterable[int]]) -> dict[str, Any]:
+    """:func:`fingerprint_cache` of every cache of :func:`study_reads`, by
+    absolute path (what a study's ``fingerprints["caches"]`` holds)."""
+    from activation_cache import open_cache
+
+    out = {}
+    for path, layers in reads.items():
+        found = fingerprint_cache(open_cache(path), layers)
+        out[found["path"]] = found
+    return out
+
+
+def check_finite(x: np.ndarray, cache: Any, layer: int, rows: np.ndarray) -> None:
+    """Refuse NaN or inf features, naming the cache, the layer, and the cache's own
+    row numbers and ids of the bad rows (``rows``: the cache row of each row of
+    ``x``)."""
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if not bad.size:
+        return
+    shown = ", ".join(f"{r} (id {str(cache.ids[r])!r})" for r in rows[bad[:5]])
+    raise StudyError(
+        f"{cache.path}, layer {layer}: NaN or inf features in {bad.size} of the "
+        f"{x.shape[0]} rows this study reads: cache rows {shown}"
+        + (" ..." if bad.size > 5 else "")
+        + "; re-extract them (with --dtype float32 if float16 overflowed); "
+        f"`probe-lab info {cache.path} --validate` lists every bad layer"
+    )
+
+
+def _join(
+    main: Any, paths: Iterable[str], max_rows: int | None
+) -> tuple[dict[str | None, Any], dict[str | None, np.ndarray]]:
+    """Open the other caches, keep the main cache's rows every cache holds (a
+    seeded subset of ``max_rows``), and each cache's row of every kept row."""
+    from activation_cache import join, open_cache
+
+    rows = np.arange(main.n)
+    caches: dict[str | None, Any] = {None: main}
+    maps: dict[str, dict[int, int]] = {}
+    for path in paths:
+        caches[path] = open_cache(path)
+        ia, ib = join(main, caches[path])
+        maps[path] = dict(zip(ia.tolist(), ib.tolist(), strict=True))
+        rows = np.array([r for r in rows if r in maps[path]], np.int64)
+    if max_rows is not None and max_rows < rows.size:
+        keep = np.random.default_rng(12345).choice(rows.size, max_rows, False)
+        rows = rows[np.sort(keep)]
+    lookup = {None: rows} | {
+        path: np.array([m[r] for r in rows], np.int64) for path, m in maps.items()
+    }
+    return caches, lookup
+
+
 def load_study_data(
     config: Any, probes: Iterable[WeakProbe], other_caches: Iterable[str]
 ) -> StudyData:
@@ -127,27 +276,18 @@ def load_study_data(
         other_caches: further caches the supervisors read (joined by id).
 
     Returns:
-        The study's :class:`StudyData`.
+        The study's :class:`StudyData`; its fingerprints hold, per feature
+        source, the model, task, layer and shape, and under ``caches`` each
+        cache's :func:`fingerprint_cache`.
     """
-    from activation_cache import join, open_cache
+    from activation_cache import open_cache
 
     main = open_cache(config.cache)
     probes = list(probes)
+    other_caches = list(other_caches)
     paths = dict.fromkeys([*(p.cache for p in probes if p.cache), *other_caches])
-    rows = np.arange(main.n)
-    caches: dict[str | None, Any] = {None: main}
-    maps: dict[str, dict[int, int]] = {}
-    for path in paths:
-        caches[path] = open_cache(path)
-        ia, ib = join(main, caches[path])
-        maps[path] = dict(zip(ia.tolist(), ib.tolist(), strict=True))
-        rows = np.array([r for r in rows if r in maps[path]], np.int64)
-    if config.max_rows is not None and config.max_rows < rows.size:
-        keep = np.random.default_rng(12345).choice(rows.size, config.max_rows, False)
-        rows = rows[np.sort(keep)]
-    lookup = {None: rows} | {
-        path: np.array([m[r] for r in rows], np.int64) for path, m in maps.items()
-    }
+    caches, lookup = _join(main, paths, config.max_rows)
+    rows = lookup[None]
     truth = np.asarray(main.labels, np.int8)[rows]
     splits = make_splits(
         rows.size,
@@ -158,7 +298,6 @@ def load_study_data(
         resplit=config.resplit,
     )
     check_splits(splits, truth, config.train.batch_size)
-    fit_rows = splits["weak_train"][0] | splits["student_train"][0]
     data = StudyData(
         truth=truth,
         n_chars=np.asarray(main.n_chars)[rows],
@@ -169,12 +308,35 @@ def load_study_data(
         caches=caches,
         lookup=lookup,
     )
+    read = _load_sources(config, data, probes)
+    reads = study_reads(config, probes, other_caches)
+    data.fingerprints["caches"] = {}
+    for cache, opened in caches.items():
+        found = fingerprint_cache(opened, reads[cache or config.cache], read[cache])
+        data.fingerprints["caches"][found["path"]] = found
+    return data
+
+
+def _load_sources(
+    config: Any, data: StudyData, probes: list[WeakProbe]
+) -> dict[str | None, dict[int, np.ndarray]]:
+    """Read every feature source, check it is finite, put it in the study's
+    basis (fit on seed 0's training rows) and record its fingerprint.
+
+    Returns:
+        Each cache's stored layers as read in full (to hash them from memory).
+    """
+    read: dict[str | None, dict[int, np.ndarray]] = {c: {} for c in data.caches}
+    fit_rows = data.splits["weak_train"][0] | data.splits["student_train"][0]
     sources = [(None, None)] + [p.source for p in probes if p.source != (None, None)]
     for source in dict.fromkeys(sources):
         cache, layer = source
-        opened = caches[cache]
+        opened = data.caches[cache]
         layer = config.layer if layer is None else layer
-        x = opened.features(layer)[lookup[cache]]
+        stored = opened.features(layer)
+        read[cache][_stored_layer(opened, layer)] = stored
+        x = stored[data.lookup[cache]]
+        check_finite(x, opened, layer, data.lookup[cache])
         data.sources[source] = to_basis(x, config.basis, fit_rows)
         data.fingerprints[f"{opened.path}#layer{layer}"] = dict(
             model=opened.meta.get("model"),
@@ -182,5 +344,6 @@ def load_study_data(
             task_fingerprint=opened.fingerprint,
             layer=int(layer),
             shape=list(x.shape),
+            path=str(Path(opened.path).resolve()),
         )
-    return data
+    return read

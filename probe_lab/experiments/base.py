@@ -22,6 +22,8 @@ __all__ = [
     "ExperimentResult",
     "Finding",
     "fmt",
+    "judged",
+    "mean",
     "pgr_row",
     "pgr_text",
     "stack",
@@ -153,9 +155,30 @@ def stack(studies: Mapping[str, StudyResult], attr: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def fmt(value: float | None, digits: int = 3) -> str:
-    """A number for a report: fixed digits, ``n/a`` when missing."""
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+def fmt(value: float | None, digits: int = 3, *, signed: bool = False) -> str:
+    """A number for a report: fixed digits (a sign with ``signed``), ``n/a`` when
+    missing."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:{'+' if signed else ''}.{digits}f}"
+
+
+def judged(held: Any, *values: Any) -> bool | None:
+    """A check's verdict: ``held``, or None (cannot be judged here) when any value
+    it compares is missing or NaN (e.g. PGR without a gap between weak and
+    ceiling accuracy)."""
+    for value in values:
+        if value is None or not np.isfinite(value):
+            return None
+    return bool(held)
+
+
+def mean(values: Any) -> float:
+    """The mean of the finite values; NaN (without a warning) when there are
+    none."""
+    array = np.asarray(values, np.float64)
+    array = array[np.isfinite(array)]
+    return float(array.mean()) if array.size else float("nan")
 
 
 def strongest(frame: pd.DataFrame) -> pd.DataFrame:

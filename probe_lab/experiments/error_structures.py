@@ -16,6 +16,7 @@ from probe_lab.experiments.base import (
     Context,
     Finding,
     fmt,
+    judged,
     pgr_row,
     pgr_text,
     strongest,
@@ -43,9 +44,9 @@ def run(ctx: Context) -> Analysis:
 
 def check(summary: pd.DataFrame, ref: str) -> list[Finding]:
     """The claims, on the largest student's summary rows; ``ref`` names the
-    reference probe whose errors are the simulatable ones."""
+    reference probe whose errors are the simulatable ones. A claim whose PGRs are
+    undefined (no gap between weak and ceiling accuracy) is not judged."""
     findings = []
-    xent = summary[summary.loss == "xent"]
     rnd, sim = pgr_row(summary, "random", "xent"), pgr_row(summary, ref, "xent")
     if rnd is not None and sim is not None:
         findings.append(
@@ -53,21 +54,12 @@ def check(summary: pd.DataFrame, ref: str) -> list[Finding]:
                 claim="At matched weak accuracy, unsimulatable random errors give "
                 f"more PGR than the simulatable errors of the weak probe {ref}.",
                 measured=f"PGR (xent) random {pgr_text(rnd)} vs {ref} {pgr_text(sim)}",
-                held=bool(rnd.pgr > sim.pgr),
+                held=judged(rnd.pgr > sim.pgr, rnd.pgr, sim.pgr),
             )
         )
+    xent = summary[summary.loss == "xent"]
     if len(xent) > 1:
-        best, worst = xent.loc[xent.pgr.idxmax()], xent.loc[xent.pgr.idxmin()]
-        findings.append(
-            Finding(
-                claim="The structure of the weak errors changes PGR a lot even at "
-                "the same weak accuracy.",
-                measured=f"PGR (xent) from {fmt(worst.pgr, 2)} ({worst.supervisor}) "
-                f"to {fmt(best.pgr, 2)} ({best.supervisor}); intervals "
-                + ("do not overlap" if worst.pgr_high < best.pgr_low else "overlap"),
-                held=bool(worst.pgr_high < best.pgr_low),
-            )
-        )
+        findings.append(_spread(xent))
     rnd_c = pgr_row(summary, "random", "confidence")
     sim_c = pgr_row(summary, ref, "confidence")
     if all(r is not None for r in (rnd, sim, rnd_c, sim_c)):
@@ -76,9 +68,36 @@ def check(summary: pd.DataFrame, ref: str) -> list[Finding]:
             Finding(
                 claim="The confidence loss helps against unsimulatable (random) "
                 "errors, and more than against simulatable ones.",
-                measured=f"PGR change (confidence - xent): random {gain_rnd:+.2f}, "
-                f"{ref} {gain_sim:+.2f}",
-                held=bool(gain_rnd > max(gain_sim, 0.0)),
+                measured="PGR change (confidence - xent): random "
+                f"{fmt(gain_rnd, 2, signed=True)}, "
+                f"{ref} {fmt(gain_sim, 2, signed=True)}",
+                held=judged(gain_rnd > max(gain_sim, 0.0), gain_rnd, gain_sim),
             )
         )
     return findings
+
+
+def _spread(xent: pd.DataFrame) -> Finding:
+    """How far apart the structures' PGRs are (cross-entropy rows)."""
+    claim = (
+        "The structure of the weak errors changes PGR a lot even at the same weak "
+        "accuracy."
+    )
+    defined = xent[xent.pgr.notna()]
+    if len(defined) < 2:
+        return Finding(
+            claim=claim,
+            measured=f"PGR (xent) is undefined for {len(xent) - len(defined)} of "
+            f"{len(xent)} structures (ceiling accuracy not above the weak one)",
+            held=None,
+        )
+    best = defined.loc[defined.pgr.idxmax()]
+    worst = defined.loc[defined.pgr.idxmin()]
+    apart = judged(worst.pgr_high < best.pgr_low, worst.pgr_high, best.pgr_low)
+    overlap = {None: "undefined", True: "do not overlap", False: "overlap"}[apart]
+    return Finding(
+        claim=claim,
+        measured=f"PGR (xent) from {fmt(worst.pgr, 2)} ({worst.supervisor}) "
+        f"to {fmt(best.pgr, 2)} ({best.supervisor}); intervals {overlap}",
+        held=apart,
+    )

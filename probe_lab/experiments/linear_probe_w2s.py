@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from probe_lab import plots
-from probe_lab.experiments.base import Analysis, Context, Finding, fmt
+from probe_lab.experiments.base import Analysis, Context, Finding, fmt, judged, mean
 
 __all__ = ["CLAIM", "check", "run"]
 
@@ -38,34 +38,48 @@ def check(summary: pd.DataFrame) -> list[Finding]:
     gap = summary[summary.ceiling_acc > summary.weak_acc + 0.02]
     findings = []
     xent = gap[gap.loss == "xent"]
-    if len(xent):
+    claim = (
+        "Students trained on weak labels beat their weak supervisors (PGR > 0) "
+        "across weak and strong sizes."
+    )
+    if not len(xent):
+        pairs = int((summary.loss == "xent").sum())
+        findings.append(
+            Finding(
+                claim=claim,
+                measured=f"none of the {pairs} (supervisor, student) pairs has a "
+                "ceiling more than 2 points above the weak accuracy: PGR is "
+                "undefined or noise here",
+                held=None,
+            )
+        )
+    else:
         median = float(np.nanmedian(xent.pgr))
         share = float((xent.pgr > 0).mean())
         each = xent.groupby("supervisor", sort=False).pgr.median()
         per = "; ".join(f"{sup} {fmt(p, 2)}" for sup, p in each.items())
         findings.append(
             Finding(
-                claim="Students trained on weak labels beat their weak supervisors "
-                "(PGR > 0) across weak and strong sizes.",
+                claim=claim,
                 measured=f"median PGR {fmt(median, 2)} over {len(xent)} "
                 f"(supervisor, student) pairs with a gap; {share:.0%} of them > 0. "
                 f"Median per supervisor: {per}",
                 held=bool(median > 0),
             )
         )
-    if {"xent", "confidence"} <= set(gap.loss):
+    if {"xent", "confidence"} <= set(gap.loss) and len(xent):
         keys = ["supervisor", "student"]
         paired = gap[gap.loss == "xent"].merge(
             gap[gap.loss == "confidence"], on=keys, suffixes=("_x", "_c")
         )
-        gain = float(np.nanmean(paired.pgr_c - paired.pgr_x))
+        gain = mean(paired.pgr_c - paired.pgr_x)
         findings.append(
             Finding(
                 claim="The auxiliary confidence loss raises PGR over plain "
                 "cross-entropy.",
-                measured=f"mean PGR change (confidence - xent) {gain:+.2f} over "
-                f"{len(paired)} pairs",
-                held=bool(gain > 0),
+                measured="mean PGR change (confidence - xent) "
+                f"{fmt(gain, 2, signed=True)} over {len(paired)} pairs",
+                held=judged(gain > 0, gain),
             )
         )
     return findings

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from probe_lab import metrics
 from probe_lab.experiments.base import ExperimentResult, Finding, fmt, strongest
 from probe_lab.experiments.kinds import CLAIMS
 
@@ -69,8 +70,15 @@ def write_summary(result: ExperimentResult) -> Path:
     """
     config = result.config
     held = [f.held for f in result.findings if f.held is not None]
+    unjudged = len(result.findings) - len(held)
     verdict = (
-        "held" if held and all(held) else "partly held" if any(held) else "did NOT hold"
+        "could not be judged"
+        if not held
+        else "held"
+        if all(held)
+        else "partly held"
+        if any(held)
+        else "did NOT hold"
     )
     lines = [
         f"# {config.name}: {config.figure} analog",
@@ -80,8 +88,13 @@ def write_summary(result: ExperimentResult) -> Path:
         "",
         f"**The paper's finding** ({config.figure}): {CLAIMS[config.kind]}",
         "",
-        f"**Here the finding {verdict}** ({sum(held)} of {len(held)} checks).",
+        f"**Here the finding {verdict}** ("
+        + (f"{sum(held)} of {len(held)} checks" if held else "")
+        + ("; " if held and unjudged else "")
+        + (f"{unjudged} of {len(result.findings)} not judged" if unjudged else "")
+        + ").",
         "",
+        *_undefined_pgr(result.summary),
     ]
     if config.preset == "smoke":
         lines += [
@@ -105,6 +118,30 @@ def write_summary(result: ExperimentResult) -> Path:
     path = result.out / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _undefined_pgr(summary: pd.DataFrame) -> list[str]:
+    """A paragraph on the summary rows whose PGR is undefined, and why (none when
+    every PGR is defined)."""
+    if "pgr" not in summary or not summary.pgr.isna().any():
+        return []
+    missing = summary[summary.pgr.isna()]
+    reasons = pd.Series(metrics.pgr_reason(missing.weak_acc, missing.ceiling_acc))
+    why = "; ".join(r or "no gap" for r in reasons.unique())
+    if len(missing) == len(summary):
+        return [
+            f"**Every PGR is undefined** ({why}): the weak supervisors are at "
+            "least as accurate as the strong ceiling on this cache, so there is no gap to "
+            "recover and the claims about PGR cannot be judged here. A harder task, "
+            "weaker supervisors (smaller k, an earlier layer) or more rows leave a "
+            "gap.",
+            "",
+        ]
+    return [
+        f"PGR is undefined for {len(missing)} of {len(summary)} rows ({why}); the "
+        "checks leave them out.",
+        "",
+    ]
 
 
 def write_record(result: ExperimentResult) -> Path:

@@ -20,6 +20,8 @@ from probe_lab.experiments.base import (
     Context,
     Finding,
     fmt,
+    judged,
+    mean,
     stack,
     summary_frame,
 )
@@ -74,21 +76,23 @@ def check(summary: pd.DataFrame, *, mixtures: bool) -> list[Finding]:
     (k1 >= k2); ``mixtures``: also check the trend over mixture levels."""
     regime = summary[(summary.student >= summary.reference) & (summary.loss == "xent")]
     sim, rnd = regime[regime.kind == "probe"], regime[regime.kind == "random"]
+    agree = mean(sim.agreement), mean(rnd.agreement)
+    pgr = mean(sim.pgr), mean(rnd.pgr)  # PGR is NaN where there is no gap
     findings = [
         Finding(
             claim="A student that can simulate its supervisor (M_k1 on M_k2 labels, "
             "k1 >= k2) agrees with the weak labels more than one given random "
             "errors at the same accuracy.",
-            measured=f"agreement {fmt(sim.agreement.mean())} (simulatable) vs "
-            f"{fmt(rnd.agreement.mean())} (random), mean over k1 >= k2",
-            held=bool(sim.agreement.mean() > rnd.agreement.mean()),
+            measured=f"agreement {fmt(agree[0])} (simulatable) vs "
+            f"{fmt(agree[1])} (random), mean over k1 >= k2",
+            held=judged(agree[0] > agree[1], *agree),
         ),
         Finding(
             claim="Simulatable errors give less weak-to-strong generalization (lower "
             "PGR) than unsimulatable random errors at matched accuracy.",
-            measured=f"PGR {fmt(np.nanmean(sim.pgr), 2)} (simulatable) vs "
-            f"{fmt(np.nanmean(rnd.pgr), 2)} (random), mean over k1 >= k2",
-            held=bool(np.nanmean(sim.pgr) < np.nanmean(rnd.pgr)),
+            measured=f"PGR {fmt(pgr[0], 2)} (simulatable) vs "
+            f"{fmt(pgr[1], 2)} (random), mean over k1 >= k2 where defined",
+            held=judged(pgr[0] < pgr[1], *pgr),
         ),
     ]
     if mixtures:
@@ -99,17 +103,21 @@ def check(summary: pd.DataFrame, *, mixtures: bool) -> list[Finding]:
 def _mixture_trend(regime: pd.DataFrame) -> Finding:
     level = {"probe": 0.0, "random": 1.0}
     share = regime.kind.map(level).fillna(regime.supervisor.map(_level))
-    by_level = regime.assign(level=share).groupby("level").pgr.mean()
-    rho = pd.Series(by_level.index).corr(
-        pd.Series(by_level.to_numpy()), method="spearman"
+    by_level = regime.assign(level=share).groupby("level").pgr.mean().dropna()
+    rho = (
+        pd.Series(by_level.index).corr(
+            pd.Series(by_level.to_numpy()), method="spearman"
+        )
+        if len(by_level) > 2
+        else np.nan
     )
     return Finding(
         claim="Mixing random errors into simulatable ones raises PGR with "
         "the share of random errors (Spearman >= 0.8 counts as held).",
         measured="PGR by share of random errors: "
         + ", ".join(f"{lv:g}: {fmt(p, 2)}" for lv, p in by_level.items())
-        + f" (Spearman {fmt(rho, 2)})",
-        held=bool(rho >= 0.8),
+        + f" (Spearman {fmt(rho, 2)}; levels without a gap left out)",
+        held=judged(rho >= 0.8, rho),
     )
 
 

@@ -7,11 +7,10 @@ student's agreement on the test rows where the weak label is wrong, epoch by epo
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from probe_lab import plots
-from probe_lab.experiments.base import Analysis, Context, Finding, fmt
+from probe_lab.experiments.base import Analysis, Context, Finding, fmt, judged, mean
 
 __all__ = ["CLAIM", "check", "run"]
 
@@ -36,7 +35,7 @@ def run(ctx: Context) -> Analysis:
 def _agreement(frame: pd.DataFrame, supervisor: str, loss: str) -> float:
     """Mean agreement on weak-wrong rows of one supervisor and loss (NaN: none)."""
     rows = frame[(frame.supervisor == supervisor) & (frame.loss == loss)]
-    return float(rows.agreement_weak_wrong.mean()) if len(rows) else np.nan
+    return mean(rows.agreement_weak_wrong)
 
 
 def check(dyn: pd.DataFrame, ref: str) -> list[Finding]:
@@ -52,7 +51,7 @@ def check(dyn: pd.DataFrame, ref: str) -> list[Finding]:
             measured=f"agreement on weak-wrong test rows, epoch "
             f"{int(first.epoch.min())}: {fmt(start)} -> epoch "
             f"{int(last.epoch.max())}: {fmt(end)}",
-            held=bool(end - start > 0),
+            held=judged(end - start > 0, start, end),
         )
     ]
     if "random" in set(dyn.supervisor):
@@ -63,12 +62,12 @@ def check(dyn: pd.DataFrame, ref: str) -> list[Finding]:
                 "simulatable ones by the end of training.",
                 measured=f"final agreement on weak-wrong rows: random {fmt(rnd)} vs "
                 f"{ref} {fmt(end)}",
-                held=bool(rnd < end),
+                held=judged(rnd < end, rnd, end),
             )
         )
     if {"xent", "confidence"} <= set(dyn.loss):
         sups = sorted(set(dyn.supervisor))
-        gap = np.nanmean(
+        gap = mean(
             [
                 _agreement(last, s, "confidence") - _agreement(last, s, "xent")
                 for s in sups
@@ -79,8 +78,8 @@ def check(dyn: pd.DataFrame, ref: str) -> list[Finding]:
                 claim="The confidence loss lowers the student's agreement with weak "
                 "errors.",
                 measured=f"final agreement on weak-wrong rows, confidence - xent, "
-                f"mean over {len(sups)} structures: {gap:+.3f}",
-                held=bool(gap < 0),
+                f"mean over {len(sups)} structures: {fmt(gap, signed=True)}",
+                held=judged(gap < 0, gap),
             )
         )
     return findings

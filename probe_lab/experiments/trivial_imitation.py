@@ -27,6 +27,7 @@ from probe_lab.experiments.base import (
     Context,
     Finding,
     fmt,
+    judged,
     pgr_row,
     pgr_text,
     strongest,
@@ -199,6 +200,8 @@ def check(summary: pd.DataFrame) -> list[Finding]:
     hidden = pgr_row(summary, "weak", "xent")
     for shown in ("weak as feature", "weak in prompt"):
         visible = pgr_row(summary, shown, "xent")
+        if visible is None or hidden is None:
+            continue
         findings.append(
             Finding(
                 claim=f"Cross-entropy students imitate a visible weak label "
@@ -206,7 +209,7 @@ def check(summary: pd.DataFrame) -> list[Finding]:
                 "hidden.",
                 measured=f"PGR {pgr_text(visible)} vs hidden {pgr_text(hidden)}; "
                 f"agreement {fmt(visible.agreement)} vs {fmt(hidden.agreement)}",
-                held=bool(visible.pgr < hidden.pgr),
+                held=judged(visible.pgr < hidden.pgr, visible.pgr, hidden.pgr),
             )
         )
     for shown in ("weak as feature", "weak in prompt", "random as feature"):
@@ -218,7 +221,7 @@ def check(summary: pd.DataFrame) -> list[Finding]:
                 claim=f"The confidence loss resists imitation ({shown}): higher PGR "
                 "than cross-entropy.",
                 measured=f"PGR confidence {pgr_text(c)} vs xent {pgr_text(x)}",
-                held=bool(c.pgr > x.pgr),
+                held=judged(c.pgr > x.pgr, c.pgr, x.pgr),
             )
         )
     return findings
