@@ -131,10 +131,10 @@ def _undefined_pgr(summary: pd.DataFrame) -> list[str]:
     if len(missing) == len(summary):
         return [
             f"**Every PGR is undefined** ({why}): the weak supervisors are at "
-            "least as accurate as the strong ceiling on this cache, so there is no gap to "
-            "recover and the claims about PGR cannot be judged here. A harder task, "
-            "weaker supervisors (smaller k, an earlier layer) or more rows leave a "
-            "gap.",
+            "least as accurate as the strong ceiling on this cache, so there is no "
+            "gap to recover and the claims about PGR cannot be judged here. A harder "
+            "task, weaker supervisors (smaller k, an earlier layer) or more rows "
+            "leave a gap.",
             "",
         ]
     return [
