@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from activation_cache.extract import ExtractConfig, ExtractError, extract, parse_layers
-from activation_cache.store import CacheError, open_cache, read_state
+from activation_cache.store import CacheError, open_cache, read_plan, read_state
 from activation_cache.tasks import TASKS, TaskError
 
 __all__ = ["register", "run_extract", "run_info"]
@@ -103,13 +104,48 @@ def run_extract(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             quiet=args.quiet,
         )
+        check_out_file(args.out)
         path = extract(config)
     except (ValueError, ExtractError, CacheError, TaskError) as e:
         print(f"probe-lab extract: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\nprobe-lab extract: {_interrupted(args.out)}", file=sys.stderr)
+        return 130
     if not args.quiet:
         print(f"wrote {path}")
     return 0
+
+
+def check_out_file(out: str | Path) -> None:
+    """Refuse an ``--out`` that cannot be a cache file, before any work (a folder
+    is never deleted, not even with ``--overwrite``).
+
+    Raises:
+        ExtractError: naming ``out`` and what to give instead.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise ExtractError(
+            f"--out {out} is a folder; give a cache file path such as "
+            f"{out / 'cache.h5'} (--overwrite never deletes a folder)"
+        )
+    parent = next((p for p in out.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ExtractError(f"--out {out} cannot be made: {parent} is a file")
+
+
+def _interrupted(out: str | Path) -> str:
+    """What an interrupted extraction left at ``out``, and how to go on."""
+    try:
+        meta, done = read_state(out)
+        rows = int(read_plan(out)[1][done])
+    except (CacheError, OSError, KeyError):
+        return "interrupted before any row was written: the same command starts again"
+    return (
+        f"interrupted; {out} keeps the {rows} of {meta.get('task_size')} rows "
+        "written so far: the same command resumes it"
+    )
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -551,8 +551,12 @@ def extract(
         "versions": _versions(),
         "config": json.dumps({k: str(v) for k, v in asdict(config).items()}),
     }
-    if n_truncated:
-        _say(config, rank, f"{n_truncated} prompts were cut to {max_length} tokens")
+    if n_truncated and rank == 0:  # a warning: --quiet hides progress, not this
+        print(
+            f"activation_cache: warning: {n_truncated} prompts were cut to "
+            f"{max_length} tokens",
+            flush=True,
+        )
     if out.exists() and config.overwrite and rank == 0:
         for path in [out, *out.parent.glob(f"{out.stem}.shard-*{out.suffix}")]:
             path.unlink()

@@ -11,10 +11,34 @@ probe-lab demo [--smoke]                                          # the 5-minute
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["check_out_folder", "interrupted", "main"]
+
+
+def check_out_folder(path: str | Path | None, flag: str = "--out") -> None:
+    """Refuse an output folder that cannot be made or written, before any work.
+
+    Raises:
+        ValueError: ``path`` is a file, lies under a file, or in a folder this
+            user cannot write; the message names ``flag``.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"{flag} {path} is a file, not a folder: give a folder for the results "
+            "(it is made if missing)"
+        )
+    parent = next(p for p in (path, *path.parents) if p.exists() or p == Path("."))
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path} cannot be made: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path} cannot be made: {parent} is not writable")
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -22,7 +46,13 @@ def _study(args: argparse.Namespace) -> int:
 
     from probe_lab.study import StudyConfig, run_study
 
-    config = StudyConfig.from_toml(args.config)
+    check_out_folder(args.out)
+    try:
+        config = StudyConfig.from_toml(args.config)
+    except ValueError as err:
+        if str(args.config) in str(err):
+            raise
+        raise ValueError(f"{args.config}: {err}") from None
     result = run_study(config, progress=not args.quiet)
     out = result.save(args.out)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -38,15 +68,20 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from probe_lab.experiments import run_experiment
+    from probe_lab.experiments import load_experiment, run_experiment
+    from probe_lab.experiments.run import default_out
 
+    config = load_experiment(args.config, preset="smoke" if args.smoke else "full")
+    args.out = args.out or str(default_out(config))
+    check_out_folder(args.out)
+    check_out_folder(args.cache_dir, "--cache-dir")
     run_experiment(
-        args.config,
-        smoke=args.smoke,
+        config,
         out=args.out,
         cache=args.cache,
         cache_dir=args.cache_dir,
         progress=not args.quiet,
+        fresh=args.fresh,
     )
     return 0
 
@@ -54,8 +89,37 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from probe_lab.experiments import run_demo
 
-    run_demo(smoke=args.smoke, out=args.out, cache_dir=args.cache_dir)
+    args.out = args.out or ("runs/demo-smoke" if args.smoke else "runs/demo")
+    check_out_folder(args.out)
+    check_out_folder(args.cache_dir, "--cache-dir")
+    run_demo(smoke=args.smoke, out=args.out, cache_dir=args.cache_dir, fresh=args.fresh)
     return 0
+
+
+def _saved_studies(folder: Path) -> list[Path]:
+    """Studies saved (marker written) under ``folder``."""
+    from probe_lab.experiments.saved import MARKER
+
+    return sorted(p.parent for p in folder.glob(f"**/studies/*/{MARKER}"))
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """The one line ``probe-lab <command>`` prints when Ctrl-C stops it: what was
+    saved, and that the same command resumes."""
+    if args.command == "study":
+        return (
+            f"interrupted; nothing was saved (a study writes {args.out}/ when it "
+            "finishes): the same command runs it again from the start"
+        )
+    if args.command in ("run", "demo") and args.out:
+        saved = _saved_studies(Path(args.out))
+        return (
+            f"interrupted; {len(saved)} finished "
+            f"{'study is' if len(saved) == 1 else 'studies are'} saved in "
+            f"{args.out}/ and a cache being built in {args.cache_dir}/ keeps its "
+            "rows: the same command reuses them and runs the rest"
+        )
+    return "interrupted before anything was written: the same command starts again"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", help="use this cache instead of building [cache]")
     run.add_argument("--cache-dir", default="runs/caches", help="built caches")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="rerun every study, even those an earlier run saved in --out",
+    )
     run.set_defaults(func=_run)
     demo = sub.add_parser(
         "demo", help="simulation difficulty and error structures on MiniLM (~5 min)"
@@ -90,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--smoke", action="store_true", help="tiny size, seconds")
     demo.add_argument("--out", help="output folder (default runs/demo[-smoke])")
     demo.add_argument("--cache-dir", default="runs/caches", help="built caches")
+    demo.add_argument(
+        "--fresh",
+        action="store_true",
+        help="rerun every study, even those an earlier demo saved in --out",
+    )
     demo.set_defaults(func=_demo)
     return parser
 
@@ -107,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError, KeyError) as err:
         print(f"probe-lab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nprobe-lab {args.command}: {interrupted(args)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

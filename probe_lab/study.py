@@ -414,6 +414,31 @@ class StudyResult:
             )
         return out
 
+    @classmethod
+    def load(cls, folder: str | Path) -> StudyResult:
+        """Read back a study that :meth:`save` wrote into ``folder``: table,
+        dynamics, config, fingerprints and stages."""
+        folder = Path(folder)
+        frames = {}
+        for name in ("table", "dynamics"):
+            parquet = folder / f"{name}.parquet"
+            frames[name] = (
+                pd.read_parquet(parquet)
+                if parquet.is_file()
+                else pd.read_csv(folder / f"{name}.csv")
+            )
+
+        def read(name: str) -> Any:
+            return json.loads((folder / name).read_text())
+
+        return cls(
+            table=frames["table"],
+            dynamics=frames["dynamics"],
+            config=StudyConfig.from_dict(read("config.json")),
+            fingerprints=read("fingerprints.json"),
+            stages=read("stages.json"),
+        )
+
     def misfit_fit(self) -> dict[str, float]:
         """Gain against misfit over the study's conditions (means over seeds):
         correlation, slope, intercept and the share with gain >= misfit

@@ -12,6 +12,10 @@ The package's modules, in import order (each imports only those before it):
 * ``caches``: reusing a cache by its settings, or building it with
   ``python -m activation_cache extract`` in a subprocess (this package never
   imports torch or transformers);
+* ``saved``: each study saved under its run's output as soon as it finishes, in
+  a folder named by a key (a hash of the resolved study config and the cache
+  fingerprints), and read back by a rerun with the same key (resuming an
+  interrupted run);
 * ``base``: what kinds share: the run :class:`Context`, :class:`Finding`, the
   :class:`ExperimentResult` record and table helpers;
 * one module per kind (``linear_probe_w2s``, ``simulation_difficulty``,

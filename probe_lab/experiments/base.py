@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from probe_lab import plots
 from probe_lab.experiments.config import ExperimentConfig
+from probe_lab.experiments.saved import load_saved, save_study, study_key
 from probe_lab.study import StudyResult, Supervisor, run_study
 
 __all__ = [
@@ -78,6 +79,12 @@ class Context:
     progress: bool
     """Print progress lines and the studies' progress bars."""
 
+    fresh: bool = False
+    """Run every study, even one saved by an earlier run with the same key."""
+
+    reused: list[Path] = dataclasses.field(default_factory=list)
+    """The saved studies this run reused (filled in as it goes)."""
+
     @property
     def title(self) -> str:
         """The figure title, e.g. ``error structures (Fig. 25 analog) [smoke
@@ -98,9 +105,24 @@ class Context:
         cache: Path | None = None,
     ) -> StudyResult:
         """Run the ``[study]`` table on ``cache`` (default: the run's cache),
-        with generated ``supervisors`` in place of the configured ones."""
+        with generated ``supervisors`` in place of the configured ones.
+
+        The study is saved at once in ``<out>/studies/<key>/`` (see
+        :mod:`probe_lab.experiments.saved`); a study saved there by an earlier
+        run with the same key is read back instead of run (unless ``fresh``).
+        """
         config = self.config.study_config(cache or self.cache, supervisors)
-        return run_study(config, progress=self.progress)
+        key, _ = study_key(config)
+        folder = self.out / "studies" / key[:16]
+        saved = None if self.fresh else load_saved(folder, key)
+        if saved is not None:
+            self.log(f"reusing the study saved in {folder} (same config and caches)")
+            self.reused.append(folder)
+            return saved
+        result = run_study(config, progress=self.progress)
+        result.fingerprints["study_key"] = key
+        save_study(result, folder, key)
+        return result
 
     def save(self, fig: Figure) -> Path:
         """Write the experiment's figure as ``<out>/<name>.png``."""
@@ -134,6 +156,12 @@ class ExperimentResult:
 
     seconds: float
     """Wall time of the run, cache building included."""
+
+    folders: dict[str, Path] = dataclasses.field(default_factory=dict)
+    """Each study's output folder by its label."""
+
+    reused: tuple[Path, ...] = ()
+    """The studies read back from an earlier run instead of run."""
 
 
 def summary_frame(result: StudyResult, **columns: Any) -> pd.DataFrame:

@@ -115,6 +115,10 @@ def write_summary(result: ExperimentResult) -> Path:
     ]
     lines += [markdown_table(result.summary[columns]), ""]
     lines += [f"![{p.stem}]({p.name})" for p in result.figures]
+    lines += ["", "## Studies", ""]
+    for label, folder in result.folders.items():
+        again = " (reused: saved by an earlier run)" if folder in result.reused else ""
+        lines.append(f"- {label}: `{folder.relative_to(result.out)}/`{again}")
     path = result.out / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -156,6 +160,8 @@ def write_record(result: ExperimentResult) -> Path:
         cache=str(result.cache),
         seconds=result.seconds,
         findings=[dataclasses.asdict(f) for f in result.findings],
+        studies={label: str(folder) for label, folder in result.folders.items()},
+        reused=[str(folder) for folder in result.reused],
     )
     path = result.out / "experiment.json"
     path.write_text(json.dumps(record, indent=2, default=str))

@@ -16,7 +16,7 @@ from probe_lab.experiments.config import ExperimentConfig, ExperimentError, slug
 from probe_lab.experiments.kinds import MODULES, check, load_experiment
 from probe_lab.study import StudyResult
 
-__all__ = ["run_demo", "run_experiment"]
+__all__ = ["default_out", "run_demo", "run_experiment"]
 
 DEMO = ("simulation_difficulty", "error_structures")
 """The experiments ``probe-lab demo`` runs."""
@@ -36,6 +36,13 @@ def _resolve(
     return experiment
 
 
+def default_out(config: ExperimentConfig) -> Path:
+    """Where an experiment writes without ``out``: ``runs/<name>`` (full size) or
+    ``runs/<name>-<preset>``."""
+    suffix = "" if config.preset == "full" else f"-{config.preset}"
+    return Path("runs") / f"{config.name}{suffix}"
+
+
 def run_experiment(
     experiment: str | Path | Traversable | ExperimentConfig,
     *,
@@ -44,6 +51,7 @@ def run_experiment(
     cache: str | Path | None = None,
     cache_dir: str | Path = "runs/caches",
     progress: bool = True,
+    fresh: bool = False,
 ) -> ExperimentResult:
     """Run one paper-figure experiment end to end.
 
@@ -56,16 +64,19 @@ def run_experiment(
             model's; ``trivial_imitation`` re-runs its model on hinted prompts).
         cache_dir: where built caches live; the same settings reuse one file.
         progress: print progress lines and the extractor's progress bar.
+        fresh: run every study, even those an earlier run saved in ``out`` with
+            the same config and caches (by default they are read back, so an
+            interrupted run resumes where it stopped).
 
     Returns:
-        An :class:`ExperimentResult`; ``out`` holds each study's outputs
-        (``studies/<label>/``), ``summary.csv``, ``summary.md``, the PNG figure and
-        ``experiment.json``.
+        An :class:`ExperimentResult`; ``out`` holds each study's outputs as soon
+        as it finishes (``studies/<key>/``, see
+        :mod:`probe_lab.experiments.saved`), then ``summary.csv``, ``summary.md``,
+        the PNG figure and ``experiment.json`` (which names each study's folder).
     """
     config = _resolve(experiment, smoke)
     start = time.perf_counter()
-    suffix = "" if config.preset == "full" else f"-{config.preset}"
-    out = Path(out) if out is not None else Path("runs") / f"{config.name}{suffix}"
+    out = Path(out) if out is not None else default_out(config)
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(
         config=config,
@@ -73,21 +84,31 @@ def run_experiment(
         out=out,
         cache_dir=Path(cache_dir),
         progress=progress,
+        fresh=fresh,
     )
     ctx.log(f"{config.kind} on {ctx.cache} ({config.preset} size)")
     studies, findings, figures = MODULES[config.kind].run(ctx)
+    folders = _save_studies(studies, out)
     result = ExperimentResult(
         config=config,
         cache=ctx.cache,
         studies=studies,
-        summary=_save_studies(studies, out),
+        summary=_summary(studies, out),
         findings=findings,
         figures=figures,
         out=out,
         seconds=time.perf_counter() - start,
+        folders=folders,
+        reused=tuple(ctx.reused),
     )
     report.write_record(result)
     report.write_summary(result)
+    if result.reused:
+        ctx.log(
+            f"reused {len(result.reused)} of {len(studies)} studies saved by an "
+            f"earlier run: {', '.join(str(p) for p in result.reused)} (--fresh "
+            "reruns them)"
+        )
     ctx.log(f"done in {result.seconds:.0f} s; wrote {out}/")
     return result
 
@@ -106,15 +127,23 @@ def _cache(
     return Path(cache)
 
 
-def _save_studies(studies: dict[str, StudyResult], out: Path) -> pd.DataFrame:
-    """Save each study under ``out/studies/<label>/``, and every study's summary
-    (with a ``study`` column) as ``out/summary.csv``.
-
-    Returns:
-        The summary.
-    """
+def _save_studies(studies: dict[str, StudyResult], out: Path) -> dict[str, Path]:
+    """Each study's folder by label: ``out/studies/<key>/``, where
+    :meth:`Context.study` saved it, or ``out/studies/<label>/`` (saved here) for
+    a study it did not run."""
+    folders = {}
     for label, study in studies.items():
-        study.save(out / "studies" / slug(label))
+        key = study.fingerprints.get("study_key")
+        if key:
+            folders[label] = out / "studies" / key[:16]
+        else:
+            folders[label] = study.save(out / "studies" / slug(label))
+    return folders
+
+
+def _summary(studies: dict[str, StudyResult], out: Path) -> pd.DataFrame:
+    """Every study's summary with a ``study`` column, also saved as
+    ``out/summary.csv``."""
     summary = pd.concat(
         [summary_frame(r, study=label) for label, r in studies.items()],
         ignore_index=True,
@@ -130,6 +159,7 @@ def run_demo(
     cache_dir: str | Path = "runs/caches",
     experiments_dir: str | Path | None = None,
     progress: bool = True,
+    fresh: bool = False,
 ) -> list[ExperimentResult]:
     """The README's first command: ``simulation_difficulty`` and
     ``error_structures`` at their ``[demo]`` size on the packaged MiniLM.
@@ -142,6 +172,7 @@ def run_demo(
         experiments_dir: a folder with the two TOML files (default: the packaged
             ones).
         progress: print progress lines.
+        fresh: run every study, even those an earlier demo saved in ``out``.
 
     Returns:
         Both :class:`ExperimentResult`; their checks are printed as a table.
@@ -156,7 +187,11 @@ def run_demo(
         config = load_experiment(source, preset=preset)
         results.append(
             run_experiment(
-                config, out=out / name, cache_dir=cache_dir, progress=progress
+                config,
+                out=out / name,
+                cache_dir=cache_dir,
+                progress=progress,
+                fresh=fresh,
             )
         )
     print(report.findings_table(results))
