@@ -289,6 +289,16 @@ def load_study_data(
     caches, lookup = _join(main, paths, config.max_rows)
     rows = lookup[None]
     truth = np.asarray(main.labels, np.int8)[rows]
+    odd = np.flatnonzero(~np.isin(truth, (0, 1)))
+    if odd.size:
+        shown = ", ".join(
+            f"{r} (id {str(main.ids[r])!r}: {truth[i]})"
+            for i, r in zip(odd[:5], rows[odd[:5]], strict=True)
+        )
+        raise StudyError(
+            f"{main.path}: labels must be 0 or 1; {odd.size} rows this study reads "
+            f"hold others: cache rows {shown}; fix the task's labels and re-extract"
+        )
     splits = make_splits(
         rows.size,
         config.seeds,

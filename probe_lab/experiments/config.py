@@ -367,6 +367,11 @@ def read_experiment(
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ExperimentError(f"{source} is not valid TOML: {err}") from err
+    if not data:
+        raise ExperimentError(
+            f"{source} is empty: an experiment needs an [experiment] table with "
+            "name, figure and kind (see the packaged experiments/*.toml)"
+        )
     data = _apply_preset(data, preset, source)
     try:
         spec = from_mapping(CacheSpec, data.get("cache", {}), where="cache")
