@@ -27,6 +27,7 @@ __all__ = [
     "pgr",
     "pgr_reason",
     "positive",
+    "t_interval",
 ]
 
 NO_GAP = "ceiling <= weak: no performance gap to recover"
@@ -236,3 +237,32 @@ def misfit_fit(gain: Any, misfit: Any) -> dict[str, float]:
         if g.std() > 0:
             out["correlation"] = float(np.corrcoef(m, g)[0, 1])
     return out
+
+
+def t_interval(values: Any, *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t interval over independent repetitions (seeds).
+
+    With the 3-10 seeds of a study, ``1.96`` standard errors is too narrow; the
+    t-quantile with ``n - 1`` degrees of freedom is the right width when the
+    per-seed values are roughly normal. NaNs are dropped.
+
+    Args:
+        values: ``(S,)`` one value per seed.
+        confidence: central coverage.
+
+    Returns:
+        ``(mean, low, high)``; NaN bounds with fewer than 2 finite values.
+    """
+    from scipy import stats
+
+    x = np.asarray(values, np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return (float("nan"),) * 3
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    half = (
+        stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    )
+    return mean, mean - float(half), mean + float(half)

@@ -25,6 +25,7 @@ __all__ = [
     "plot_error_structures",
     "plot_gain_vs_misfit",
     "plot_imitation",
+    "plot_leaderboard",
     "plot_simulation",
     "plot_weak_to_strong",
     "save",
@@ -474,4 +475,53 @@ def plot_gain_vs_misfit(table: pd.DataFrame, *, title: str = "") -> Figure:
         ax.set_ylabel("gain: student accuracy - weak accuracy (test)")
         ax.legend(loc="best")
         fig.suptitle(title or "Gain against misfit (means over seeds)")
+    return fig
+
+
+def plot_leaderboard(board, *, title: str = "") -> Figure:
+    """Mean PGR per method with its interval over seeds: one panel for all tasks
+    (the leaderboard's order, best on top), one per task; the baseline's PGR as a
+    dashed line. ``board`` is a :class:`probe_lab.leaderboard.Leaderboard`."""
+    methods = list(board.overall.method)
+    tasks = list(dict.fromkeys(board.per_task.task))
+    panels = [
+        (
+            "all tasks",
+            board.overall.rename(columns={"pgr_low": "low", "pgr_high": "high"}),
+        )
+    ]
+    panels += [(task, board.per_task[board.per_task.task == task]) for task in tasks]
+    y = np.arange(len(methods))[::-1]
+    with _style():
+        width = 3.2 * len(panels) + 2.5
+        fig = Figure(
+            figsize=(max(width, 10.5), 1.2 + 0.45 * len(methods)), layout="constrained"
+        )
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for ax, (name, frame) in zip(axes, panels, strict=True):
+            frame = frame.set_index("method").reindex(methods)
+            err = np.vstack([frame.pgr - frame.low, frame.high - frame.pgr])
+            colors = ["#cc6677" if m == board.baseline else "#4477aa" for m in methods]
+            ax.errorbar(
+                frame.pgr,
+                y,
+                xerr=np.nan_to_num(err),
+                fmt="none",
+                ecolor="0.5",
+                capsize=3,
+            )
+            ax.scatter(frame.pgr, y, c=colors, zorder=3, s=30, label="mean PGR")
+            base = frame.pgr.get(board.baseline, np.nan)
+            if np.isfinite(base):
+                ax.axvline(
+                    base, color="#cc6677", ls="--", lw=1, label=f"{board.baseline}"
+                )
+            ax.axvline(0, color="0.6", lw=0.8)
+            ax.set_title(name)
+            ax.set_xlabel("PGR")
+        axes[0].set_yticks(y, methods)
+        axes[0].set_ylabel("method")
+        axes[0].legend(loc="lower right")
+        level = f"{board.confidence:.0%}"
+        fig.suptitle(title or f"Methods ranked by PGR ({level} t-intervals over seeds)")
     return fig

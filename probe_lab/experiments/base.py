@@ -76,6 +76,9 @@ class Context:
     progress: bool
     """Print progress lines and the studies' progress bars."""
 
+    cache_given: bool = False
+    """The run was given its cache (``--cache``) instead of building ``[cache]``."""
+
     @property
     def title(self) -> str:
         """The figure title, e.g. ``error structures (Fig. 25 analog) [smoke

@@ -48,9 +48,10 @@ KINDS = (
     "error_structures",
     "training_dynamics",
     "trivial_imitation",
+    "methods",
 )
-"""The five analyses, one per paper figure (Fig. 23, 24, 25, 26, 27); each is the
-module of this package with its name."""
+"""The analyses: one per paper figure (Fig. 23, 24, 25, 26, 27), then the method
+leaderboard; each is the module of this package with its name."""
 
 PRESETS = ("full", "smoke", "demo")
 """Sizes of an experiment: as written, or with the ``[smoke]`` or ``[demo]`` table
@@ -184,6 +185,10 @@ class ExperimentConfig:
     """``trivial_imitation``: size of the weak label as an extra feature (in units
     of the standardized features)."""
 
+    tasks: tuple[str, ...] = ()
+    """``methods``: the built-in tasks to rank on, one cache each (``[cache]``
+    with its task replaced); a run given ``--cache`` ranks on that cache alone."""
+
     preset: str = "full"
     """Which size this is: ``full``, ``smoke`` or ``demo``."""
 
@@ -194,6 +199,7 @@ class ExperimentConfig:
         object.__setattr__(self, "references", tuple(self.references))
         object.__setattr__(self, "levels", tuple(self.levels))
         object.__setattr__(self, "hint_words", tuple(self.hint_words))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.kind not in KINDS:
             raise ExperimentError(
                 f"[experiment] kind {self.kind!r} is unknown; use one of "

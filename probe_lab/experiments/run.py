@@ -73,6 +73,7 @@ def run_experiment(
         out=out,
         cache_dir=Path(cache_dir),
         progress=progress,
+        cache_given=cache is not None,
     )
     ctx.log(f"{config.kind} on {ctx.cache} ({config.preset} size)")
     studies, findings, figures = MODULES[config.kind].run(ctx)
