@@ -66,7 +66,7 @@ from probe_lab.supervisors import (
     WeakLabels,
     WeakProbe,
 )
-from probe_lab.train import train_probes
+from probe_lab.train import _train_round, train_probes
 
 __all__ = [
     "Method",
@@ -553,6 +553,7 @@ def train_stage(
     train_rows = np.stack([p.train for p in probes])
     val_rows = np.stack([p.val for p in probes])
     start = time.perf_counter()
+    trainers = _train_round._cache_size()
     with count_compilations() as compiles:
         trained = train_probes(
             features,
@@ -582,6 +583,7 @@ def train_stage(
         eval_rows=int((test | val_rows).any(0).sum()),
         seconds=seconds,
         compilations=len(compiles),
+        trainers=_train_round._cache_size() - trainers,
     )
     return Trained(probes, trained, proba, record)
 
