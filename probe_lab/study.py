@@ -157,6 +157,11 @@ class StudyConfig:
     bootstrap: tuple[int, ...] = ()
     """A chain k0 < k1 < ... : M_k0 supervises k1, whose labels supervise k2, ..."""
 
+    strong_folds: int = 2
+    """Folds of the student split for the ``strong_*`` structures' ranking: each
+    labelled row is ranked by a ceiling probe trained on the other folds (never on
+    the row itself), test rows by the mean logit of the fold probes."""
+
     dynamics: bool = True
     """Record students' training loss, test accuracy and agreement every epoch
     (Fig. 26). False scores them once, at the chosen epoch, and saves a product over
@@ -200,6 +205,8 @@ class StudyConfig:
             raise StudyError("student k values must be >= 1")
         if self.seeds < 1:
             raise StudyError("seeds must be >= 1")
+        if self.strong_folds < 2:
+            raise StudyError("strong_folds must be >= 2 (out-of-fold ranking)")
         for name in ("test_frac", "weak_frac", "val_frac"):
             if not 0 < getattr(self, name) < 1:
                 raise StudyError(f"{name} must lie in (0, 1)")
@@ -465,12 +472,21 @@ class Trained:
 
 
 @dataclasses.dataclass
+class Ranking:
+    """Out-of-fold logits of strong ceiling probes for one seed (``strong_*``)."""
+
+    logits: np.ndarray  # (n,) the logit that ranks each row
+    source: np.ndarray  # (n,) int: the fold probe whose logit it is (-1: mean)
+    folds_train: np.ndarray  # (K, n) bool: the rows each fold probe trained on
+
+
+@dataclasses.dataclass
 class GroundTruth:
     """Stage 1: ground-truth probes of every seed."""
 
     proba: dict[tuple[str, int], np.ndarray]  # (name, seed) -> (n,) P(label 1)
     ceiling_acc: dict[tuple[int, int], float]  # (k, seed) -> test accuracy
-    strong: str  # name of the ceiling whose logits rank rows (largest student k)
+    ranking: dict[int, Ranking]  # seed -> out-of-fold strong logits (if needed)
     records: list[dict[str, Any]]
 
 
@@ -660,6 +676,7 @@ def train_ground_truth(
                     name=f"ceiling_{k}",
                 )
             )
+        by_source[(None, None)] += _ranking_probes(config, data, seed, max(ceiling_ks))
         for probe in weak_probes(config).values():
             width = data.sources[probe.source].shape[1]
             by_source.setdefault(probe.source, []).append(
@@ -694,7 +711,58 @@ def train_ground_truth(
         for k in ceiling_ks
         for s in seeds
     }
-    return GroundTruth(proba, ceiling_acc, f"ceiling_{max(ceiling_ks)}", records)
+    ranking = {s: _ranking(config, data, proba, s) for s in seeds}
+    return GroundTruth(proba, ceiling_acc, ranking, records)
+
+
+def _fold_of(config: StudyConfig, data: StudyData, seed: int) -> np.ndarray:
+    """``(n,)`` the ranking fold of each labelled row of a seed (-1 elsewhere)."""
+    sp = data.splits
+    labelled = np.flatnonzero(sp["student_train"][seed] | sp["student_val"][seed])
+    fold = np.full(data.n, -1)
+    order = np.random.default_rng([seed, 7]).permutation(labelled)
+    fold[order] = np.arange(order.size) % config.strong_folds
+    return fold
+
+
+def _ranking_probes(
+    config: StudyConfig, data: StudyData, seed: int, k: int
+) -> list[StageProbe]:
+    """The K ceiling probes whose out-of-fold logits rank rows for ``strong_*``
+    structures: probe f trains on the labelled rows outside fold f."""
+    if not any(s.kind_spec.strong_ranking for s in config.supervisors):
+        return []
+    fold, sp = _fold_of(config, data, seed), data.splits
+    return [
+        StageProbe(
+            seed=seed,
+            k=k,
+            targets=data.truth,
+            train=sp["student_train"][seed] & (fold != f),
+            val=sp["student_val"][seed] & (fold != f),
+            name=f"ranking_{f}",
+        )
+        for f in range(config.strong_folds)
+    ]
+
+
+def _ranking(
+    config: StudyConfig, data: StudyData, proba: dict, seed: int
+) -> Ranking | None:
+    """Each labelled row ranked by the fold probe that never saw it; every other
+    row (test, weak split) by the mean logit of the fold probes."""
+    if ("ranking_0", seed) not in proba:
+        return None
+    fold = _fold_of(config, data, seed)
+    logits = np.stack(
+        [_logit(proba[(f"ranking_{f}", seed)]) for f in range(config.strong_folds)]
+    )
+    source = np.where(fold >= 0, fold, -1)
+    picked = logits[np.maximum(source, 0), np.arange(data.n)]
+    sp = data.splits
+    labelled = sp["student_train"][seed] | sp["student_val"][seed]
+    folds_train = np.stack([labelled & (fold != f) for f in range(config.strong_folds)])
+    return Ranking(np.where(source >= 0, picked, logits.mean(0)), source, folds_train)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -720,7 +788,11 @@ def make_labels(
                 labelled=sp["student_train"][seed] | sp["student_val"][seed],
                 test=sp["test"][seed],
                 proba=proba,
-                strong_logits=_logit(truth.proba[(truth.strong, seed)]),
+                strong_logits=(
+                    truth.ranking[seed].logits
+                    if truth.ranking.get(seed) is not None
+                    else np.zeros(data.n)
+                ),
                 reference=config.reference_name,
                 made=made,
                 rng=np.random.default_rng([seed, zlib.crc32(sup.label.encode())]),

@@ -357,3 +357,40 @@ def test_several_devices_give_the_same_table(cache, tmp_path):
         )
         tables.append(pd.read_csv(out))
     pd.testing.assert_frame_equal(tables[0], tables[1], atol=1e-6)
+
+
+def test_strong_rankings_come_from_probes_that_never_saw_the_row(cache):
+    """strong_* structures rank each labelled row by a ceiling probe trained on the
+    other folds, and test rows by fold probes that trained on no test row."""
+    from probe_lab.study import make_labels, train_ground_truth, weak_probes
+    from probe_lab.study_data import load_study_data
+
+    config = StudyConfig(
+        cache=cache,
+        layer=2,
+        supervisors=(
+            Supervisor(kind="probe", k=3),
+            Supervisor(kind="strong_unconfident"),
+        ),
+        seeds=2,
+        strong_folds=3,
+        train=TrainConfig(epochs=2, batch_size=64),
+    )
+    data = load_study_data(config, weak_probes(config).values(), [])
+    truth = train_ground_truth(config, data, log=print)
+    for seed in range(2):
+        ranking = truth.ranking[seed]
+        labelled = data.splits["student_train"][seed] | data.splits["student_val"][seed]
+        rows = np.flatnonzero(labelled)
+        assert np.all(ranking.source[rows] >= 0)
+        assert not ranking.folds_train[ranking.source[rows], rows].any()
+        assert not ranking.folds_train[:, data.splits["test"][seed]].any()
+        # Every fold probe trained on the other folds' rows.
+        assert ranking.folds_train.sum(axis=0)[rows].tolist() == [2] * rows.size
+    labels = make_labels(config, data, truth)
+    entry = labels[("strong_unconfident", 0)]
+    labelled = data.splits["student_train"][0] | data.splits["student_val"][0]
+    rows = np.flatnonzero(labelled)
+    flipped = np.flatnonzero((entry.hard != data.truth) & labelled)
+    margin = np.abs(truth.ranking[0].logits)
+    assert margin[flipped].max() <= np.sort(margin[rows])[flipped.size] + 1e-9
