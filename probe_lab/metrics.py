@@ -23,6 +23,7 @@ __all__ = [
     "agreement",
     "bootstrap_interval",
     "bootstrap_pgr",
+    "bootstrap_pgr_samples",
     "misfit_fit",
     "pgr",
     "pgr_reason",
@@ -169,6 +170,34 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def bootstrap_pgr_samples(
+    weak: Any,
+    student: Any,
+    ceiling: Any,
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> tuple[np.ndarray, int]:
+    """PGR of resampled seeds: each resample draws seeds with replacement and
+    takes the PGR of the mean weak, student and ceiling accuracies over them.
+
+    Returns:
+        ``(values, dropped)``: the finite PGRs, and how many resamples had no gap
+        (ceiling <= weak, PGR undefined) and were dropped.
+    """
+    w, s, c = (np.asarray(v, np.float64).reshape(-1) for v in (weak, student, ceiling))
+    if not w.size == s.size == c.size:
+        raise ValueError(
+            f"weak, student and ceiling need one value per seed each, got sizes "
+            f"{w.size}, {s.size}, {c.size}"
+        )
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, w.size, size=(n_boot, w.size))
+    values = pgr(w[idx].mean(1), s[idx].mean(1), c[idx].mean(1), warn=False)
+    finite = values[np.isfinite(values)]
+    return finite, int(values.size - finite.size)
+
+
 def bootstrap_pgr(
     weak: Any,
     student: Any,
@@ -178,11 +207,11 @@ def bootstrap_pgr(
     n_boot: int = 10_000,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Bootstrap interval of PGR over seeds, resampling seeds jointly.
+    """Percentile bootstrap interval of PGR over seeds, resampling seeds jointly
+    (the paper's PGR of averaged performances, :func:`bootstrap_pgr_samples`).
 
-    Each resample draws seeds with replacement and computes the PGR of the mean
-    weak, student and ceiling accuracies over the drawn seeds (the paper's PGR of
-    averaged performances).
+    Resamples without a gap are dropped; a :class:`PGRWarning` says how many (the
+    interval then covers only resamples where PGR exists).
 
     Args:
         weak, student, ceiling: ``(S,)`` accuracies per seed.
@@ -190,20 +219,18 @@ def bootstrap_pgr(
     Returns:
         ``(low, high)``; NaN bounds when fewer than 2 seeds or no resample has a gap.
     """
-    w, s, c = (np.asarray(v, np.float64).reshape(-1) for v in (weak, student, ceiling))
-    if not w.size == s.size == c.size:
-        raise ValueError(
-            f"weak, student and ceiling need one value per seed each, got sizes "
-            f"{w.size}, {s.size}, {c.size}"
+    values, dropped = bootstrap_pgr_samples(
+        weak, student, ceiling, n_boot=n_boot, seed=seed
+    )
+    if np.asarray(weak).size < 2 or values.size == 0:
+        return (float("nan"), float("nan"))
+    if dropped:
+        warnings.warn(
+            f"{dropped} of {n_boot} bootstrap resamples had no gap (ceiling <= "
+            f"weak) and were dropped from the PGR interval",
+            PGRWarning,
+            stacklevel=2,
         )
-    if w.size < 2:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, w.size, size=(n_boot, w.size))
-    values = pgr(w[idx].mean(1), s[idx].mean(1), c[idx].mean(1), warn=False)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return (float("nan"), float("nan"))
     tail = (1 - confidence) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return float(low), float(high)

@@ -3,8 +3,9 @@
 Each function takes a study's tidy table (one row per seed, or a summary with
 bootstrap intervals) and returns a :class:`matplotlib.figure.Figure` built without
 pyplot, so no display or global backend is involved; :func:`save` writes it as a PNG.
-Intervals: bands are the mean over seeds +- 1.96 standard errors; PGR error bars are
-the study's bootstrap interval over seeds.
+Intervals: bands are the mean over seeds with a 95% Student-t interval (n - 1
+degrees of freedom; with 3-10 seeds 1.96 standard errors would be too narrow); PGR
+error bars are the study's percentile bootstrap interval over seeds.
 """
 
 from __future__ import annotations
@@ -76,9 +77,13 @@ def save(fig: Figure, path: str | Path) -> Path:
 
 
 def _band(frame: pd.DataFrame, by: Sequence[str] | str, column: str) -> pd.DataFrame:
-    """Mean of ``column`` per group with a 95% normal interval over seeds."""
+    """Mean of ``column`` per group with a 95% Student-t interval over seeds."""
+    from scipy import stats as scipy_stats
+
     stats = frame.groupby(by)[column].agg(["mean", "std", "count"]).reset_index()
-    half = 1.96 * stats["std"].fillna(0.0) / np.sqrt(stats["count"])
+    dof = np.maximum(stats["count"] - 1, 1)
+    quantile = scipy_stats.t.ppf(0.975, dof)
+    half = quantile * stats["std"].fillna(0.0) / np.sqrt(stats["count"])
     return stats.assign(low=stats["mean"] - half, high=stats["mean"] + half)
 
 

@@ -52,6 +52,7 @@ import pandas as pd
 
 from probe_lab import metrics
 from probe_lab._jax import count_compilations
+from probe_lab.basis import standardizes
 from probe_lab.config import TrainConfig
 from probe_lab.label_methods import LabelMethodError, get_label_method
 from probe_lab.loader import from_mapping
@@ -112,7 +113,16 @@ class StudyConfig:
     the last stored layer)."""
 
     basis: str = "pca"
-    """Coordinates that the k-feature family counts in: ``pca`` or ``raw``."""
+    """Coordinates that the k-feature family counts in: ``pca`` (principal
+    components, fit without labels on seed 0's training rows, by decreasing
+    variance) or ``raw`` (the stored coordinates, each z-scored by the trainer)."""
+
+    whiten: bool = False
+    """``pca`` only. False: all components share one scale, so they keep their
+    relative variances and, with every feature, ``pca`` sees a rotation of the
+    centred features. True: each component is scaled to unit variance on the
+    training rows (whitening), which makes a low-variance direction as loud as the
+    first; the choice changes results (docs/experiments.md)."""
 
     supervisors: tuple[Supervisor, ...] = dataclasses.field(
         default_factory=_default_supervisors
@@ -136,10 +146,13 @@ class StudyConfig:
     parameters and grids (:mod:`probe_lab.methods`); TOML tables or names."""
 
     seeds: int = 3
-    """Independent repetitions (minibatch order, and the split with ``resplit``)."""
+    """Independent repetitions: each seed draws its own weak / student / test split
+    (``resplit``) and its own minibatch orders."""
 
-    resplit: bool = False
-    """Draw a new weak/student/test split for every seed."""
+    resplit: bool = True
+    """Draw a new weak/student/test split for every seed, so intervals over seeds
+    cover the data as well as the optimization. False: every seed shares seed 0's
+    split and only the minibatch order varies (the summary says which)."""
 
     test_frac: float = 0.2
     """Share of rows held out for testing."""
@@ -192,6 +205,8 @@ class StudyConfig:
             raise StudyError("a study needs at least one supervisor or a bootstrap")
         if self.basis not in ("pca", "raw"):
             raise StudyError(f"basis must be 'pca' or 'raw', got {self.basis!r}")
+        if self.whiten and self.basis != "pca":
+            raise StudyError("whiten = true needs basis = 'pca'")
         if not self.conditions:
             raise StudyError("losses and methods name no student method")
         for loss in self.losses:
@@ -361,18 +376,29 @@ class StudyResult:
     stages: list[dict[str, Any]]
     """Per stage: probes, rows, width, epochs, seconds, compilations."""
 
+    @property
+    def interval_covers(self) -> str:
+        """What the variation over seeds includes: the data split (``resplit``)
+        and the minibatch order, or the order only."""
+        resplit = getattr(self.config, "resplit", False)
+        return "split and minibatch order" if resplit else "minibatch order only"
+
     def summary(self, *, confidence: float = 0.95) -> pd.DataFrame:
-        """Mean accuracies and PGR per (supervisor, student, loss), with a bootstrap
-        interval of PGR over seeds."""
+        """Mean accuracies and PGR per (supervisor, student, loss), with a
+        percentile bootstrap interval of PGR over seeds. ``pgr_dropped`` counts
+        bootstrap resamples without a gap (left out of the interval); ``interval``
+        says what the seeds vary."""
         rows = []
         keys = ["supervisor", "student", "loss"]
+        covers = f"{confidence:.0%} bootstrap over seeds ({self.interval_covers})"
         for key, group in self.table.groupby(keys, sort=False):
-            low, high = metrics.bootstrap_pgr(
-                group.weak_acc,
-                group.student_acc,
-                group.ceiling_acc,
-                confidence=confidence,
+            values, dropped = metrics.bootstrap_pgr_samples(
+                group.weak_acc, group.student_acc, group.ceiling_acc
             )
+            low = high = float("nan")
+            if len(group) >= 2 and values.size:
+                tail = (1 - confidence) / 2
+                low, high = (float(v) for v in np.quantile(values, [tail, 1 - tail]))
             point = metrics.pgr(
                 group.weak_acc.mean(),
                 group.student_acc.mean(),
@@ -390,6 +416,8 @@ class StudyResult:
                     pgr=float(point),
                     pgr_low=low,
                     pgr_high=high,
+                    pgr_dropped=dropped,
+                    interval=covers,
                     agreement=group.agreement.mean(),
                     agreement_weak_wrong=group.agreement_weak_wrong.mean(),
                     agreement_weak_right=group.agreement_weak_right.mean(),
@@ -557,6 +585,8 @@ def train_stage(
     students = all(p.reference is not None for p in probes)
     train_config = dataclasses.replace(
         config.train,
+        standardize=config.train.standardize
+        and standardizes(config.basis, config.whiten),
         loss=tuple(p.loss for p in probes),
         loss_params=_per_probe_params(probes, config.train),
         record_loss=students and config.dynamics,

@@ -85,7 +85,15 @@ class Context:
         size]``."""
         config = self.config
         suffix = "" if config.preset == "full" else f" [{config.preset} size]"
-        return f"{config.name.replace('_', ' ')} ({config.figure} analog){suffix}"
+        covers = (
+            "split and minibatch order"
+            if config.study.get("resplit", True)
+            else "minibatch order only"
+        )
+        return (
+            f"{config.name.replace('_', ' ')} ({config.figure} analog){suffix}\n"
+            f"intervals over seeds vary the {covers}"
+        )
 
     def log(self, message: str) -> None:
         """Print ``[name] message`` when showing progress."""
