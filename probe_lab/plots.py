@@ -27,6 +27,7 @@ __all__ = [
     "plot_gain_vs_misfit",
     "plot_imitation",
     "plot_leaderboard",
+    "plot_sample_size",
     "plot_simulation",
     "plot_weak_to_strong",
     "save",
@@ -529,4 +530,45 @@ def plot_leaderboard(board, *, title: str = "") -> Figure:
         axes[0].legend(loc="lower right")
         level = f"{board.confidence:.0%}"
         fig.suptitle(title or f"Methods ranked by PGR ({level} t-intervals over seeds)")
+    return fig
+
+
+def plot_sample_size(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """PGR (left) and agreement with the weak labels (right) against the number of
+    weak-labelled training rows, one line per supervisor (the simulatable M_k and
+    random flips at its accuracy), with the bootstrap intervals over seeds.
+
+    Args:
+        summary: ``StudyResult.summary()`` rows with a ``labelled`` column (rows
+            the students learn from) for each study size.
+    """
+    sups = list(dict.fromkeys(summary.supervisor))
+    with _style():
+        fig = Figure(figsize=(12.0, 5.0), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        for sup, color in zip(sups, _colors(len(sups), "tab10"), strict=True):
+            rows = summary[summary.supervisor == sup].sort_values("labelled")
+            err = np.vstack([rows.pgr - rows.pgr_low, rows.pgr_high - rows.pgr])
+            left.errorbar(
+                rows.labelled,
+                rows.pgr,
+                yerr=np.nan_to_num(err),
+                marker="o",
+                color=color,
+                capsize=3,
+                label=sup,
+            )
+            right.plot(
+                rows.labelled, rows.agreement, marker="o", color=color, label=sup
+            )
+        left.axhline(0, color="0.5", lw=0.8)
+        for ax in (left, right):
+            ax.set_xscale("log")
+            ax.set_xlabel("weak-labelled training rows (student split)")
+        left.set_ylabel("PGR")
+        left.set_title("PGR (95% bootstrap interval over seeds)")
+        right.set_ylabel("student agrees with the weak labels (test)")
+        right.set_title("imitation of the weak labels")
+        left.legend(loc="best")
+        fig.suptitle(title or "PGR against data size")
     return fig
