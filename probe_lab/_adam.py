@@ -265,12 +265,13 @@ def minibatch_loss(
         methods: the chunk's loss methods and the columns each one uses.
         logits: ``(G, B, C)`` minibatch logits.
         targets: ``(G, B, C)`` targets in [0, 1].
-        mask: ``(G, B, 1)`` bool rows that count.
+        mask: ``(G, B, 1)`` bool rows that count (``(G, B, C)`` with row weights).
         progress: ``(G,)`` share of each piece's training steps done.
         params: ``{name: (G, C)}`` per-probe loss parameters.
         method_of: ``(G, C)`` each probe's method index (columns some pieces
             share between methods pick per probe).
-        weight: ``(G, B, 1)`` each row's weight in the mean loss (0 off the mask).
+        weight: ``(G, B, 1)`` (or ``(G, B, C)``) each row's weight in the mean loss
+            (0 off the mask).
         record: also return the per-example loss.
 
     Returns:
@@ -279,11 +280,15 @@ def minibatch_loss(
         (0 off the mask), or None without ``record``.
     """
 
+    def cut(array: jax.Array, mc: MethodColumns) -> jax.Array:
+        # Masks and weights are (G, B, 1), or (G, B, C) with per-probe row weights.
+        return array if array.shape[-1] == 1 else _columns(array, mc)
+
     def run(mc: MethodColumns, z: jax.Array) -> jax.Array:
         m = mc.method
-        cut = {name: _columns(params[name], mc) for name, _ in m.params}
-        full_mask = jnp.broadcast_to(mask, z.shape)
-        return jax.vmap(m.fn)(z, _columns(targets, mc), full_mask, progress, cut)
+        values = {name: _columns(params[name], mc) for name, _ in m.params}
+        full_mask = jnp.broadcast_to(cut(mask, mc), z.shape)
+        return jax.vmap(m.fn)(z, _columns(targets, mc), full_mask, progress, values)
 
     def own(mc: MethodColumns) -> jax.Array:
         return (_columns(method_of, mc) == mc.index)[:, None, :]
@@ -302,11 +307,12 @@ def minibatch_loss(
         if mc.method.kind != "loss":
             continue
         value, pullback = jax.vjp(functools.partial(run, mc), _columns(logits, mc))
-        (grad,) = pullback(jnp.broadcast_to(weight, value.shape).astype(value.dtype))
+        row_weight = jnp.broadcast_to(cut(weight, mc), value.shape)
+        (grad,) = pullback(row_weight.astype(value.dtype))
         where = own(mc) if mc.shared else None
         resid = _place(resid, grad, mc, where)
         if record:
-            loss = _place(loss, jnp.where(mask, value, 0.0), mc, where)
+            loss = _place(loss, jnp.where(cut(mask, mc), value, 0.0), mc, where)
     return resid, loss
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BASES", "principal_components", "to_basis"]
+__all__ = ["BASES", "principal_components", "standardizes", "to_basis"]
 
 BASES = ("pca", "raw")
 
@@ -47,11 +47,41 @@ def principal_components(x: Any, rows: Any = None) -> np.ndarray:
     return ((x - mean) @ vectors[:, order]).astype(np.float32)
 
 
-def to_basis(x: Any, kind: str, rows: Any = None) -> np.ndarray:
-    """Features in a study's basis: ``pca`` (:func:`principal_components` fit on
-    ``rows``) or ``raw`` (unchanged)."""
+def to_basis(
+    x: Any, kind: str, rows: Any = None, *, whiten: bool = False
+) -> np.ndarray:
+    """Features in a study's basis.
+
+    Args:
+        x: ``(n, d)`` features.
+        kind: ``pca`` (:func:`principal_components` fit on ``rows``) or ``raw``
+            (unchanged).
+        rows: the rows the basis is fit on (default all).
+        whiten: ``pca`` only. False: every component is divided by ONE common
+            scale (the root mean variance on ``rows``), so components keep their
+            relative variances and the probe sees a rotation of the centred
+            features; the trainer must then not standardize per feature. True:
+            the components as they are, for the trainer to scale each to unit
+            variance (whitening).
+
+    Returns:
+        ``(n, d)`` float32 (``raw``: as stored).
+    """
     if kind == "raw":
+        if whiten:
+            raise ValueError("whitening needs basis='pca'")
         return np.asarray(x)
-    if kind == "pca":
-        return principal_components(x, rows)
-    raise ValueError(f"basis must be one of {BASES}, got {kind!r}")
+    if kind != "pca":
+        raise ValueError(f"basis must be one of {BASES}, got {kind!r}")
+    pcs = principal_components(x, rows)
+    if whiten:
+        return pcs
+    fit = pcs if rows is None else pcs[rows]
+    scale = float(np.sqrt(np.mean(fit.astype(np.float64) ** 2)))
+    return (pcs / max(scale, 1e-12)).astype(np.float32)
+
+
+def standardizes(kind: str, whiten: bool) -> bool:
+    """Whether the trainer should z-score each feature of a basis: raw coordinates
+    and whitened components yes; unwhitened components no (it would whiten them)."""
+    return kind == "raw" or whiten

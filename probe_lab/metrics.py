@@ -23,10 +23,12 @@ __all__ = [
     "agreement",
     "bootstrap_interval",
     "bootstrap_pgr",
+    "bootstrap_pgr_samples",
     "misfit_fit",
     "pgr",
     "pgr_reason",
     "positive",
+    "t_interval",
 ]
 
 NO_GAP = "ceiling <= weak: no performance gap to recover"
@@ -168,6 +170,34 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def bootstrap_pgr_samples(
+    weak: Any,
+    student: Any,
+    ceiling: Any,
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> tuple[np.ndarray, int]:
+    """PGR of resampled seeds: each resample draws seeds with replacement and
+    takes the PGR of the mean weak, student and ceiling accuracies over them.
+
+    Returns:
+        ``(values, dropped)``: the finite PGRs, and how many resamples had no gap
+        (ceiling <= weak, PGR undefined) and were dropped.
+    """
+    w, s, c = (np.asarray(v, np.float64).reshape(-1) for v in (weak, student, ceiling))
+    if not w.size == s.size == c.size:
+        raise ValueError(
+            f"weak, student and ceiling need one value per seed each, got sizes "
+            f"{w.size}, {s.size}, {c.size}"
+        )
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, w.size, size=(n_boot, w.size))
+    values = pgr(w[idx].mean(1), s[idx].mean(1), c[idx].mean(1), warn=False)
+    finite = values[np.isfinite(values)]
+    return finite, int(values.size - finite.size)
+
+
 def bootstrap_pgr(
     weak: Any,
     student: Any,
@@ -177,11 +207,11 @@ def bootstrap_pgr(
     n_boot: int = 10_000,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Bootstrap interval of PGR over seeds, resampling seeds jointly.
+    """Percentile bootstrap interval of PGR over seeds, resampling seeds jointly
+    (the paper's PGR of averaged performances, :func:`bootstrap_pgr_samples`).
 
-    Each resample draws seeds with replacement and computes the PGR of the mean
-    weak, student and ceiling accuracies over the drawn seeds (the paper's PGR of
-    averaged performances).
+    Resamples without a gap are dropped; a :class:`PGRWarning` says how many (the
+    interval then covers only resamples where PGR exists).
 
     Args:
         weak, student, ceiling: ``(S,)`` accuracies per seed.
@@ -189,20 +219,18 @@ def bootstrap_pgr(
     Returns:
         ``(low, high)``; NaN bounds when fewer than 2 seeds or no resample has a gap.
     """
-    w, s, c = (np.asarray(v, np.float64).reshape(-1) for v in (weak, student, ceiling))
-    if not w.size == s.size == c.size:
-        raise ValueError(
-            f"weak, student and ceiling need one value per seed each, got sizes "
-            f"{w.size}, {s.size}, {c.size}"
+    values, dropped = bootstrap_pgr_samples(
+        weak, student, ceiling, n_boot=n_boot, seed=seed
+    )
+    if np.asarray(weak).size < 2 or values.size == 0:
+        return (float("nan"), float("nan"))
+    if dropped:
+        warnings.warn(
+            f"{dropped} of {n_boot} bootstrap resamples had no gap (ceiling <= "
+            f"weak) and were dropped from the PGR interval",
+            PGRWarning,
+            stacklevel=2,
         )
-    if w.size < 2:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, w.size, size=(n_boot, w.size))
-    values = pgr(w[idx].mean(1), s[idx].mean(1), c[idx].mean(1), warn=False)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return (float("nan"), float("nan"))
     tail = (1 - confidence) / 2
     low, high = np.quantile(values, [tail, 1 - tail])
     return float(low), float(high)
@@ -236,3 +264,32 @@ def misfit_fit(gain: Any, misfit: Any) -> dict[str, float]:
         if g.std() > 0:
             out["correlation"] = float(np.corrcoef(m, g)[0, 1])
     return out
+
+
+def t_interval(values: Any, *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t interval over independent repetitions (seeds).
+
+    With the 3-10 seeds of a study, ``1.96`` standard errors is too narrow; the
+    t-quantile with ``n - 1`` degrees of freedom is the right width when the
+    per-seed values are roughly normal. NaNs are dropped.
+
+    Args:
+        values: ``(S,)`` one value per seed.
+        confidence: central coverage.
+
+    Returns:
+        ``(mean, low, high)``; NaN bounds with fewer than 2 finite values.
+    """
+    from scipy import stats
+
+    x = np.asarray(values, np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return (float("nan"),) * 3
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    half = (
+        stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    )
+    return mean, mean - float(half), mean + float(half)

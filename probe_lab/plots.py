@@ -3,8 +3,9 @@
 Each function takes a study's tidy table (one row per seed, or a summary with
 bootstrap intervals) and returns a :class:`matplotlib.figure.Figure` built without
 pyplot, so no display or global backend is involved; :func:`save` writes it as a PNG.
-Intervals: bands are the mean over seeds +- 1.96 standard errors; PGR error bars are
-the study's bootstrap interval over seeds.
+Intervals: bands are the mean over seeds with a 95% Student-t interval (n - 1
+degrees of freedom; with 3-10 seeds 1.96 standard errors would be too narrow); PGR
+error bars are the study's percentile bootstrap interval over seeds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ __all__ = [
     "plot_error_structures",
     "plot_gain_vs_misfit",
     "plot_imitation",
+    "plot_leaderboard",
+    "plot_sample_size",
     "plot_simulation",
     "plot_weak_to_strong",
     "save",
@@ -75,9 +78,13 @@ def save(fig: Figure, path: str | Path) -> Path:
 
 
 def _band(frame: pd.DataFrame, by: Sequence[str] | str, column: str) -> pd.DataFrame:
-    """Mean of ``column`` per group with a 95% normal interval over seeds."""
+    """Mean of ``column`` per group with a 95% Student-t interval over seeds."""
+    from scipy import stats as scipy_stats
+
     stats = frame.groupby(by)[column].agg(["mean", "std", "count"]).reset_index()
-    half = 1.96 * stats["std"].fillna(0.0) / np.sqrt(stats["count"])
+    dof = np.maximum(stats["count"] - 1, 1)
+    quantile = scipy_stats.t.ppf(0.975, dof)
+    half = quantile * stats["std"].fillna(0.0) / np.sqrt(stats["count"])
     return stats.assign(low=stats["mean"] - half, high=stats["mean"] + half)
 
 
@@ -481,4 +488,94 @@ def plot_gain_vs_misfit(table: pd.DataFrame, *, title: str = "") -> Figure:
         ax.set_ylabel("gain: student accuracy - weak accuracy (test)")
         ax.legend(loc="best")
         fig.suptitle(title or "Gain against misfit (means over seeds)")
+    return fig
+
+
+def plot_leaderboard(board, *, title: str = "") -> Figure:
+    """Mean PGR per method with its interval over seeds: one panel for all tasks
+    (the leaderboard's order, best on top), one per task; the baseline's PGR as a
+    dashed line. ``board`` is a :class:`probe_lab.leaderboard.Leaderboard`."""
+    methods = list(board.overall.method)
+    tasks = list(dict.fromkeys(board.per_task.task))
+    panels = [
+        (
+            "all tasks",
+            board.overall.rename(columns={"pgr_low": "low", "pgr_high": "high"}),
+        )
+    ]
+    panels += [(task, board.per_task[board.per_task.task == task]) for task in tasks]
+    y = np.arange(len(methods))[::-1]
+    with _style():
+        width = 3.2 * len(panels) + 2.5
+        fig = Figure(
+            figsize=(max(width, 10.5), 1.2 + 0.45 * len(methods)), layout="constrained"
+        )
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for ax, (name, frame) in zip(axes, panels, strict=True):
+            frame = frame.set_index("method").reindex(methods)
+            err = np.vstack([frame.pgr - frame.low, frame.high - frame.pgr])
+            colors = ["#cc6677" if m == board.baseline else "#4477aa" for m in methods]
+            ax.errorbar(
+                frame.pgr,
+                y,
+                xerr=np.nan_to_num(err),
+                fmt="none",
+                ecolor="0.5",
+                capsize=3,
+            )
+            ax.scatter(frame.pgr, y, c=colors, zorder=3, s=30, label="mean PGR")
+            base = frame.pgr.get(board.baseline, np.nan)
+            if np.isfinite(base):
+                ax.axvline(
+                    base, color="#cc6677", ls="--", lw=1, label=f"{board.baseline}"
+                )
+            ax.axvline(0, color="0.6", lw=0.8)
+            ax.set_title(name)
+            ax.set_xlabel("PGR")
+        axes[0].set_yticks(y, methods)
+        axes[0].set_ylabel("method")
+        axes[0].legend(loc="lower right")
+        level = f"{board.confidence:.0%}"
+        fig.suptitle(title or f"Methods ranked by PGR ({level} t-intervals over seeds)")
+    return fig
+
+
+def plot_sample_size(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """PGR (left) and agreement with the weak labels (right) against the number of
+    weak-labelled training rows, one line per supervisor (the simulatable M_k and
+    random flips at its accuracy), with the bootstrap intervals over seeds.
+
+    Args:
+        summary: ``StudyResult.summary()`` rows with a ``labelled`` column (rows
+            the students learn from) for each study size.
+    """
+    sups = list(dict.fromkeys(summary.supervisor))
+    with _style():
+        fig = Figure(figsize=(12.0, 5.0), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        for sup, color in zip(sups, _colors(len(sups), "tab10"), strict=True):
+            rows = summary[summary.supervisor == sup].sort_values("labelled")
+            err = np.vstack([rows.pgr - rows.pgr_low, rows.pgr_high - rows.pgr])
+            left.errorbar(
+                rows.labelled,
+                rows.pgr,
+                yerr=np.nan_to_num(err),
+                marker="o",
+                color=color,
+                capsize=3,
+                label=sup,
+            )
+            right.plot(
+                rows.labelled, rows.agreement, marker="o", color=color, label=sup
+            )
+        left.axhline(0, color="0.5", lw=0.8)
+        for ax in (left, right):
+            ax.set_xscale("log")
+            ax.set_xlabel("weak-labelled training rows (student split)")
+        left.set_ylabel("PGR")
+        left.set_title("PGR (95% bootstrap interval over seeds)")
+        right.set_ylabel("student agrees with the weak labels (test)")
+        right.set_title("imitation of the weak labels")
+        left.legend(loc="best")
+        fig.suptitle(title or "PGR against data size")
     return fig

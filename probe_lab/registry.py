@@ -38,6 +38,7 @@ class Registry(Generic[T]):
         self.what = what
         self._check = check
         self._items: dict[str, T] = {}
+        self._loaded: dict[tuple[str, int], T] = {}
 
     def register(self, name: str, item: Any, *, overwrite: bool = False) -> T:
         """Register ``item`` under ``name`` and return it (after the kind check).
@@ -80,7 +81,12 @@ class Registry(Generic[T]):
                 f"or give an import path 'package.module:function'"
             )
         item = load_path(name, self.what)
-        return self._check(item, name) if self._check else item
+        # The same loaded object gives the same checked object, so the compiled
+        # trainer (which specializes on it) is reused across calls.
+        key = (name, id(item))
+        if key not in self._loaded:
+            self._loaded[key] = self._check(item, name) if self._check else item
+        return self._loaded[key]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

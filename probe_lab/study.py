@@ -52,6 +52,7 @@ import pandas as pd
 
 from probe_lab import metrics
 from probe_lab._jax import count_compilations
+from probe_lab.basis import standardizes
 from probe_lab.config import TrainConfig
 from probe_lab.label_methods import LabelMethodError, get_label_method
 from probe_lab.loader import from_mapping
@@ -66,7 +67,7 @@ from probe_lab.supervisors import (
     WeakLabels,
     WeakProbe,
 )
-from probe_lab.train import train_probes
+from probe_lab.train import _train_round, train_probes
 
 __all__ = [
     "Method",
@@ -112,7 +113,16 @@ class StudyConfig:
     the last stored layer)."""
 
     basis: str = "pca"
-    """Coordinates that the k-feature family counts in: ``pca`` or ``raw``."""
+    """Coordinates that the k-feature family counts in: ``pca`` (principal
+    components, fit without labels on seed 0's training rows, by decreasing
+    variance) or ``raw`` (the stored coordinates, each z-scored by the trainer)."""
+
+    whiten: bool = False
+    """``pca`` only. False: all components share one scale, so they keep their
+    relative variances and, with every feature, ``pca`` sees a rotation of the
+    centred features. True: each component is scaled to unit variance on the
+    training rows (whitening), which makes a low-variance direction as loud as the
+    first; the choice changes results (docs/experiments.md)."""
 
     supervisors: tuple[Supervisor, ...] = dataclasses.field(
         default_factory=_default_supervisors
@@ -136,10 +146,13 @@ class StudyConfig:
     parameters and grids (:mod:`probe_lab.methods`); TOML tables or names."""
 
     seeds: int = 3
-    """Independent repetitions (minibatch order, and the split with ``resplit``)."""
+    """Independent repetitions: each seed draws its own weak / student / test split
+    (``resplit``) and its own minibatch orders."""
 
-    resplit: bool = False
-    """Draw a new weak/student/test split for every seed."""
+    resplit: bool = True
+    """Draw a new weak/student/test split for every seed, so intervals over seeds
+    cover the data as well as the optimization. False: every seed shares seed 0's
+    split and only the minibatch order varies (the summary says which)."""
 
     test_frac: float = 0.2
     """Share of rows held out for testing."""
@@ -156,6 +169,11 @@ class StudyConfig:
 
     bootstrap: tuple[int, ...] = ()
     """A chain k0 < k1 < ... : M_k0 supervises k1, whose labels supervise k2, ..."""
+
+    strong_folds: int = 2
+    """Folds of the student split for the ``strong_*`` structures' ranking: each
+    labelled row is ranked by a ceiling probe trained on the other folds (never on
+    the row itself), test rows by the mean logit of the fold probes."""
 
     dynamics: bool = True
     """Record students' training loss, test accuracy and agreement every epoch
@@ -187,6 +205,8 @@ class StudyConfig:
             raise StudyError("a study needs at least one supervisor or a bootstrap")
         if self.basis not in ("pca", "raw"):
             raise StudyError(f"basis must be 'pca' or 'raw', got {self.basis!r}")
+        if self.whiten and self.basis != "pca":
+            raise StudyError("whiten = true needs basis = 'pca'")
         if not self.conditions:
             raise StudyError("losses and methods name no student method")
         for loss in self.losses:
@@ -200,6 +220,8 @@ class StudyConfig:
             raise StudyError("student k values must be >= 1")
         if self.seeds < 1:
             raise StudyError("seeds must be >= 1")
+        if self.strong_folds < 2:
+            raise StudyError("strong_folds must be >= 2 (out-of-fold ranking)")
         for name in ("test_frac", "weak_frac", "val_frac"):
             if not 0 < getattr(self, name) < 1:
                 raise StudyError(f"{name} must lie in (0, 1)")
@@ -354,18 +376,29 @@ class StudyResult:
     stages: list[dict[str, Any]]
     """Per stage: probes, rows, width, epochs, seconds, compilations."""
 
+    @property
+    def interval_covers(self) -> str:
+        """What the variation over seeds includes: the data split (``resplit``)
+        and the minibatch order, or the order only."""
+        resplit = getattr(self.config, "resplit", False)
+        return "split and minibatch order" if resplit else "minibatch order only"
+
     def summary(self, *, confidence: float = 0.95) -> pd.DataFrame:
-        """Mean accuracies and PGR per (supervisor, student, loss), with a bootstrap
-        interval of PGR over seeds."""
+        """Mean accuracies and PGR per (supervisor, student, loss), with a
+        percentile bootstrap interval of PGR over seeds. ``pgr_dropped`` counts
+        bootstrap resamples without a gap (left out of the interval); ``interval``
+        says what the seeds vary."""
         rows = []
         keys = ["supervisor", "student", "loss"]
+        covers = f"{confidence:.0%} bootstrap over seeds ({self.interval_covers})"
         for key, group in self.table.groupby(keys, sort=False):
-            low, high = metrics.bootstrap_pgr(
-                group.weak_acc,
-                group.student_acc,
-                group.ceiling_acc,
-                confidence=confidence,
+            values, dropped = metrics.bootstrap_pgr_samples(
+                group.weak_acc, group.student_acc, group.ceiling_acc
             )
+            low = high = float("nan")
+            if len(group) >= 2 and values.size:
+                tail = (1 - confidence) / 2
+                low, high = (float(v) for v in np.quantile(values, [tail, 1 - tail]))
             point = metrics.pgr(
                 group.weak_acc.mean(),
                 group.student_acc.mean(),
@@ -383,6 +416,8 @@ class StudyResult:
                     pgr=float(point),
                     pgr_low=low,
                     pgr_high=high,
+                    pgr_dropped=dropped,
+                    interval=covers,
                     agreement=group.agreement.mean(),
                     agreement_weak_wrong=group.agreement_weak_wrong.mean(),
                     agreement_weak_right=group.agreement_weak_right.mean(),
@@ -490,12 +525,21 @@ class Trained:
 
 
 @dataclasses.dataclass
+class Ranking:
+    """Out-of-fold logits of strong ceiling probes for one seed (``strong_*``)."""
+
+    logits: np.ndarray  # (n,) the logit that ranks each row
+    source: np.ndarray  # (n,) int: the fold probe whose logit it is (-1: mean)
+    folds_train: np.ndarray  # (K, n) bool: the rows each fold probe trained on
+
+
+@dataclasses.dataclass
 class GroundTruth:
     """Stage 1: ground-truth probes of every seed."""
 
     proba: dict[tuple[str, int], np.ndarray]  # (name, seed) -> (n,) P(label 1)
     ceiling_acc: dict[tuple[int, int], float]  # (k, seed) -> test accuracy
-    strong: str  # name of the ceiling whose logits rank rows (largest student k)
+    ranking: dict[int, Ranking]  # seed -> out-of-fold strong logits (if needed)
     records: list[dict[str, Any]]
 
 
@@ -566,6 +610,8 @@ def train_stage(
     students = all(p.reference is not None for p in probes)
     train_config = dataclasses.replace(
         config.train,
+        standardize=config.train.standardize
+        and standardizes(config.basis, config.whiten),
         loss=tuple(p.loss for p in probes),
         loss_params=_per_probe_params(probes, config.train),
         record_loss=students and config.dynamics,
@@ -578,6 +624,7 @@ def train_stage(
     train_rows = np.stack([p.train for p in probes])
     val_rows = np.stack([p.val for p in probes])
     start = time.perf_counter()
+    trainers = _train_round._cache_size()
     with count_compilations() as compiles:
         trained = train_probes(
             features,
@@ -607,6 +654,7 @@ def train_stage(
         eval_rows=int((test | val_rows).any(0).sum()),
         seconds=seconds,
         compilations=len(compiles),
+        trainers=_train_round._cache_size() - trainers,
     )
     return Trained(probes, trained, proba, record)
 
@@ -683,6 +731,7 @@ def train_ground_truth(
                     name=f"ceiling_{k}",
                 )
             )
+        by_source[(None, None)] += _ranking_probes(config, data, seed, max(ceiling_ks))
         for probe in weak_probes(config).values():
             width = data.sources[probe.source].shape[1]
             by_source.setdefault(probe.source, []).append(
@@ -717,7 +766,58 @@ def train_ground_truth(
         for k in ceiling_ks
         for s in seeds
     }
-    return GroundTruth(proba, ceiling_acc, f"ceiling_{max(ceiling_ks)}", records)
+    ranking = {s: _ranking(config, data, proba, s) for s in seeds}
+    return GroundTruth(proba, ceiling_acc, ranking, records)
+
+
+def _fold_of(config: StudyConfig, data: StudyData, seed: int) -> np.ndarray:
+    """``(n,)`` the ranking fold of each labelled row of a seed (-1 elsewhere)."""
+    sp = data.splits
+    labelled = np.flatnonzero(sp["student_train"][seed] | sp["student_val"][seed])
+    fold = np.full(data.n, -1)
+    order = np.random.default_rng([seed, 7]).permutation(labelled)
+    fold[order] = np.arange(order.size) % config.strong_folds
+    return fold
+
+
+def _ranking_probes(
+    config: StudyConfig, data: StudyData, seed: int, k: int
+) -> list[StageProbe]:
+    """The K ceiling probes whose out-of-fold logits rank rows for ``strong_*``
+    structures: probe f trains on the labelled rows outside fold f."""
+    if not any(s.kind_spec.strong_ranking for s in config.supervisors):
+        return []
+    fold, sp = _fold_of(config, data, seed), data.splits
+    return [
+        StageProbe(
+            seed=seed,
+            k=k,
+            targets=data.truth,
+            train=sp["student_train"][seed] & (fold != f),
+            val=sp["student_val"][seed] & (fold != f),
+            name=f"ranking_{f}",
+        )
+        for f in range(config.strong_folds)
+    ]
+
+
+def _ranking(
+    config: StudyConfig, data: StudyData, proba: dict, seed: int
+) -> Ranking | None:
+    """Each labelled row ranked by the fold probe that never saw it; every other
+    row (test, weak split) by the mean logit of the fold probes."""
+    if ("ranking_0", seed) not in proba:
+        return None
+    fold = _fold_of(config, data, seed)
+    logits = np.stack(
+        [_logit(proba[(f"ranking_{f}", seed)]) for f in range(config.strong_folds)]
+    )
+    source = np.where(fold >= 0, fold, -1)
+    picked = logits[np.maximum(source, 0), np.arange(data.n)]
+    sp = data.splits
+    labelled = sp["student_train"][seed] | sp["student_val"][seed]
+    folds_train = np.stack([labelled & (fold != f) for f in range(config.strong_folds)])
+    return Ranking(np.where(source >= 0, picked, logits.mean(0)), source, folds_train)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -743,7 +843,11 @@ def make_labels(
                 labelled=sp["student_train"][seed] | sp["student_val"][seed],
                 test=sp["test"][seed],
                 proba=proba,
-                strong_logits=_logit(truth.proba[(truth.strong, seed)]),
+                strong_logits=(
+                    truth.ranking[seed].logits
+                    if truth.ranking.get(seed) is not None
+                    else np.zeros(data.n)
+                ),
                 reference=config.reference_name,
                 made=made,
                 rng=np.random.default_rng([seed, zlib.crc32(sup.label.encode())]),

@@ -61,6 +61,12 @@ class StudyData:
         return int(self.truth.size)
 
     @property
+    def basis_rows(self) -> np.ndarray:
+        """The main cache's rows the basis was fit on (seed 0's training rows)."""
+        fit = self.splits["weak_train"][0] | self.splits["student_train"][0]
+        return self.lookup[None][fit]
+
+    @property
     def features(self) -> np.ndarray:
         """``(n, d)`` the study's own features (students and ceilings)."""
         return self.sources[(None, None)]
@@ -347,7 +353,7 @@ def _load_sources(
         read[cache][_stored_layer(opened, layer)] = stored
         x = stored[data.lookup[cache]]
         check_finite(x, opened, layer, data.lookup[cache])
-        data.sources[source] = to_basis(x, config.basis, fit_rows)
+        data.sources[source] = to_basis(x, config.basis, fit_rows, whiten=config.whiten)
         data.fingerprints[f"{opened.path}#layer{layer}"] = dict(
             model=opened.meta.get("model"),
             task=opened.meta.get("task"),

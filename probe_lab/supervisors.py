@@ -103,7 +103,7 @@ class LabelContext:
     labelled: np.ndarray  # (n,) bool: the student split (training and validation)
     test: np.ndarray  # (n,) bool: the test split
     proba: Mapping[str, np.ndarray]  # stage-1 probes of this seed: P(label 1), (n,)
-    strong_logits: np.ndarray  # (n,) the strong ceiling's out-of-sample logits
+    strong_logits: np.ndarray  # (n,) out-of-fold logits of strong ceiling probes
     reference: str  # the probe supervisor whose accuracy synthetic kinds match
     made: Mapping[str, WeakLabels]  # supervisors labelled before this one
     rng: np.random.Generator  # seeded by (seed, supervisor name)
@@ -159,6 +159,9 @@ class SupervisorKind:
     matches_reference: bool = False
     """Without ``accuracy=``, it matches the reference probe's accuracy (so the
     study needs a probe supervisor)."""
+    strong_ranking: bool = False
+    """It reads ``ctx.strong_logits`` (stage 1 then trains the out-of-fold
+    ranking probes)."""
 
 
 def _as_kind(item: Any, name: str) -> SupervisorKind:
@@ -184,6 +187,7 @@ def register_supervisor(
     prepare: Callable[[Supervisor, Any], None] = _no_prepare,
     after_others: bool = False,
     matches_reference: bool = False,
+    strong_ranking: bool = False,
     overwrite: bool = False,
 ) -> Callable[[Callable[..., WeakLabels]], SupervisorKind]:
     """Decorator: register ``label(sup, ctx) -> WeakLabels`` as a supervisor kind.
@@ -201,6 +205,7 @@ def register_supervisor(
             prepare=prepare,
             after_others=after_others,
             matches_reference=matches_reference,
+            strong_ranking=strong_ranking,
         )
         return SUPERVISORS.register(name, kind, overwrite=overwrite)
 
@@ -370,7 +375,9 @@ def _flips(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
 
 
 for _name in MAKERS:
-    register_supervisor(_name, matches_reference=True)(_flips)
+    register_supervisor(
+        _name, matches_reference=True, strong_ranking=_name.startswith("strong_")
+    )(_flips)
 
 
 def _mixture_probes(sup: Supervisor) -> tuple[WeakProbe, ...]:

@@ -101,7 +101,8 @@ def test_smoke_run_on_a_synthetic_cache(path, cache, tmp_path):
     result = run_experiment(
         path, smoke=True, out=tmp_path / path.stem, cache=cache, progress=False
     )
-    n = len(result.config.references) if result.config.references else 1
+    config = result.config
+    n = len(config.references or config.sizes) or 1
     check_outputs(result, n_studies=n)
     assert result.cache == cache
 

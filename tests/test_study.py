@@ -357,3 +357,121 @@ def test_several_devices_give_the_same_table(cache, tmp_path):
         )
         tables.append(pd.read_csv(out))
     pd.testing.assert_frame_equal(tables[0], tables[1], atol=1e-6)
+
+
+def test_strong_rankings_come_from_probes_that_never_saw_the_row(cache):
+    """strong_* structures rank each labelled row by a ceiling probe trained on the
+    other folds, and test rows by fold probes that trained on no test row."""
+    from probe_lab.study import make_labels, train_ground_truth, weak_probes
+    from probe_lab.study_data import load_study_data
+
+    config = StudyConfig(
+        cache=cache,
+        layer=2,
+        supervisors=(
+            Supervisor(kind="probe", k=3),
+            Supervisor(kind="strong_unconfident"),
+        ),
+        seeds=2,
+        strong_folds=3,
+        train=TrainConfig(epochs=2, batch_size=64),
+    )
+    data = load_study_data(config, weak_probes(config).values(), [])
+    truth = train_ground_truth(config, data, log=print)
+    for seed in range(2):
+        ranking = truth.ranking[seed]
+        labelled = data.splits["student_train"][seed] | data.splits["student_val"][seed]
+        rows = np.flatnonzero(labelled)
+        assert np.all(ranking.source[rows] >= 0)
+        assert not ranking.folds_train[ranking.source[rows], rows].any()
+        assert not ranking.folds_train[:, data.splits["test"][seed]].any()
+        # Every fold probe trained on the other folds' rows.
+        assert ranking.folds_train.sum(axis=0)[rows].tolist() == [2] * rows.size
+    labels = make_labels(config, data, truth)
+    entry = labels[("strong_unconfident", 0)]
+    labelled = data.splits["student_train"][0] | data.splits["student_val"][0]
+    rows = np.flatnonzero(labelled)
+    flipped = np.flatnonzero((entry.hard != data.truth) & labelled)
+    margin = np.abs(truth.ranking[0].logits)
+    assert margin[flipped].max() <= np.sort(margin[rows])[flipped.size] + 1e-9
+
+
+def test_seeds_resample_the_split_and_the_summary_says_what_intervals_cover():
+    from probe_lab.study_data import make_splits
+
+    fractions = dict(test_frac=0.2, weak_frac=0.4, val_frac=0.1)
+    splits = make_splits(500, 3, resplit=StudyConfig(cache="x").resplit, **fractions)
+    assert not np.array_equal(splits["test"][0], splits["test"][1])
+    same = make_splits(500, 3, resplit=False, **fractions)
+    assert np.array_equal(same["test"][0], same["test"][2])
+    table = pd.DataFrame(
+        dict(
+            supervisor=["w"] * 3,
+            kind=["probe"] * 3,
+            student=[8] * 3,
+            loss=["xent"] * 3,
+            seed=[0, 1, 2],
+            weak_acc=[0.60, 0.62, 0.80],
+            student_acc=[0.70, 0.74, 0.81],
+            ceiling_acc=[0.80, 0.82, 0.79],
+            agreement=[0.9, 0.8, 0.7],
+            agreement_weak_wrong=[0.5, 0.4, 0.3],
+            agreement_weak_right=[1.0, 0.9, 0.8],
+        )
+    )
+    config = StudyConfig(cache="x")
+    result = StudyResult(
+        table=table, dynamics=pd.DataFrame(), config=config, fingerprints={}, stages=[]
+    )
+    row = result.summary().iloc[0]
+    assert row.interval == "95% bootstrap over seeds (split and minibatch order)"
+    # Resamples drawing seed 2 alone (no gap) are dropped, and counted.
+    assert row.pgr_dropped > 0
+    with pytest.warns(metrics.PGRWarning, match="resamples had no gap"):
+        metrics.bootstrap_pgr(table.weak_acc, table.student_acc, table.ceiling_acc)
+
+
+@pytest.mark.parametrize(
+    ("supervisors", "message"),
+    [
+        ([dict(kind="imitation")], "no base and the study has no probe supervisor"),
+        (
+            [dict(kind="probe", k=3), dict(kind="imitation", base="nobody")],
+            "not a supervisor name",
+        ),
+        ([dict(kind="imitation", name="me", base="me")], "cannot imitate itself"),
+        (
+            [
+                dict(kind="probe", k=3),
+                dict(kind="imitation", name="a"),
+                dict(kind="imitation", name="b", base="a"),
+            ],
+            "is itself an imitation",
+        ),
+        ([dict(kind="random")], "no probe supervisor"),
+        ([dict(kind="mixture", level=0.5, accuracy=0.8)], "needs k"),
+        ([dict(kind="column")], "needs field"),
+        ([dict(kind="probe", k=3), dict(kind="probe", k=3)], "must be unique"),
+        ([dict(kind="ensemble", params={"members": [{"k": 2}]})], "one member"),
+        ([dict(kind="probe", k=0)], "k must be >= 1"),
+    ],
+)
+def test_invalid_supervisor_combinations_are_refused_when_configured(
+    supervisors, message
+):
+    """Every invalid combination fails when the study is made, before any file is
+    read or anything trains (the cache here does not even exist)."""
+    with pytest.raises(StudyError, match=message):
+        StudyConfig(
+            cache="missing.h5",
+            supervisors=tuple(Supervisor(**s) for s in supervisors),
+        )
+
+
+def test_reference_must_be_a_probe_supervisor():
+    with pytest.raises(StudyError, match="is not a probe supervisor"):
+        StudyConfig(
+            cache="missing.h5",
+            supervisors=(Supervisor(kind="probe", k=3), Supervisor(kind="random")),
+            reference="random",
+        )

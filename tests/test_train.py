@@ -415,3 +415,26 @@ def test_bad_sample_weight_is_refused(problem):
         train_probes(x, y, config=FAST, sample_weight=np.ones(3))
     with pytest.raises(ValueError, match="sample_weight is 0 on every training row"):
         train_probes(x, y, config=FAST, sample_weight=np.zeros(x.shape[0]))
+
+
+def test_mixed_loss_methods_with_row_weights_equal_separate_calls(problem):
+    """Probes of several loss methods (target and loss kinds) and row weights in
+    one call train as each method's probes alone."""
+    x, y, _ = problem
+    train, val = split(x.shape[0])
+    losses = ("xent", "gce", "confidence", "bootstrap_soft", "gce", "xent")
+    weights = np.random.default_rng(1).uniform(0.0, 2.0, x.shape[0])
+    config = TrainConfig(epochs=3, batch_size=32, lr=1e-2, loss=losses)
+    mixed = train_probes(x, y, train, val, config=config, sample_weight=weights)
+    for loss in set(losses):
+        pick = np.array([name == loss for name in losses])
+        alone = train_probes(
+            x,
+            y[pick],
+            train,
+            val,
+            config=TrainConfig(epochs=3, batch_size=32, lr=1e-2, loss=loss),
+            sample_weight=weights,
+        )
+        np.testing.assert_allclose(alone.weights, mixed.weights[pick], atol=2e-5)
+        np.testing.assert_array_equal(alone.best_epoch, mixed.best_epoch[pick])

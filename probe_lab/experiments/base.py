@@ -79,6 +79,9 @@ class Context:
     progress: bool
     """Print progress lines and the studies' progress bars."""
 
+    cache_given: bool = False
+    """The run was given its cache (``--cache``) instead of building ``[cache]``."""
+
     fresh: bool = False
     """Run every study, even one saved by an earlier run with the same key."""
 
@@ -91,7 +94,15 @@ class Context:
         size]``."""
         config = self.config
         suffix = "" if config.preset == "full" else f" [{config.preset} size]"
-        return f"{config.name.replace('_', ' ')} ({config.figure} analog){suffix}"
+        covers = (
+            "split and minibatch order"
+            if config.study.get("resplit", True)
+            else "minibatch order only"
+        )
+        return (
+            f"{config.name.replace('_', ' ')} ({config.figure} analog){suffix}\n"
+            f"intervals over seeds vary the {covers}"
+        )
 
     def log(self, message: str) -> None:
         """Print ``[name] message`` when showing progress."""

@@ -48,9 +48,12 @@ KINDS = (
     "error_structures",
     "training_dynamics",
     "trivial_imitation",
+    "methods",
+    "sample_size",
 )
-"""The five analyses, one per paper figure (Fig. 23, 24, 25, 26, 27); each is the
-module of this package with its name."""
+"""The analyses: one per paper figure (Fig. 23, 24, 25, 26, 27), the method
+leaderboard, and Fig. 24's comparison against data size; each is the module of
+this package with its name."""
 
 PRESETS = ("full", "smoke", "demo")
 """Sizes of an experiment: as written, or with the ``[smoke]`` or ``[demo]`` table
@@ -184,6 +187,14 @@ class ExperimentConfig:
     """``trivial_imitation``: size of the weak label as an extra feature (in units
     of the standardized features)."""
 
+    sizes: tuple[int, ...] = ()
+    """``sample_size``: rows of the task per study (``max_rows``), smallest first;
+    sizes beyond the cache use the whole cache."""
+
+    tasks: tuple[str, ...] = ()
+    """``methods``: the built-in tasks to rank on, one cache each (``[cache]``
+    with its task replaced); a run given ``--cache`` ranks on that cache alone."""
+
     preset: str = "full"
     """Which size this is: ``full``, ``smoke`` or ``demo``."""
 
@@ -194,6 +205,8 @@ class ExperimentConfig:
         object.__setattr__(self, "references", tuple(self.references))
         object.__setattr__(self, "levels", tuple(self.levels))
         object.__setattr__(self, "hint_words", tuple(self.hint_words))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "sizes", tuple(self.sizes))
         if self.kind not in KINDS:
             raise ExperimentError(
                 f"[experiment] kind {self.kind!r} is unknown; use one of "
@@ -210,6 +223,13 @@ class ExperimentConfig:
             self._check_simulation()
         if self.kind == "trivial_imitation":
             self._check_imitation()
+        if self.kind == "sample_size" and (
+            not self.sizes or list(self.sizes) != sorted(set(self.sizes))
+        ):
+            raise ExperimentError(
+                "sample_size needs [experiment] sizes, an increasing list of row "
+                "counts (e.g. sizes = [500, 1000, 2000, 4850])"
+            )
 
     def _check_simulation(self) -> None:
         if not self.references or any(k < 1 for k in self.references):

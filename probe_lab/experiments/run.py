@@ -84,6 +84,7 @@ def run_experiment(
         out=out,
         cache_dir=Path(cache_dir),
         progress=progress,
+        cache_given=cache is not None,
         fresh=fresh,
     )
     ctx.log(f"{config.kind} on {ctx.cache} ({config.preset} size)")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from activation_cache import Cache, open_cache
 from probe_lab import plots, train_probes
-from probe_lab.basis import principal_components
+from probe_lab.basis import standardizes, to_basis
 from probe_lab.experiments.base import (
     Analysis,
     Context,
@@ -36,6 +36,7 @@ from probe_lab.experiments.base import (
 from probe_lab.experiments.caches import is_complete, reextract, source_model
 from probe_lab.experiments.config import ExperimentConfig, ExperimentError
 from probe_lab.study import Supervisor
+from probe_lab.study_data import load_study_data
 
 __all__ = [
     "CLAIM",
@@ -107,14 +108,19 @@ def run(ctx: Context) -> Analysis:
 
 def hint_labels(config: ExperimentConfig, cache: Path) -> tuple[np.ndarray, float]:
     """Out-of-fold predictions of the weak probe M_k: two folds, each labelled by a
-    probe trained (with the study's protocol) on the other one.
+    probe trained (with the study's protocol) on the other one. M_k counts in the
+    study's own basis, fit on the same rows as the study's, so it is the same M_k
+    the study trains.
 
     Returns:
         ``(n,)`` int8 weak labels and their accuracy.
     """
     study = config.study_config(cache)
     opened = open_cache(cache)
-    x = principal_components(opened.features(study.layer))
+    fit_rows = load_study_data(study, [], []).basis_rows
+    x = to_basis(
+        opened.features(study.layer), study.basis, fit_rows, whiten=study.whiten
+    )
     truth = np.asarray(opened.labels, np.int8)
     n, d = x.shape
     k = d if config.hint_k is None else config.hint_k
@@ -134,7 +140,12 @@ def hint_labels(config: ExperimentConfig, cache: Path) -> tuple[np.ndarray, floa
         train,
         np.stack([(fold == f) & val for f in (0, 1)]),
         feature_mask=mask,
-        config=dataclasses.replace(study.train, loss="xent"),
+        config=dataclasses.replace(
+            study.train,
+            loss="xent",
+            standardize=study.train.standardize
+            and standardizes(study.basis, study.whiten),
+        ),
         key=0,
     )
     proba = np.asarray(probes.predict_proba(x))

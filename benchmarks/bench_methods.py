@@ -1,0 +1,202 @@
+"""Benchmark: method plug-ins cost what the built-ins cost.
+
+    python benchmarks/bench_methods.py            # 20,000 x 384 cache, 200 epochs
+    python benchmarks/bench_methods.py --quick    # small smoke run (seconds)
+
+Three ratios, each measured in this run against a baseline of the same run:
+
+1. Compilations of a study's student stage with every built-in loss method
+   (``xent``, ``confidence``, ``bootstrap_soft``, ``bootstrap_hard``, ``gce``)
+   against the same study with ``xent`` alone: a method is data of the compiled
+   trainer, so the count follows the chunk shapes, not the methods (target: equal).
+2. The student stage of plug-in losses defined in THIS file against the same stage
+   with ``xent``, same conditions, same shapes, all compiled already (target:
+   <= 1.25x): label smoothing (``kind="targets"``: it returns targets, the trainer
+   keeps its closed-form gradient) and the focal loss (``kind="loss"``: a
+   per-example loss the trainer differentiates with a VJP; its own exp/log work per
+   example is part of what is measured).
+3. ``knn_clean`` on the whole 20,000 x 384 cache against one student stage of
+   1,000 probes on the same cache (target: < 1x).
+
+Like the ``probe-lab`` command, studies run with one JAX CPU device per core.
+Ratios are printed; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from conftest import write_synthetic_cache
+
+from probe_lab import Method, TrainConfig, use_cpu_cores
+from probe_lab.label_methods import get_label_method
+from probe_lab.study import StudyConfig, Supervisor, run_study
+
+BUILTIN = ("xent", "confidence", "bootstrap_soft", "bootstrap_hard", "gce")
+
+
+def focal(logits, targets, mask, progress, params):
+    """A plug-in: the binary focal loss (Lin et al. 2017) on soft targets,
+    ``-(1 - p_t)^gamma log p_t`` with ``p_t`` the probability of the target."""
+    del mask, progress
+    log_p = -jax.nn.softplus(-logits)
+    log_q = -jax.nn.softplus(logits)
+    p = jax.numpy.exp(log_p)
+    gamma = params["gamma"]
+    pos = -((1.0 - p) ** gamma) * log_p
+    neg = -(p**gamma) * log_q
+    return targets * pos + (1.0 - targets) * neg
+
+
+focal.params = {"gamma": 2.0}
+
+
+def smoothed(logits, targets, mask, progress, params):
+    """A plug-in of the other kind: cross-entropy against label-smoothed targets
+    (Szegedy et al. 2016), ``(1 - eps) * t + eps / 2``."""
+    del logits, mask, progress
+    return (1.0 - params["eps"]) * targets + 0.5 * params["eps"]
+
+
+smoothed.params = {"eps": 0.1}
+smoothed.kind = "targets"
+
+
+def student_stage(config: StudyConfig) -> dict:
+    result = run_study(config, progress=False)
+    return next(s for s in result.stages if s["stage"] == "students")
+
+
+def timed_twice(config: StudyConfig) -> tuple[dict, dict]:
+    """The student stage cold (compiling) and warm (compiled)."""
+    return student_stage(config), student_stage(config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke size")
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--d", type=int, default=384)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--devices", type=int, default=None)
+    args = parser.parse_args()
+    n_devices = use_cpu_cores(args.devices)
+    seeds = 10
+    if args.quick:
+        args.rows, args.d, args.epochs, seeds = 3000, 64, 5, 2
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = write_synthetic_cache(
+            Path(tmp) / "bench.h5", n=args.rows, d=args.d, dtype="float16"
+        )
+        base = dict(
+            cache=str(cache),
+            layer=2,
+            supervisors=(
+                Supervisor(kind="probe", k=8),
+                Supervisor(kind="random"),
+                Supervisor(kind="strong_unconfident"),
+                Supervisor(kind="mixture", k=8, level=0.5),
+            ),
+            students=(None, 32),
+            seeds=seeds,
+            dynamics=False,
+            train=TrainConfig(epochs=args.epochs),
+        )
+        n_cond = len(BUILTIN)
+        xent_only = StudyConfig(
+            **base,
+            losses=(),
+            methods=tuple(Method(name="xent", label=f"xent{i}") for i in range(n_cond)),
+        )
+        builtins = StudyConfig(**base, losses=BUILTIN)
+        plugins = {
+            name: StudyConfig(
+                **base,
+                losses=(),
+                methods=tuple(
+                    Method(name=f"__main__:{name}", label=f"{name}{i}")
+                    for i in range(n_cond)
+                ),
+            )
+            for name in ("smoothed", "focal")
+        }
+        print(
+            f"{args.rows} x {args.d} cache, {args.epochs} epochs, {n_devices} JAX "
+            f"device(s); student stage: 4 supervisors x 2 k x {n_cond} conditions x "
+            f"{seeds} seeds = {4 * 2 * n_cond * seeds} probes\n"
+        )
+        x_cold, x_warm = timed_twice(xent_only)
+        b_cold, b_warm = timed_twice(builtins)
+        s_cold, s_warm = timed_twice(plugins["smoothed"])
+        p_cold, p_warm = timed_twice(plugins["focal"])
+        print(
+            f"{'student stage':<34}{'trainers':>10}{'compiles':>10}{'cold s':>10}"
+            f"{'warm s':>10}"
+        )
+        for name, cold, warm in (
+            ("xent only (5 conditions)", x_cold, x_warm),
+            ("5 built-in loss methods", b_cold, b_warm),
+            ("plug-in smoothing (5 conditions)", s_cold, s_warm),
+            ("plug-in focal loss (5 conditions)", p_cold, p_warm),
+        ):
+            print(
+                f"{name:<34}{cold['trainers']:>10}{cold['compilations']:>10}"
+                f"{cold['seconds']:>10.2f}{warm['seconds']:>10.2f}"
+            )
+        print(
+            "\n(trainers: compiled trainer programs, one per chunk shape; compiles: "
+            "every XLA compilation of the stage, including each new method's "
+            "one-minibatch check)"
+        )
+        print(
+            f"1. trainer compilations, all built-ins / xent only: "
+            f"{b_cold['trainers']} / {x_cold['trainers']} (target: equal); warm runs "
+            f"compile {b_warm['compilations']} / {x_warm['compilations']}"
+        )
+        print(
+            f"2. plug-in / xent student stage (warm): label smoothing "
+            f"{s_warm['seconds'] / x_warm['seconds']:.2f}, focal "
+            f"{p_warm['seconds'] / x_warm['seconds']:.2f} (target <= 1.25)"
+        )
+        knn_ratio(args, base, cache)
+
+
+def knn_ratio(args, base: dict, cache: Path) -> None:
+    """knn_clean on every row against a 1,000-probe student stage."""
+    from activation_cache import open_cache
+
+    opened = open_cache(cache)
+    x = np.asarray(opened.features(2), np.float32)
+    truth = np.asarray(opened.labels, np.float32)
+    weak = np.where(np.random.default_rng(0).random(x.shape[0]) < 0.2, 1 - truth, truth)
+    rows = np.ones((1, x.shape[0]), bool)
+    method = get_label_method("knn_clean")
+    params = {"q": np.array([0.1]), "k": np.array([10])}
+    start = time.perf_counter()
+    method(x, weak[None], rows, jax.random.key(0), params)
+    cold = time.perf_counter() - start
+    start = time.perf_counter()
+    method(x, weak[None], rows, jax.random.key(0), params)
+    knn = time.perf_counter() - start
+    seeds = 1000 // (4 * 2 * 5) if not args.quick else base["seeds"]
+    config = StudyConfig(**{**base, "seeds": seeds}, losses=BUILTIN)
+    stage = timed_twice(config)[1]
+    print(
+        f"3. knn_clean on {x.shape[0]} x {x.shape[1]}: {knn:.2f} s ({cold:.2f} s with "
+        f"its compilation); student stage of "
+        f"{stage['probes']} probes: {stage['seconds']:.2f} s; ratio "
+        f"{knn / stage['seconds']:.3f} (target < 1)"
+    )
+
+
+if __name__ == "__main__":
+    main()
