@@ -84,7 +84,9 @@ class Leaderboard:
         lines.append("|---|" + "---|" * len(ranks.columns))
         for method, row in ranks.iterrows():
             lines.append(
-                f"| {method} | " + " | ".join(f"{int(v)}" for v in row.values) + " |"
+                f"| {method} | "
+                + " | ".join("n/a" if np.isnan(v) else f"{int(v)}" for v in row.values)
+                + " |"
             )
         lines += [
             "",
@@ -161,10 +163,18 @@ def rank_methods(
     for (task, method), group in task_seed.groupby(level=[0, 1], sort=False):
         mean, low, high = metrics.t_interval(group.values, confidence=confidence)
         per_task.append(dict(task=task, method=method, pgr=mean, low=low, high=high))
-    per_task = pd.DataFrame(per_task)
+    # every (task, method), PGR NaN where no cell of the task has a gap
+    methods = list(dict.fromkeys(table.loss))
+    every = pd.MultiIndex.from_product(
+        [list(dict.fromkeys(table.task)), methods], names=["task", "method"]
+    )
+    columns = ["task", "method", "pgr", "low", "high"]
+    per_task = pd.DataFrame(per_task, columns=columns).set_index(["task", "method"])
+    per_task = per_task.reindex(every).reset_index()
     per_task["rank"] = per_task.groupby("task").pgr.rank(ascending=False, method="min")
     overall = []
-    for method, group in per_seed.groupby(level=0, sort=False):
+    for method in methods:
+        group = per_seed[per_seed.index.get_level_values(0) == method]
         mean, low, high = metrics.t_interval(group.values, confidence=confidence)
         verdicts = cells[cells.method == method].verdict
         rows = table[table.loss == method]

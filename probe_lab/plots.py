@@ -569,11 +569,17 @@ def plot_sample_size(summary: pd.DataFrame, *, title: str = "") -> Figure:
                 rows.labelled, rows.agreement, marker="o", color=color, label=sup
             )
         left.axhline(0, color="0.5", lw=0.8)
+        span = summary.labelled.min() / 1.3, summary.labelled.max() * 1.3
         for ax in (left, right):
             ax.set_xscale("log")
+            ax.set_xlim(*span)  # also where every PGR is NaN (no data to scale)
             ax.set_xlabel("weak-labelled training rows (student split)")
         left.set_ylabel("PGR")
-        left.set_title("PGR (95% bootstrap interval over seeds)")
+        left.set_title(
+            "PGR (95% bootstrap interval over seeds)"
+            if summary.pgr.notna().any()
+            else "PGR undefined: the ceiling is not above the weak accuracy"
+        )
         right.set_ylabel("student agrees with the weak labels (test)")
         right.set_title("imitation of the weak labels")
         left.legend(loc="best")

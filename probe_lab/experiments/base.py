@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from probe_lab import plots
 from probe_lab.experiments.config import ExperimentConfig
 from probe_lab.experiments.saved import load_saved, save_study, study_key
-from probe_lab.study import StudyResult, Supervisor, run_study
+from probe_lab.study import StudyConfig, StudyResult, Supervisor, run_study
 
 __all__ = [
     "Analysis",
@@ -122,7 +122,13 @@ class Context:
         :mod:`probe_lab.experiments.saved`); a study saved there by an earlier
         run with the same key is read back instead of run (unless ``fresh``).
         """
-        config = self.config.study_config(cache or self.cache, supervisors)
+        return self.run_study(
+            self.config.study_config(cache or self.cache, supervisors)
+        )
+
+    def run_study(self, config: StudyConfig) -> StudyResult:
+        """Run a study saved under its key (or read back the one an earlier run
+        saved there), as :meth:`study` does, for a config the kind built."""
         key, _ = study_key(config)
         folder = self.out / "studies" / key[:16]
         saved = None if self.fresh else load_saved(folder, key)

@@ -15,7 +15,7 @@ import dataclasses
 import pandas as pd
 
 from probe_lab import plots
-from probe_lab.experiments.base import Analysis, Context, Finding, fmt
+from probe_lab.experiments.base import Analysis, Context, Finding, fmt, judged
 from probe_lab.experiments.caches import build_cache
 from probe_lab.leaderboard import Leaderboard, rank_methods
 from probe_lab.study import StudyResult
@@ -66,7 +66,9 @@ def check(board: Leaderboard) -> list[Finding]:
                 f"{fmt(conf.pgr_high, 2)}] vs {board.baseline} {fmt(base.pgr, 2)} "
                 f"[{fmt(base.pgr_low, 2)}, {fmt(base.pgr_high, 2)}]; wins / ties / "
                 f"losses {conf.wins} / {conf.ties} / {conf.losses} of the cells",
-                held=bool(conf.wins > conf.losses and conf.pgr > base.pgr),
+                held=judged(
+                    conf.wins > conf.losses and conf.pgr > base.pgr, conf.pgr, base.pgr
+                ),
             )
         )
     top = board.overall.iloc[0]

@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 
 from probe_lab import plots
-from probe_lab.experiments.base import Analysis, Context, Finding, fmt, summary_frame
-from probe_lab.study import StudyResult, run_study
+from probe_lab.experiments.base import (
+    Analysis,
+    Context,
+    Finding,
+    fmt,
+    judged,
+    summary_frame,
+)
+from probe_lab.study import StudyResult
 
 __all__ = ["CLAIM", "check", "run"]
 
@@ -34,7 +41,7 @@ def run(ctx: Context) -> Analysis:
     frames = []
     for size in ctx.config.sizes:
         config = dataclasses.replace(ctx.config.study_config(ctx.cache), max_rows=size)
-        result = run_study(config, progress=ctx.progress)
+        result = ctx.run_study(config)
         rows = result.fingerprints["rows"]
         label = f"{rows} rows"
         if label in studies:  # sizes beyond the cache: the whole cache, once
@@ -64,10 +71,16 @@ def check(summary: pd.DataFrame, ref: str) -> list[Finding]:
     sizes = [s for s in rnd.index if s in sim.index]
     if not sizes:
         return []
-    beats = {s: bool(rnd.pgr_low[s] > sim.pgr_high[s]) for s in sizes}
-    positive = {s: bool(rnd.pgr_low[s] > 0) for s in sizes}
+    # None where PGR (or its interval) is undefined: no gap, or one seed
+    beats = {
+        s: judged(rnd.pgr_low[s] > sim.pgr_high[s], rnd.pgr_low[s], sim.pgr_high[s])
+        for s in sizes
+    }
+    positive = {s: judged(rnd.pgr_low[s] > 0, rnd.pgr_low[s]) for s in sizes}
+    judgeable = [s for s in sizes if beats[s] is not None]
     holds_from = next(
-        (s for i, s in enumerate(sizes) if all(beats[t] for t in sizes[i:])), None
+        (s for i, s in enumerate(judgeable) if all(beats[t] for t in judgeable[i:])),
+        None,
     )
     each = "; ".join(
         f"{s}: random {fmt(rnd.pgr[s], 2)} vs {ref} {fmt(sim.pgr[s], 2)}" for s in sizes
@@ -81,9 +94,12 @@ def check(summary: pd.DataFrame, ref: str) -> list[Finding]:
                 f"holds from {holds_from} weak-labelled rows"
                 if holds_from is not None
                 else "does not hold at any size measured"
+                if judgeable
+                else "PGR intervals are undefined at every size (no gap between "
+                "weak and ceiling accuracy, or one seed)"
             )
             + f". PGR (xent) by weak-labelled rows: {each}",
-            held=holds_from is not None,
+            held=(holds_from is not None) if judgeable else None,
         ),
         Finding(
             claim="At the largest size, random flips give PGR above 0 (interval).",
@@ -91,17 +107,18 @@ def check(summary: pd.DataFrame, ref: str) -> list[Finding]:
             f"[{fmt(rnd.pgr_low[sizes[-1]], 2)}, {fmt(rnd.pgr_high[sizes[-1]], 2)}] "
             f"at {sizes[-1]} rows; above 0 at sizes "
             f"{[s for s in sizes if positive[s]] or 'none'}",
-            held=bool(positive[sizes[-1]]),
+            held=positive[sizes[-1]],
         ),
     ]
-    if np.isfinite(rnd.pgr[sizes[0]]):
+    first, last = rnd.pgr[sizes[0]], rnd.pgr[sizes[-1]]
+    if np.isfinite(first):
         findings.append(
             Finding(
                 claim="With few rows, the student memorizes random flips: their PGR "
                 "is at most that of larger sizes.",
                 measured=f"PGR random {fmt(rnd.pgr[sizes[0]], 2)} at {sizes[0]} rows, "
                 f"{fmt(rnd.pgr[sizes[-1]], 2)} at {sizes[-1]}",
-                held=bool(rnd.pgr[sizes[0]] <= rnd.pgr[sizes[-1]]),
+                held=judged(first <= last, first, last),
             )
         )
     return findings
