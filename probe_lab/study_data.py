@@ -313,7 +313,10 @@ def load_study_data(
         val_frac=config.val_frac,
         resplit=config.resplit,
     )
-    check_splits(splits, truth, config.train.batch_size)
+    try:
+        check_splits(splits, truth, config.train.batch_size)
+    except StudyError as err:
+        raise StudyError(f"{main.path} ({rows.size} rows used): {err}") from None
     data = StudyData(
         truth=truth,
         n_chars=np.asarray(main.n_chars)[rows],
