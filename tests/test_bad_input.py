@@ -77,6 +77,15 @@ def caches(tmp_path_factory) -> dict[str, Path]:
         f["labels"][...] = y
 
     broken("nan", nan_rows)
+
+    def reversed_with_nan(f):  # rows in reverse order: row i holds id 399 - i
+        for name in ("ids", "labels", "n_chars", "n_tokens", "texts"):
+            f[name][...] = f[name][()][::-1]
+        for name in f["features"]:
+            f["features"][name][...] = f["features"][name][()][::-1]
+        nan_rows(f)  # rows 10 and 20: ids row-00389 and row-00379
+
+    broken("nan_reversed", reversed_with_nan)
     broken("labels", label_two)
     broken("one_class", lambda f: f["labels"].__setitem__(..., 0))
     broken("version", lambda f: f.attrs.__setitem__("format_version", 99))
@@ -171,6 +180,11 @@ STUDY_CASES = [
     ("nan-rows", study_text("{nan}"),
      [r"nan.h5, layer 2: NaN or inf features in 2 of the 400 rows",
       r"cache rows 10 \(id 'row-00010'\), 20 \(id 'row-00020'\)"]),
+    ("nan-rows-in-a-joined-cache",  # the other cache's own rows, in the study's order
+     study_text(sups=PROBE + '[[supervisors]]\nkind = "probe"\nname = "other"\n'
+                'cache = "{nan_reversed}"\nlayer = 2'),
+     [r"nan_reversed.h5, layer 2: NaN or inf features in 2 of the 400 rows",
+      r"cache rows 20 \(id 'row-00379'\), 10 \(id 'row-00389'\)"]),
 ]  # fmt: skip
 
 
@@ -284,20 +298,21 @@ EXP_PROBE = '[[study.supervisors]]\nkind = "probe"\nk = 3\n'
 
 RUN_CASES = [
     ("seeds-string", '[study]\nseeds = "three"\n' + EXP_PROBE,
-     r"\[study\]: seeds must be an integer, got 'three'"),
+     r"exp.toml: study.seeds must be an integer, got 'three'"),
     ("seeds-float", "[study]\nseeds = 1.5\n" + EXP_PROBE,
-     r"\[study\]: seeds must be an integer, got 1.5"),
+     r"study.seeds must be an integer, got 1.5"),
     ("seeds-bool", "[study]\nseeds = true\n" + EXP_PROBE,
-     r"\[study\]: seeds must be an integer, got True"),
+     r"study.seeds must be an integer, got True"),
     ("students-int", "[study]\nstudents = 16\n" + EXP_PROBE,
-     r"\[study\]: students must be a list"),
+     r"study.students must be a list"),
     ("epochs-string", '[study.train]\nepochs = "five"\n' + EXP_PROBE,
-     r"\[study\]: train.epochs must be an integer, got 'five'"),
+     r"study.train.epochs must be an integer, got 'five'"),
     ("supervisors-string", '[study]\nsupervisors = "probe"\n',
-     r"\[study\]: supervisors must be a list of tables"),
+     r"study.supervisors must be a list of tables"),
     ("imitation-without-base", '[[study.supervisors]]\nkind = "imitation"\n',
      r"has no base"),
-    ("unknown-key", "[study]\nseedz = 2\n" + EXP_PROBE, r"unknown keys \['seedz'\]"),
+    ("unknown-key", "[study]\nseedz = 2\n" + EXP_PROBE,
+     r"\[study\] has unknown keys \['seedz'\]"),
 ]  # fmt: skip
 
 

@@ -274,12 +274,13 @@ class ExperimentConfig:
             data["supervisors"] = [dataclasses.asdict(s) for s in supervisors]
             reference = next((s.label for s in supervisors if s.kind == "probe"), "")
             data["reference"] = reference
+        source = self.source or "experiment"
         try:
-            return StudyConfig.from_dict(data)
+            return StudyConfig.from_dict(data, where="study")
+        except ConfigError as err:  # names its key path: study.train.epochs
+            raise ExperimentError(f"{source}: {err}") from err
         except (StudyError, TypeError, ValueError) as err:
-            raise ExperimentError(
-                f"{self.source or 'experiment'} [study]: {err}"
-            ) from err
+            raise ExperimentError(f"{source} [study]: {err}") from err
 
 
 def slug(text: str) -> str:
