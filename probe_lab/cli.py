@@ -113,11 +113,13 @@ def interrupted(args: argparse.Namespace) -> str:
         )
     if args.command in ("run", "demo") and args.out:
         saved = _saved_studies(Path(args.out))
+        building = f" and a cache being built in {args.cache_dir}/ keeps its rows"
+        if getattr(args, "cache", None):  # run --cache: nothing is built
+            building = ""
         return (
             f"interrupted; {len(saved)} finished "
             f"{'study is' if len(saved) == 1 else 'studies are'} saved in "
-            f"{args.out}/ and a cache being built in {args.cache_dir}/ keeps its "
-            "rows: the same command reuses them and runs the rest"
+            f"{args.out}/{building}: the same command reuses them and runs the rest"
         )
     return "interrupted before anything was written: the same command starts again"
 

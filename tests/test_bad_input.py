@@ -52,49 +52,68 @@ from probe_lab.study_data import fingerprint_cache
 pytest_plugins = ["cache_fixtures"]
 
 
+def _nan_rows(f: h5py.File) -> None:
+    x = f["features/layer_02"][()]
+    x[10, 3], x[20, 0] = np.nan, np.inf
+    f["features/layer_02"][...] = x
+
+
+def _reversed_with_nan(f: h5py.File) -> None:
+    """Rows in reverse order (row i holds id 399 - i), then NaN in rows 10 and 20
+    (ids row-00389 and row-00379)."""
+    for name in ("ids", "labels", "n_chars", "n_tokens", "texts"):
+        f[name][...] = f[name][()][::-1]
+    for name in f["features"]:
+        f["features"][name][...] = f["features"][name][()][::-1]
+    _nan_rows(f)
+
+
+def _label_two(f: h5py.File) -> None:
+    y = f["labels"][()]
+    y[5] = 2
+    f["labels"][...] = y
+
+
+def _partial(f: h5py.File) -> None:
+    f.attrs["complete"] = False
+    f["plan/batches_done"][()] = 1
+
+
+def _one_class(f: h5py.File) -> None:
+    f["labels"][...] = 0
+
+
+def _version(f: h5py.File) -> None:
+    f.attrs["format_version"] = 99
+
+
+def _other_ids(f: h5py.File) -> None:
+    f["ids"][...] = np.array([f"x{i}" for i in range(400)], dtype=object)
+
+
+BROKEN = {
+    "nan": _nan_rows,
+    "nan_reversed": _reversed_with_nan,
+    "labels": _label_two,
+    "partial": _partial,
+    "one_class": _one_class,
+    "version": _version,
+    "other_ids": _other_ids,
+}
+"""Copies of the good cache with one thing wrong, by name."""
+
+
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory) -> dict[str, Path]:
     """Small caches, good and broken, by name."""
     root = tmp_path_factory.mktemp("bad_input")
     good = write_synthetic_cache(root / "good.h5", n=400, d=8)
     out = {"good": good, "missing": root / "missing.h5"}
-
-    def broken(name, edit):
-        path = root / f"{name}.h5"
-        shutil.copy(good, path)
-        with h5py.File(path, "r+") as f:
+    for name, edit in BROKEN.items():
+        out[name] = root / f"{name}.h5"
+        shutil.copy(good, out[name])
+        with h5py.File(out[name], "r+") as f:
             edit(f)
-        out[name] = path
-
-    def nan_rows(f):
-        x = f["features/layer_02"][()]
-        x[10, 3], x[20, 0] = np.nan, np.inf
-        f["features/layer_02"][...] = x
-
-    def label_two(f):
-        y = f["labels"][()]
-        y[5] = 2
-        f["labels"][...] = y
-
-    broken("nan", nan_rows)
-
-    def reversed_with_nan(f):  # rows in reverse order: row i holds id 399 - i
-        for name in ("ids", "labels", "n_chars", "n_tokens", "texts"):
-            f[name][...] = f[name][()][::-1]
-        for name in f["features"]:
-            f["features"][name][...] = f["features"][name][()][::-1]
-        nan_rows(f)  # rows 10 and 20: ids row-00389 and row-00379
-
-    broken("nan_reversed", reversed_with_nan)
-    broken("labels", label_two)
-    broken("one_class", lambda f: f["labels"].__setitem__(..., 0))
-    broken("version", lambda f: f.attrs.__setitem__("format_version", 99))
-    broken(
-        "other_ids",
-        lambda f: f["ids"].__setitem__(
-            ..., np.array([f"x{i}" for i in range(400)], dtype=object)
-        ),
-    )
     out["corrupt"] = root / "corrupt.h5"
     out["corrupt"].write_bytes(b"not an HDF5 file " * 64)
     out["tiny"] = write_synthetic_cache(root / "tiny.h5", n=40, d=8)
@@ -163,6 +182,9 @@ STUDY_CASES = [
     ("missing-cache", study_text("{missing}"), [r"no cache file at .*missing.h5"]),
     ("corrupt-cache", study_text("{corrupt}"),
      [r"corrupt.h5 is not a readable HDF5 file"]),
+    ("partial-cache", study_text("{partial}"),
+     [r"partial.h5 is incomplete \(256 of 400 rows written\)",
+      r"running the same extract command again"]),
     ("format-version", study_text("{version}"),
      [r"version.h5 has cache format version 99"]),
     ("non-binary-labels", study_text("{labels}"),
