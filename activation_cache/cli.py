@@ -181,7 +181,8 @@ def run_info(args: argparse.Namespace) -> int:
                 f"autocast {meta.get('autocast')}, {meta.get('device_type')})",
                 f"capture   {meta.get('capture', 'hidden_states (before hooks)')}"
                 + (
-                    f", device map {meta['device_map']}"
+                    f", device map {meta['device_map']}: "
+                    f"{meta.get('device_map_layout')}"
                     if meta.get("device_map")
                     else ""
                 ),

@@ -856,6 +856,12 @@ def _extract_rows(
                     **attrs,
                     "hidden_size": d,
                     "last_layer_post_final_norm": _final_norm_status(model, probe),
+                    "device_map_layout": json.dumps(
+                        {
+                            k: str(v)
+                            for k, v in getattr(model, "hf_device_map", {}).items()
+                        }
+                    ),
                     "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 },
                 ids=[task.ids[i] for i in rows],

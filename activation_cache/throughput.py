@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 __all__ = [
     "DOCUMENTED_TFLOPS",
     "Throughput",
+    "documented_rate",
     "matrix_parameters",
     "measure_matmul_rate",
     "peak_flops",
@@ -39,6 +40,22 @@ DOCUMENTED_TFLOPS = (
     (r"V100", {"float16": 125.0, "float32": 15.7}),
     (r"\bT4\b", {"float16": 65.0, "float32": 8.1}),
 )
+
+
+def documented_rate(gpu: str, dtype: str) -> float | None:
+    """A GPU's documented dense matrix rate for a compute dtype.
+
+    Args:
+        gpu: the name ``torch.cuda.get_device_name`` gives, e.g. ``NVIDIA H100 PCIe``.
+        dtype: ``bfloat16``, ``float16`` or ``float32``.
+
+    Returns:
+        FLOP/s, or None for a GPU or dtype not in `DOCUMENTED_TFLOPS`.
+    """
+    for pattern, rates in DOCUMENTED_TFLOPS:
+        if re.search(pattern, gpu):
+            return rates[dtype] * 1e12 if dtype in rates else None
+    return None
 
 
 def matrix_parameters(model, blocks, blocks_run: int) -> int:
@@ -132,10 +149,11 @@ def peak_flops(device, dtype, *, measure: bool = True) -> tuple[float, str]:
     name = str(dtype).removeprefix("torch.")
     if device.type == "cuda":
         gpu = torch.cuda.get_device_name(device)
+        rate = documented_rate(gpu, name)
+        # TF32 products run faster than the float32 rate the table holds
         tf32 = name == "float32" and torch.backends.cuda.matmul.allow_tf32
-        for pattern, rates in DOCUMENTED_TFLOPS:
-            if re.search(pattern, gpu) and name in rates and not tf32:
-                return rates[name] * 1e12, f"documented: {gpu}, {name} dense"
+        if rate is not None and not tf32:
+            return rate, f"documented: {gpu}, {name} dense"
         what = f"{gpu} ({device})"
     else:
         what = device.type
@@ -151,6 +169,12 @@ def _measured_rate(device: str, dtype: str) -> tuple[float, int]:
     import torch
 
     return measure_matmul_rate(device, getattr(torch, dtype))
+
+
+def _flops(rate: float) -> str:
+    if rate >= 1e12:
+        return f"{rate / 1e12:,.1f} TFLOP/s"
+    return f"{rate / 1e9:,.2f} GFLOP/s"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,8 +220,8 @@ class Throughput:
         """One line: rows/s, tokens/s, MFU and the rate it is judged against."""
         return (
             f"{self.rows_per_s:,.1f} rows/s, {self.tokens_per_s:,.0f} tokens/s, "
-            f"MFU {self.mfu:.1%} ({self.model_flops_per_s / 1e12:.3g} of "
-            f"{self.peak_flops / 1e12:.3g} TFLOP/s; peak {self.peak_source})"
+            f"MFU {self.mfu:.1%} ({_flops(self.model_flops_per_s)} of "
+            f"{_flops(self.peak_flops)}; peak {self.peak_source})"
         )
 
     def to_json(self) -> str:

@@ -40,7 +40,7 @@ def _batches(model, tokenizer, texts, side, batch_size=5):
 def _compare(model, batches, layer_sets, position):
     """Largest |hooks - hidden_states| over batches and layer sets; also checks
     that no block after the deepest requested layer runs."""
-    path, blocks = find_blocks(model, model.config.num_hidden_layers)
+    _, blocks = find_blocks(model, model.config.num_hidden_layers)
     n = len(blocks)
     _, final = forward_hidden_states(model, blocks, batches[0])
     assert final == "output"
@@ -134,8 +134,7 @@ def test_both_paths_write_the_same_bits(layers, tiny_models, text_task, tmp_path
         meta_h, meta_s = open_cache(hooks).meta, open_cache(plain).meta
         assert meta_h["capture"] == "hooks" and meta_s["capture"] == "hidden_states"
         assert (
-            meta_h["last_layer_post_final_norm"]
-            == meta_s["last_layer_post_final_norm"]
+            meta_h["last_layer_post_final_norm"] == meta_s["last_layer_post_final_norm"]
         )
         hooks.unlink()
         plain.unlink()
@@ -197,7 +196,9 @@ def test_block_list_not_found_names_the_model_class():
         r"--capture hidden_states",
     ):
         find_blocks(model, 2)
-    gpt2 = transformers.GPT2Model(transformers.GPT2Config(n_embd=16, n_layer=3, n_head=2))
+    gpt2 = transformers.GPT2Model(
+        transformers.GPT2Config(n_embd=16, n_layer=3, n_head=2)
+    )
     assert find_blocks(gpt2, 3)[0] == "h"
     with pytest.raises(BlocksNotFoundError, match="GPT2Model"):
         find_blocks(gpt2, 4)
