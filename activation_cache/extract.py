@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +59,7 @@ _DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 # batch's forward passes are halved on out-of-memory until they fit.
 _AUTO_BATCH = {"cuda": 512}
 _AUTO_BATCH_DEFAULT = 32
+_MEMORY_SIZE = r"\d+(\.\d+)?\s*[KMG]i?B"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 
 # Settings that must match for a run to resume (or accept) an existing file, with
@@ -130,23 +132,40 @@ def parse_max_memory(spec: str | dict | None) -> dict | None:
     """Parse per-device memory limits for a device map.
 
     Args:
-        spec: ``"0=70GiB,1=70GiB,cpu=200GiB"`` (GPU index, ``cpu`` or ``mps`` = size
-            as accelerate reads it), a dict of the same, or None.
+        spec: ``"0=70GiB,1=70GiB,cpu=200GiB"`` (GPU index, ``cpu`` or ``mps`` = bytes,
+            or a size with a unit: KB, MB, GB, KiB, MiB, GiB), a dict of the same,
+            or None.
 
     Returns:
-        A dict with int GPU keys, or None.
+        A dict with int GPU keys and int or unit-string sizes, or None.
     """
-    if spec is None or isinstance(spec, dict):
-        return spec
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        pairs = []
+        for part in spec.split(","):
+            key, sep, size = (x.strip() for x in part.partition("="))
+            if not sep or not key or not size:
+                raise ValueError(
+                    "max memory must look like 0=70GiB,1=70GiB,cpu=200GiB; got "
+                    f"{spec!r}"
+                )
+            pairs.append((int(key) if key.isdigit() else key, size))
+    else:
+        pairs = list(spec.items())
     limits: dict = {}
-    for part in spec.split(","):
-        key, sep, size = part.partition("=")
-        key, size = key.strip(), size.strip()
-        if not sep or not key or not size:
+    for key, size in pairs:
+        if isinstance(size, str) and size.isdigit():
+            size = int(size)
+        if not (
+            isinstance(size, int)
+            or (isinstance(size, str) and re.fullmatch(_MEMORY_SIZE, size, re.I))
+        ):
             raise ValueError(
-                f"max memory must look like 0=70GiB,1=70GiB,cpu=200GiB; got {spec!r}"
+                f"max memory of {key!r} is {size!r}: give bytes (an integer) or a "
+                "size with a unit, like 70GiB or 500MB"
             )
-        limits[int(key) if key.isdigit() else key] = size
+        limits[key] = size
     return limits
 
 

@@ -447,9 +447,11 @@ def test_device_map_is_refused_under_torchrun(
         _config("m", text_task, "o.h5", max_memory="cpu=1GiB")
     with pytest.raises(ValueError, match="max memory must look like"):
         _config("m", text_task, "o.h5", device_map="auto", max_memory="cpu")
+    with pytest.raises(ValueError, match=r"max memory of 'cpu' is '1B': give bytes"):
+        _config("m", text_task, "o.h5", device_map="auto", max_memory="cpu=1B")
     assert _config(
-        "m", text_task, "o.h5", device_map="auto", max_memory="0=70GiB,cpu=2GiB"
-    ).max_memory == {0: "70GiB", "cpu": "2GiB"}
+        "m", text_task, "o.h5", device_map="auto", max_memory="0=70GiB,cpu=2048"
+    ).max_memory == {0: "70GiB", "cpu": 2048}
 
 
 def _out_of_memory_once(monkeypatch, model_class, *, rows_over: int):
