@@ -827,7 +827,6 @@ def _extract_rows(
     Returns:
         This run's throughput, or None if it had no batch left to compute.
     """
-
     config, task, prompts, tokens, device, rank = (
         job.config,
         job.task,
