@@ -429,7 +429,7 @@ def test_device_map_with_offload_equals_plain(tiny_models, text_task, tmp_path):
 
 
 def test_device_map_is_refused_under_torchrun(
-    tiny_models, text_task, tmp_path, monkeypatch
+    tiny_models, text_task, tmp_path, monkeypatch, capsys
 ):
     for key, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
         monkeypatch.setenv(key, value)
@@ -441,6 +441,14 @@ def test_device_map_is_refused_under_torchrun(
     ):
         extract(cfg)
     assert not cfg.out.exists()
+    argv = ["extract", "--model", str(tiny_models["gpt2"]), "--task", str(text_task)]
+    argv += ["--out", str(cfg.out), "--device-map", "auto", "--batch-size", "auto"]
+    argv += ["--max-memory", "cpu=2GiB", "--offload-folder", str(tmp_path / "off")]
+    args = _parser().parse_args(argv)
+    assert (args.device_map, args.batch_size) == ("auto", "auto")
+    assert args.max_memory == {"cpu": "2GiB"}
+    assert args.func(args) == 1
+    assert "do not go together" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"keep device='auto'.*CUDA_VISIBLE_DEVICES"):
         _config("m", text_task, "o.h5", device_map="auto", device="cpu")
     with pytest.raises(ValueError, match=r"max_memory.*only with a device_map"):
