@@ -93,10 +93,10 @@ def test_minilm_hooks_equal_hidden_states():
     source = resolve_model("minilm")
     model = transformers.AutoModel.from_pretrained(source, dtype=torch.float32).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    texts = format_prompts(load_task("larger_than", size=16), "{text}")
-    layer_sets = ([0, 2], [3, 6], list(range(7)))
+    texts = format_prompts(load_task("larger_than", size=12), "{text}")
+    layer_sets = ([0, 2], list(range(7)))
     for side in ("right", "left"):
-        batches = _batches(model, tokenizer, texts, side, batch_size=8)
+        batches = _batches(model, tokenizer, texts, side, batch_size=6)
         for position in ("last", "first", "mean"):
             worst = _compare(model, batches, layer_sets, position)
             assert worst <= 1e-6, (side, position, worst)
