@@ -9,8 +9,13 @@ Run: ``python benchmarks/gpu_extract_check.py``. On a CUDA machine: MiniLM on 2,
 ``cities`` rows and a bfloat16 decoder (width 2048, 16 blocks, about 0.7B matrix
 parameters) on 500 rows with the text repeated 8 times (about 100 tokens a row);
 a few minutes, mostly writing and loading the decoder. With no GPU: the same paths
-on CPU at tiny sizes (64 rows, a width-64 decoder of 2 blocks), in about half a
-minute on 2 cores. ``--rows`` and ``--width``/``--blocks`` change the sizes.
+on CPU at tiny sizes (64 rows, a width-64 decoder of 2 blocks), in 20-50 s on 2
+shared cores. ``--rows`` and ``--width``/``--blocks`` change the sizes.
+
+The offload path caps the first device at half the checkpoint's bytes: on a GPU the
+rest of the blocks live in CPU memory and are streamed to the GPU for each forward
+pass; on CPU, accelerate's reserve for the largest module usually sends the whole
+model to disk (weights read from the offload folder each pass).
 
 Tolerances, relative to the largest feature magnitude: the device-map paths run the
 same batches with the same kernels as the plain path, so they must match to 1e-6;
