@@ -1,7 +1,8 @@
 """Extraction overhead and cache read speed, printed as a table.
 
-Run: ``python benchmarks/bench_extract.py`` (about 1.5 minutes on 2 idle CPU cores) or
-``python benchmarks/bench_extract.py --quick`` (about 30 seconds). Wall-clock ratios
+Run: ``python benchmarks/bench_extract.py`` (about 4.5 minutes on 2 CPU cores shared
+with other jobs) or ``python benchmarks/bench_extract.py --quick`` (about 1.5
+minutes). Wall-clock ratios
 need an otherwise idle machine; the CPU-time ratio (this process's CPU seconds, all
 threads) is less sensitive to other processes.
 
@@ -297,7 +298,7 @@ def bench_read(n: int, d: int, repeats: int, folder: Path) -> list[tuple]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller, ~30 s")
+    parser.add_argument("--quick", action="store_true", help="smaller, ~1.5 min")
     parser.add_argument("--rows", type=int, help="cities rows for the extraction bench")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, help="timings per measurement (best of)")
