@@ -2,9 +2,8 @@
 
 Run: ``python benchmarks/bench_extract.py`` (about 4.5 minutes on 2 CPU cores shared
 with other jobs) or ``python benchmarks/bench_extract.py --quick`` (about 1.5
-minutes). Wall-clock ratios
-need an otherwise idle machine; the CPU-time ratio (this process's CPU seconds, all
-threads) is less sensitive to other processes.
+minutes). Wall-clock ratios need an otherwise idle machine; the CPU-time ratio (this
+process's CPU seconds, all threads) is less sensitive to other processes.
 
 1. Extraction with caching vs the bare model forward: the packaged MiniLM on
    ``cities`` rows (written to a JSONL task file first), the same prompts and the same
