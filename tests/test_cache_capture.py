@@ -26,7 +26,7 @@ pytest_plugins = ["cache_fixtures"]
 LAYER_SETS = ([0], [1], [0, 2], [0, 1, 2])
 
 
-def _batches(model, tokenizer, texts, side, batch_size=5):
+def _batches(model, tokenizer, texts, side, batch_size=6):
     tokens = tokenizer(texts)["input_ids"]
     pad = next(
         t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if t is not None
