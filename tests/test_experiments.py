@@ -183,7 +183,7 @@ k = 4
             r"\[cache\] has unknown keys \['modle'\]",
         ),
         (GOOD + "[cache]\nposition = 'middle'\n", "position must be mean"),
-        (GOOD + "[study]\nseedz = 2\n", r"bad.toml \[study\]: unknown study settings"),
+        (GOOD + "[study]\nseedz = 2\n", r"bad.toml: \[study\] has unknown keys"),
         (GOOD.replace("k = 4", "k = 4\nkind2 = 1"), r"supervisors\[0\] has unknown"),
         (GOOD.replace('name = "x"\n', ""), r"\[experiment\] needs name"),
         ("[experiment\n", "not valid TOML"),

@@ -275,7 +275,9 @@ class ExperimentConfig:
             reference = next((s.label for s in supervisors if s.kind == "probe"), "")
             data["reference"] = reference
         try:
-            return StudyConfig.from_dict(data)
+            return StudyConfig.from_dict(data, where="study")
+        except ConfigError as err:  # names its key path (study.train.epochs)
+            raise ExperimentError(f"{self.source or 'experiment'}: {err}") from err
         except (StudyError, TypeError, ValueError) as err:
             raise ExperimentError(
                 f"{self.source or 'experiment'} [study]: {err}"
