@@ -6,9 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from activation_cache.extract import ExtractConfig, ExtractError, extract, parse_layers
+from activation_cache.extract import (
+    ExtractConfig,
+    ExtractError,
+    extract,
+    parse_batch_size,
+    parse_layers,
+    parse_max_memory,
+)
 from activation_cache.store import CacheError, open_cache, read_plan, read_state
 from activation_cache.tasks import TASKS, TaskError
+from activation_cache.throughput import Throughput
 
 __all__ = ["register", "run_extract", "run_info"]
 
@@ -50,7 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--position", choices=("last", "first", "mean"), default="last")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--batch-size",
+        type=parse_batch_size,
+        default=32,
+        help="rows per forward pass, or auto (on CUDA: 512, halved on out-of-memory)",
+    )
     p.add_argument("--template", default="{text}", help='e.g. "{text} I think {hint}."')
     p.add_argument("--max-length", type=int, help="tokens per prompt at most")
     p.add_argument("--padding-side", choices=("right", "left"), default="right")
@@ -61,6 +74,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--autocast", choices=("none", "float16", "bfloat16"), default="none"
+    )
+    p.add_argument(
+        "--capture",
+        choices=("hooks", "hidden_states"),
+        default="hooks",
+        help="hooks: pool requested layers during the forward and stop after the "
+        "deepest; hidden_states: keep every hidden state (models whose block list "
+        "is not found)",
+    )
+    p.add_argument(
+        "--device-map",
+        choices=("auto", "balanced", "balanced_low_0", "sequential"),
+        help="spread one model over every visible GPU, then CPU, then disk, in one "
+        "process (models larger than one GPU; not with torchrun)",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=parse_max_memory,
+        help="with --device-map: memory per device, e.g. 0=70GiB,1=70GiB,cpu=200GiB",
+    )
+    p.add_argument(
+        "--offload-folder",
+        help="with --device-map: folder for weights offloaded to disk "
+        "(default: a temporary one beside --out)",
     )
     p.add_argument("--revision", help="hub revision of a hub-id model")
     p.add_argument("--trust-remote-code", action="store_true")
@@ -99,6 +136,10 @@ def run_extract(args: argparse.Namespace) -> int:
             padding_side=args.padding_side,
             model_dtype=args.model_dtype,
             autocast=args.autocast,
+            capture=args.capture,
+            device_map=args.device_map,
+            max_memory=args.max_memory,
+            offload_folder=args.offload_folder,
             revision=args.revision,
             trust_remote_code=args.trust_remote_code,
             overwrite=args.overwrite,
@@ -174,6 +215,13 @@ def run_info(args: argparse.Namespace) -> int:
                 f"last      post final norm: {meta.get('last_layer_post_final_norm')}",
                 f"dtype     {meta.get('dtype')} (model {meta.get('model_dtype')}, "
                 f"autocast {meta.get('autocast')}, {meta.get('device_type')})",
+                f"capture   {meta.get('capture', 'hidden_states (before hooks)')}"
+                + (
+                    f", device map {meta['device_map']}: "
+                    f"{meta.get('device_map_layout')}"
+                    if meta.get("device_map")
+                    else ""
+                ),
                 f"created   {meta.get('created')}",
                 f"versions  {meta.get('versions')}",
             ]
@@ -186,6 +234,14 @@ def run_info(args: argparse.Namespace) -> int:
                 )
             if meta.get("shards"):
                 lines.append(f"shards    {meta['shards']}")
+            if meta.get("throughput"):
+                speed = Throughput.from_json(meta["throughput"])
+                lines.append(f"speed     {speed.summary()}")
+                lines.append(
+                    f"          ({speed.rows} rows, {speed.tokens} tokens in "
+                    f"{speed.seconds:.2f} s by the run that finished the file; "
+                    f"{speed.params:,} matrix parameters per token)"
+                )
             balance = cache.labels.mean() if cache.n else float("nan")
             lines.append(f"labels    {balance:.3f} positive")
             for layer in cache.layers:

@@ -14,6 +14,8 @@ import inspect
 import json
 import os
 import platform
+import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -24,15 +26,40 @@ from typing import Any
 import numpy as np
 
 from activation_cache import store
+from activation_cache.capture import (
+    BlocksNotFoundError,
+    CaptureMismatchError,
+    HiddenStatesCapture,
+    LayerCapture,
+    check_capture,
+    find_blocks,
+    forward_hidden_states,
+)
 from activation_cache.tasks import Task, format_prompts, load_task, task_fingerprint
+from activation_cache.throughput import Throughput, matrix_parameters, peak_flops
 
-__all__ = ["ExtractConfig", "ExtractError", "extract", "parse_layers", "resolve_model"]
+__all__ = [
+    "ExtractConfig",
+    "ExtractError",
+    "extract",
+    "parse_batch_size",
+    "parse_layers",
+    "parse_max_memory",
+    "resolve_model",
+]
 
 FLOAT16_MAX = 65504.0
 _POSITIONS = ("last", "first", "mean")
 _DTYPES = ("float16", "float32")
 _MODEL_DTYPES = ("auto", "float32", "float16", "bfloat16")
 _AUTOCAST = ("none", "float16", "bfloat16")
+_CAPTURE = ("hooks", "hidden_states")
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+# Rows per batch of the plan for --batch-size auto, per device type; on CUDA each
+# batch's forward passes are halved on out-of-memory until they fit.
+_AUTO_BATCH = {"cuda": 512}
+_AUTO_BATCH_DEFAULT = 32
+_MEMORY_SIZE = r"\d+(\.\d+)?\s*[KMG]i?B"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 
 # Settings that must match for a run to resume (or accept) an existing file, with
@@ -80,6 +107,68 @@ def parse_layers(spec: str | Sequence[int]) -> str | tuple[int, ...]:
     return tuple(int(x) for x in spec)
 
 
+def parse_batch_size(spec: str | int) -> int | str:
+    """Parse a batch size: a positive integer or ``"auto"``.
+
+    Args:
+        spec: ``"auto"``, ``"32"`` or an int.
+
+    Returns:
+        ``"auto"`` or the int.
+    """
+    if isinstance(spec, str):
+        if spec.strip() == "auto":
+            return "auto"
+        try:
+            spec = int(spec)
+        except ValueError:
+            raise ValueError(
+                f"batch size must be a positive integer or auto; got {spec!r}"
+            ) from None
+    return spec
+
+
+def parse_max_memory(spec: str | dict | None) -> dict | None:
+    """Parse per-device memory limits for a device map.
+
+    Args:
+        spec: ``"0=70GiB,1=70GiB,cpu=200GiB"`` (GPU index, ``cpu`` or ``mps`` = bytes,
+            or a size with a unit: KB, MB, GB, KiB, MiB, GiB), a dict of the same,
+            or None.
+
+    Returns:
+        A dict with int GPU keys and int or unit-string sizes, or None.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        pairs = []
+        for part in spec.split(","):
+            key, sep, size = (x.strip() for x in part.partition("="))
+            if not sep or not key or not size:
+                raise ValueError(
+                    "max memory must look like 0=70GiB,1=70GiB,cpu=200GiB; got "
+                    f"{spec!r}"
+                )
+            pairs.append((int(key) if key.isdigit() else key, size))
+    else:
+        pairs = list(spec.items())
+    limits: dict = {}
+    for key, size in pairs:
+        if isinstance(size, str) and size.isdigit():
+            size = int(size)
+        if not (
+            isinstance(size, int)
+            or (isinstance(size, str) and re.fullmatch(_MEMORY_SIZE, size, re.I))
+        ):
+            raise ValueError(
+                f"max memory of {key!r} is {size!r}: give bytes (an integer) or a "
+                "size with a unit, like 70GiB or 500MB"
+            )
+        limits[key] = size
+    return limits
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExtractConfig:
     """What to extract and where to write it."""
@@ -106,8 +195,12 @@ class ExtractConfig:
     ``float32``."""
     device: str = "auto"
     """``auto`` (CUDA if present, then MPS, else CPU), or a torch device string."""
-    batch_size: int = 32
-    """Rows per forward pass."""
+    batch_size: int | str = 32
+    """Rows per batch of the plan (a forward pass each), or ``"auto"``: 512 rows per
+    batch on CUDA, each batch's forward passes halved on out-of-memory (the batch
+    is retried; the halved size is kept from there on and recorded, so a resume
+    continues with it), 32 elsewhere. Resuming a file with ``auto`` uses the
+    file's batch size."""
     template: str = "{text}"
     """Prompt template with ``{text}`` and optional ``{id}`` or extra task fields."""
     max_length: int | None = None
@@ -122,6 +215,22 @@ class ExtractConfig:
     autocast: str = "none"
     """CUDA autocast dtype for the forward pass: ``none``, ``float16`` or
     ``bfloat16``."""
+    capture: str = "hooks"
+    """How layers are read: ``hooks`` (forward hooks on the blocks pool each
+    requested layer as the forward passes it, and the forward stops after the
+    deepest one) or ``hidden_states`` (the whole forward keeps every hidden state;
+    for models whose block list is not found). Both write the same bits."""
+    device_map: str | None = None
+    """Spread one model over every visible GPU, then CPU memory, then disk, in this
+    one process (accelerate's device map: ``auto``, ``balanced``,
+    ``balanced_low_0`` or ``sequential``), for models larger than one device. Not
+    with ``torchrun``; ``device`` must stay ``auto``."""
+    max_memory: dict | str | None = None
+    """With ``device_map``: memory per device, e.g. ``{0: "70GiB", "cpu": "200GiB"}``
+    or ``"0=70GiB,cpu=200GiB"``; what does not fit goes to disk."""
+    offload_folder: str | Path | None = None
+    """With ``device_map``: where weights offloaded to disk go (default: a temporary
+    folder beside ``out``, deleted afterwards)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) of a hub-id model."""
     trust_remote_code: bool = False
@@ -137,12 +246,21 @@ class ExtractConfig:
         except ValueError as e:
             raise ValueError(f"ExtractConfig.layers: {e}") from None
         object.__setattr__(self, "out", Path(self.out))
+        for name, parse in (
+            ("batch_size", parse_batch_size),
+            ("max_memory", parse_max_memory),
+        ):
+            try:
+                object.__setattr__(self, name, parse(getattr(self, name)))
+            except ValueError as e:
+                raise ValueError(f"ExtractConfig.{name}: {e}") from None
         choices = {
             "position": _POSITIONS,
             "dtype": _DTYPES,
             "padding_side": ("right", "left"),
             "model_dtype": _MODEL_DTYPES,
             "autocast": _AUTOCAST,
+            "capture": _CAPTURE,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -150,10 +268,32 @@ class ExtractConfig:
                     f"ExtractConfig.{name} must be one of {', '.join(allowed)}; "
                     f"got {getattr(self, name)!r}"
                 )
+        if self.batch_size != "auto" and not isinstance(self.batch_size, int):
+            raise ValueError(
+                f"ExtractConfig.batch_size must be an int or 'auto'; got "
+                f"{self.batch_size!r}"
+            )
         for name in ("batch_size", "size", "max_length"):
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if isinstance(value, int) and value < 1:
                 raise ValueError(f"ExtractConfig.{name} must be >= 1; got {value}")
+        if self.device_map is not None:
+            if self.device_map not in _DEVICE_MAPS:
+                raise ValueError(
+                    f"ExtractConfig.device_map must be one of "
+                    f"{', '.join(_DEVICE_MAPS)} (or None); got {self.device_map!r}"
+                )
+            if self.device != "auto":
+                raise ValueError(
+                    f"ExtractConfig.device is {self.device!r} but device_map places "
+                    "the model itself over every visible GPU (then CPU, then disk); "
+                    "keep device='auto' and choose GPUs with CUDA_VISIBLE_DEVICES"
+                )
+        elif self.max_memory is not None or self.offload_folder is not None:
+            raise ValueError(
+                "ExtractConfig.max_memory and offload_folder apply only with a "
+                "device_map; pass device_map='auto' (--device-map auto) too"
+            )
         if not self.model:
             raise ValueError("ExtractConfig.model is empty")
 
@@ -383,22 +523,6 @@ class _Batcher:
         return batch
 
 
-def _pool(hidden, mask, position: str):
-    """Pool one layer's states (B, T, d) at a position, in float32 -> (B, d)."""
-    import torch
-
-    hidden = hidden.float()
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    if position == "mean":
-        real = mask.bool().unsqueeze(-1)
-        total = torch.where(real, hidden, torch.zeros((), device=hidden.device)).sum(1)
-        return total / mask.sum(1, keepdim=True).to(hidden.dtype)
-    if position == "first":
-        return hidden[rows, mask.argmax(1)]
-    last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
-    return hidden[rows, last]
-
-
 def _overflow_error(x, rows, layers, ids, out: Path) -> ExtractError:
     import torch
 
@@ -410,6 +534,30 @@ def _overflow_error(x, rows, layers, ids, out: Path) -> ExtractError:
         f"{value:.4g}, beyond float16's range ({FLOAT16_MAX:g}); extract with "
         f"--dtype float32 (ExtractConfig(dtype='float32')) to a new --out. The rows "
         f"already written to {out} are kept"
+    )
+
+
+def _resolve_batch_size(config: ExtractConfig, device_type: str, path: Path) -> int:
+    """The plan's rows per batch: the config's, or for ``auto`` an existing file's
+    (to resume it), else the device type's default."""
+    if config.batch_size != "auto":
+        return int(config.batch_size)
+    if path.exists() and not config.overwrite:
+        with contextlib.suppress(store.CacheError):
+            found, _ = store.read_state(path)
+            if isinstance(found.get("batch_size"), int):
+                return int(found["batch_size"])
+    return _AUTO_BATCH.get(device_type, _AUTO_BATCH_DEFAULT)
+
+
+def _device_map_error(world: int) -> ExtractError:
+    return ExtractError(
+        f"device_map (--device-map) and torchrun ({world} processes) do not go "
+        "together: --device-map runs ONE process that spreads one model over every "
+        "visible GPU (then CPU memory, then disk), for a model larger than one GPU; "
+        "torchrun runs one process per GPU, each holding the whole model, for a "
+        "model that fits on one GPU. Run `probe-lab extract --device-map auto` "
+        "without torchrun, or drop --device-map under torchrun"
     )
 
 
@@ -486,6 +634,8 @@ def extract(
     from transformers import AutoConfig, AutoTokenizer
 
     rank, world, local_rank = _distributed()
+    if config.device_map is not None and world > 1:
+        raise _device_map_error(world)
     out = Path(config.out)
     source = resolve_model(config.model)
     task = load_task(config.task, size=config.size, seed=config.seed)
@@ -541,7 +691,14 @@ def extract(
         "position": config.position,
         "layers": layers,
         "dtype": config.dtype,
-        "batch_size": config.batch_size,
+        "batch_size": _resolve_batch_size(
+            config,
+            torch.device(device).type,
+            _shard_path(out, rank, world) if world > 1 else out,
+        ),
+        "batch_size_auto": config.batch_size == "auto",
+        "capture": config.capture,
+        "device_map": config.device_map or "",
         "max_length": max_length,
         "n_truncated": n_truncated,
         "padding_side": config.padding_side,
@@ -609,7 +766,9 @@ def extract(
         )
         error = None
         try:
-            _extract_rows(job, rows, path, shard_attrs)
+            speed = _extract_rows(job, rows, path, shard_attrs)
+            if world == 1 and speed is not None:
+                _say(config, rank, f"throughput: {speed.summary()}")
         except Exception as e:  # every rank must reach the collective below
             error = e
         if world > 1:
@@ -623,10 +782,19 @@ def extract(
             raise error
         if world > 1:
             if rank == 0:
+                shard_paths = [_shard_path(out, r, world) for r in range(world)]
+                speeds = [store.read_state(p)[0].get("throughput") for p in shard_paths]
+                joined = {}
+                if all(speeds):
+                    speed = Throughput.combine(
+                        [Throughput.from_json(t) for t in speeds]
+                    )
+                    joined["throughput"] = speed.to_json()
+                    _say(config, rank, f"throughput: {speed.summary()}")
                 store.write_virtual(
                     out,
-                    [_shard_path(out, r, world) for r in range(world)],
-                    attrs={**attrs, "world_size": world},
+                    shard_paths,
+                    attrs={**attrs, **joined, "world_size": world},
                     ids=task.ids,
                     texts=task.texts,
                     labels=task.labels,
@@ -655,12 +823,14 @@ class _Job:
     on_batch: Callable[[int, int], None] | None
 
 
-def _extract_rows(job: _Job, rows: np.ndarray, path: Path, attrs: dict) -> None:
-    """Extract ``rows`` of the task into ``path`` (created or resumed)."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import AutoModel
+def _extract_rows(
+    job: _Job, rows: np.ndarray, path: Path, attrs: dict
+) -> Throughput | None:
+    """Extract ``rows`` of the task into ``path`` (created or resumed).
 
+    Returns:
+        This run's throughput, or None if it had no batch left to compute.
+    """
     config, task, prompts, tokens, device, rank = (
         job.config,
         job.task,
@@ -672,11 +842,11 @@ def _extract_rows(job: _Job, rows: np.ndarray, path: Path, attrs: dict) -> None:
 
     local_tokens = [tokens[i] for i in rows]
     lengths = np.asarray([len(t) for t in local_tokens], dtype=np.int64)
-    order, bounds = _plan(lengths, config.batch_size)
-    done = 0
+    order, bounds = _plan(lengths, attrs["batch_size"])
+    done, micro = 0, attrs["batch_size"]
     if path.exists():
         if _check_existing(path, attrs, config) == "complete":
-            return
+            return None
         _, done = store.read_state(path)
         stored_order, stored_bounds = store.read_plan(path)
         if not (
@@ -688,91 +858,289 @@ def _extract_rows(job: _Job, rows: np.ndarray, path: Path, attrs: dict) -> None:
                 "(another activation_cache version?); write to a new --out, or delete "
                 "it (or pass --overwrite) to start over"
             )
+        micros = store.read_micro_batches(path)
+        if done and micros is not None and micros[done - 1] > 0:
+            micro = int(micros[done - 1])
         _say(config, rank, f"resuming {path} after {done} of {bounds.size - 1} batches")
+    with contextlib.ExitStack() as stack:
+        model = _load_model(job, stack)
+        forward_params = inspect.signature(model.forward).parameters
+        batcher = _Batcher(
+            local_tokens, job.pad_id, config.padding_side, device, forward_params
+        )
+        probe = batcher(np.asarray([int(np.argmin(lengths))]))
+        capture, blocks, d = _make_capture(model, probe, attrs, config)
+        stack.enter_context(capture)
+        if not path.exists():
+            store.create_cache(
+                path,
+                attrs={
+                    **attrs,
+                    "hidden_size": d,
+                    "last_layer_post_final_norm": _final_norm_status(model, probe),
+                    "device_map_layout": json.dumps(
+                        {
+                            k: str(v)
+                            for k, v in getattr(model, "hf_device_map", {}).items()
+                        }
+                    ),
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+                ids=[task.ids[i] for i in rows],
+                texts=[task.texts[i] for i in rows],
+                labels=task.labels[rows],
+                n_chars=np.asarray([len(prompts[i]) for i in rows]),
+                n_tokens=lengths,
+                extra={k: [v[i] for i in rows] for k, v in task.extra.items()},
+                layers=attrs["layers"],
+                d=d,
+                dtype=config.dtype,
+                order=order,
+                bounds=bounds,
+            )
+        return _run_batches(
+            job,
+            _Run(
+                capture=capture,
+                batcher=batcher,
+                lengths=lengths,
+                order=order,
+                bounds=bounds,
+                done=done,
+                micro=micro,
+                local_ids=[task.ids[i] for i in rows],
+                path=path,
+                layers=attrs["layers"],
+            ),
+            _speed_meter(model, blocks, capture, device, config),
+        )
+
+
+def _load_model(job: _Job, stack: contextlib.ExitStack):
+    """Load the model in eval mode: on ``job.device``, or spread by a device map."""
+    import torch
+    from transformers import AutoModel
+
+    config, device = job.config, job.device
+    kwargs: dict[str, Any] = {}
     if config.model_dtype == "auto":
-        dtype = torch.float32 if torch.device(device).type == "cpu" else "auto"
+        on_cpu = torch.device(device).type == "cpu"
+        kwargs["dtype"] = torch.float32 if on_cpu else "auto"
     else:
-        dtype = getattr(torch, config.model_dtype)
+        kwargs["dtype"] = getattr(torch, config.model_dtype)
+    if config.device_map is not None:
+        try:
+            importlib.metadata.version("accelerate")
+        except importlib.metadata.PackageNotFoundError:
+            raise ExtractError(
+                "device_map (--device-map) needs accelerate: pip install accelerate "
+                "(it is in probe-lab's extract extra)"
+            ) from None
+        folder = config.offload_folder
+        if folder is None:
+            out = Path(config.out)
+            temporary = tempfile.TemporaryDirectory(
+                prefix=f".{out.stem}.offload-", dir=out.parent
+            )
+            folder = stack.enter_context(temporary)
+        kwargs.update(
+            device_map=config.device_map,
+            max_memory=config.max_memory,
+            offload_folder=str(folder),
+        )
     with _transformers_bars(enabled=not config.quiet):
         model = _load(
-            lambda src, **kw: AutoModel.from_pretrained(src, dtype=dtype, **kw),
+            lambda src, **kw: AutoModel.from_pretrained(src, **kwargs, **kw),
             job.source,
             config,
             "model",
         )
-    model.to(device).eval()
-    forward_params = inspect.signature(model.forward).parameters
-    batcher = _Batcher(
-        local_tokens, job.pad_id, config.padding_side, device, forward_params
-    )
-    probe = batcher(np.asarray([int(np.argmin(lengths))]))
-    with torch.inference_mode():
-        hidden = model(**probe, output_hidden_states=True).hidden_states
-    if len(hidden) != attrs["n_blocks"] + 1:
+    if config.device_map is None:
+        model.to(device)
+    return model.eval()
+
+
+def _make_capture(model, probe: dict, attrs: dict, config: ExtractConfig):
+    """Build the layer reader, checked on one row against ``output_hidden_states``.
+
+    Returns:
+        (the capture, the block list or None, the hidden width).
+    """
+    n_blocks, layers = attrs["n_blocks"], attrs["layers"]
+    blocks = None
+    if config.capture == "hooks":
+        try:
+            _, blocks = find_blocks(model, n_blocks)
+        except BlocksNotFoundError as e:
+            raise ExtractError(str(e)) from None
+        hidden, final = forward_hidden_states(model, blocks, probe)
+    else:
+        import torch
+
+        with torch.inference_mode():
+            hidden = model(**probe, output_hidden_states=True).hidden_states
+    if len(hidden) != n_blocks + 1:
         raise ExtractError(
             f"{config.model} returned {len(hidden)} hidden states, expected "
-            f"{attrs['n_blocks'] + 1} (n_blocks + 1)"
+            f"{n_blocks + 1} (n_blocks + 1)"
         )
-    d = int(hidden[0].shape[-1])
-    if not path.exists():
-        store.create_cache(
-            path,
-            attrs={
-                **attrs,
-                "hidden_size": d,
-                "last_layer_post_final_norm": _final_norm_status(model, probe),
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-            ids=[task.ids[i] for i in rows],
-            texts=[task.texts[i] for i in rows],
-            labels=task.labels[rows],
-            n_chars=np.asarray([len(prompts[i]) for i in rows]),
-            n_tokens=lengths,
-            extra={k: [v[i] for i in rows] for k, v in task.extra.items()},
-            layers=attrs["layers"],
-            d=d,
-            dtype=config.dtype,
-            order=order,
-            bounds=bounds,
+    if config.capture == "hooks":
+        if final is None:
+            raise ExtractError(
+                f"the last hidden state of {type(model).__name__} is neither its "
+                "last_hidden_state nor its last block's output, so hooks cannot read "
+                "it; extract it with --capture hidden_states "
+                "(ExtractConfig(capture='hidden_states'))"
+            )
+        capture = LayerCapture(model, blocks, layers, config.position, final=final)
+        with capture:
+            try:
+                check_capture(capture, probe, hidden)
+            except CaptureMismatchError as e:
+                raise ExtractError(str(e)) from None
+    else:
+        capture = HiddenStatesCapture(model, layers, config.position, n_blocks)
+    return capture, blocks, int(hidden[0].shape[-1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Run:
+    """The batches one process computes, and where it writes them."""
+
+    capture: Any
+    batcher: _Batcher
+    lengths: np.ndarray
+    order: np.ndarray
+    bounds: np.ndarray
+    done: int
+    micro: int
+    local_ids: list[str]
+    path: Path
+    layers: list[int]
+
+
+def _speed_meter(model, blocks, capture, device: str, config: ExtractConfig):
+    """A function of (rows, tokens, seconds) giving the run's `Throughput`."""
+    import torch
+
+    if config.autocast != "none":
+        dtype = getattr(torch, config.autocast)
+    else:
+        dtype = next(
+            (p.dtype for p in model.parameters() if p.is_floating_point()),
+            torch.float32,
         )
-    layers = attrs["layers"]
-    local_ids = [task.ids[i] for i in rows]
+    gpus = {
+        str(d)
+        for d in getattr(model, "hf_device_map", {}).values()
+        if d not in ("cpu", "disk", "meta")
+    }
+    params = matrix_parameters(model, blocks, capture.blocks_run)
+
+    def meter(rows: int, tokens: int, seconds: float) -> Throughput:
+        rate, source = peak_flops(device, dtype)
+        devices = max(1, len(gpus))
+        if devices > 1:
+            source += f", times {devices} GPUs of the device map"
+        return Throughput(
+            rows=rows,
+            tokens=tokens,
+            seconds=seconds,
+            params=params,
+            peak_flops=rate * devices,
+            peak_source=source,
+            devices=devices,
+        )
+
+    return meter
+
+
+def _forward_batch(run: _Run, rows: np.ndarray, micro: int, device: str):
+    """Pooled layers of one batch, ``micro`` rows per forward pass: (L, B, d)."""
+    import torch
+
+    parts = []
+    for start in range(0, rows.size, micro):
+        pooled = run.capture(run.batcher(rows[start : start + micro]))
+        parts.append(torch.stack([x.to(device) for x in pooled]))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+
+def _run_batches(job: _Job, run: _Run, meter) -> Throughput | None:
+    """Compute and write the batches not done yet; see `_extract_rows`."""
+    import torch
+    from tqdm.auto import tqdm
+
+    config, device = job.config, job.device
     autocast = (
         torch.autocast("cuda", dtype=getattr(torch, config.autocast))
         if config.autocast != "none"
         else contextlib.nullcontext()
     )
-    writer = store.Writer(path, layers, on_batch=job.on_batch)
+    writer = store.Writer(run.path, run.layers, on_batch=job.on_batch)
     bar = tqdm(
-        total=len(rows),
-        initial=int(bounds[done]),
+        total=run.lengths.size,
+        initial=int(run.bounds[run.done]),
         unit="row",
-        disable=config.quiet or rank != 0,
-        desc=path.name,
+        disable=config.quiet or job.rank != 0,
+        desc=run.path.name,
     )
-    complete = False
+    complete, speed, micro = False, None, run.micro
     start, n_tok = time.perf_counter(), 0
     try:
-        for b in range(done, bounds.size - 1):
-            batch_rows = order[bounds[b] : bounds[b + 1]]
-            inputs = batcher(batch_rows)
-            with torch.inference_mode(), autocast:
-                states = model(**inputs, output_hidden_states=True).hidden_states
-                mask = inputs["attention_mask"]
-                x = torch.stack(
-                    [_pool(states[i], mask, config.position) for i in layers]
+        for b in range(run.done, run.bounds.size - 1):
+            batch_rows = run.order[run.bounds[b] : run.bounds[b + 1]]
+            while True:
+                try:
+                    with torch.inference_mode(), autocast:
+                        x = _forward_batch(run, batch_rows, micro, device)
+                        if config.dtype == "float16":
+                            big = torch.isfinite(x) & (x.abs() > FLOAT16_MAX)
+                            if big.any():
+                                raise _overflow_error(
+                                    x, batch_rows, run.layers, run.local_ids, run.path
+                                )
+                            x = x.to(torch.float16)
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    if config.batch_size != "auto" or min(micro, batch_rows.size) < 2:
+                        raise _oom_error(run, b, batch_rows, micro, device) from None
+                micro = min(micro, batch_rows.size) // 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                _say(
+                    config,
+                    job.rank,
+                    f"out of memory in batch {b}; retrying it with {micro} rows "
+                    "per forward pass (kept from here on)",
                 )
-                if config.dtype == "float16":
-                    if (torch.isfinite(x) & (x.abs() > FLOAT16_MAX)).any():
-                        raise _overflow_error(x, batch_rows, layers, local_ids, path)
-                    x = x.to(torch.float16)
-            writer.put(b, batch_rows, x.cpu().numpy())
-            n_tok += int(lengths[batch_rows].sum())
+            writer.put(b, batch_rows, x.cpu().numpy(), micro_batch=micro)
+            n_tok += int(run.lengths[batch_rows].sum())
             bar.update(batch_rows.size)
             bar.set_postfix_str(
                 f"{n_tok / (time.perf_counter() - start):,.0f} tok/s", refresh=False
             )
+        writer.drain()
+        n_rows = int(run.bounds[-1] - run.bounds[run.done])
+        if n_rows:
+            speed = meter(n_rows, n_tok, time.perf_counter() - start)
         complete = True
     finally:
         bar.close()
-        writer.close(complete=complete)
+        writer.close(
+            complete=complete,
+            attrs={"throughput": speed.to_json()} if speed is not None else None,
+        )
+    return speed
+
+
+def _oom_error(run: _Run, b: int, rows: np.ndarray, micro: int, device: str):
+    auto = "" if micro > 1 else " even one row at a time"
+    return ExtractError(
+        f"out of memory on {device}{auto} in batch {b} ({rows.size} rows of up to "
+        f"{int(run.lengths[rows].max())} tokens, {min(micro, rows.size)} per forward "
+        f"pass). The {b} batches before it are kept in {run.path}: rerun with "
+        "--batch-size auto (ExtractConfig(batch_size='auto')) to resume it halving "
+        "the forward passes on out-of-memory; or use --device-map auto to spread "
+        "the model over more memory, or a shorter --max-length"
+    )

@@ -13,6 +13,9 @@ Layout of a cache file (format ``probe-lab-cache``, version 1)::
     /plan/order            (n,) int64: rows in processing order (length-bucketed)
     /plan/bounds           (n_batches + 1,) int64; batch b: order[bounds[b]:bounds[b+1]]
     /plan/batches_done     () int64: batches fully written, flushed after each batch
+    /plan/micro_batch      (n_batches,) int64: rows per forward pass inside each batch
+                           written (0: not yet written); files made before it was
+                           added lack it, and ran every batch as one forward pass
 
 Everything except the feature rows and the counter is written when the file is
 created, and the feature chunks are allocated then; afterwards a run only overwrites
@@ -45,6 +48,7 @@ __all__ = [
     "feature_name",
     "join",
     "open_cache",
+    "read_micro_batches",
     "read_plan",
     "read_state",
     "write_virtual",
@@ -135,6 +139,20 @@ def read_plan(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         return f["plan/order"][()], f["plan/bounds"][()]
 
 
+def read_micro_batches(path: str | Path) -> np.ndarray | None:
+    """Read the rows per forward pass each written batch ran with.
+
+    Args:
+        path: a cache file written by one process.
+
+    Returns:
+        (n_batches,) int64, 0 for batches not yet written; None for a file made
+        before the record existed (each batch was one forward pass).
+    """
+    with _open_h5(Path(path)) as f:
+        return f["plan/micro_batch"][()] if "plan/micro_batch" in f else None
+
+
 def create_cache(
     path: str | Path,
     *,
@@ -192,6 +210,10 @@ def create_cache(
         plan.create_dataset("bounds", data=np.asarray(bounds, dtype=np.int64))
         _create_early(plan, "batches_done", (), np.dtype(np.int64), None)
         plan["batches_done"][()] = 0
+        n_batches = len(bounds) - 1
+        _create_early(plan, "micro_batch", (n_batches,), np.dtype(np.int64), None)
+        if n_batches:
+            plan["micro_batch"][...] = 0
         item = np.dtype(dtype)
         rows = max(1, min(n, _CHUNK_BYTES // (d * item.itemsize)))
         for layer in layers:
@@ -227,7 +249,9 @@ class Writer:
     cannot corrupt it, and a scattered row costs a memory copy rather than an HDF5
     selection. Each batch's rows go to every layer first, then the
     ``plan/batches_done`` counter is advanced, so it never covers a batch that is not
-    in the file (a killed process's writes to the map stay in the page cache).
+    in the file (a killed process's writes to the map stay in the page cache). The
+    rows per forward pass a batch ran with go to ``plan/micro_batch`` before the
+    counter too, so a resumed run continues with the same split.
 
     Args:
         path: a file made by `create_cache`.
@@ -252,6 +276,9 @@ class Writer:
             chunk_rows = [ds.chunks[0] for ds in datasets]
             self._dtype, d = datasets[0].dtype, datasets[0].shape[1]
             counter = f["plan/batches_done"].id.get_offset()
+            micro = f["plan"].get("micro_batch")
+            offset = None if micro is None else micro.id.get_offset()
+            micro = None if offset is None else (offset, micro.shape[0])
             self._n_batches = len(f["plan/bounds"]) - 1
             self.batches_done = int(f["plan/batches_done"][()])
         self._map = np.memmap(self.path, dtype=np.uint8, mode="r+")
@@ -260,6 +287,11 @@ class Writer:
             for o, rows in zip(offsets, chunk_rows, strict=True)
         ]
         self._counter = self._map[counter : counter + 8].view(np.int64)
+        self._micro = (
+            None
+            if micro is None
+            else self._map[micro[0] : micro[0] + 8 * micro[1]].view(np.int64)
+        )
         self._on_batch = on_batch
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -282,27 +314,42 @@ class Writer:
         ]
         return views[0] if len(views) == 1 else views
 
-    def put(self, batch: int, rows: np.ndarray, features: np.ndarray) -> None:
+    def put(
+        self,
+        batch: int,
+        rows: np.ndarray,
+        features: np.ndarray,
+        *,
+        micro_batch: int | None = None,
+    ) -> None:
         """Queue one batch for writing.
 
         Args:
             batch: the batch's index in the plan (batches must come in plan order).
             rows: (B,) dataset rows of the batch.
             features: (L, B, d) features in the stored dtype.
+            micro_batch: rows per forward pass the batch ran with (default: all of
+                them in one).
         """
         self._raise_if_failed()
-        self._queue.put((batch, rows, features))
+        self._queue.put((batch, rows, features, micro_batch or len(rows)))
 
-    def close(self, *, complete: bool) -> None:
+    def drain(self) -> None:
+        """Wait until every queued batch is written (or writing failed)."""
+        self._queue.join()
+        self._raise_if_failed()
+
+    def close(self, *, complete: bool, attrs: dict | None = None) -> None:
         """Wait for queued batches, then close the file.
 
         Args:
             complete: mark the file complete (all batches must be written).
+            attrs: file attributes to set together with ``complete``.
         """
         self._queue.put(None)
         self._thread.join()
         self._map.flush()
-        self._layers, self._counter, self._map = [], None, None
+        self._layers, self._counter, self._micro, self._map = [], None, None, None
         self._raise_if_failed()
         if complete:
             if self.batches_done != self._n_batches:
@@ -311,7 +358,7 @@ class Writer:
                     "batches were written"
                 )
             with h5py.File(self.path, "r+") as f:
-                f.attrs["complete"] = True
+                f.attrs.update({**(attrs or {}), "complete": True})
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -321,14 +368,18 @@ class Writer:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue
             try:
-                self._write(*item)
+                if self._error is None:
+                    self._write(*item)
             except BaseException as e:  # handed to the main thread by put/close
                 self._error = e
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
 
-    def _write(self, batch: int, rows: np.ndarray, features: np.ndarray) -> None:
+    def _write(
+        self, batch: int, rows: np.ndarray, features: np.ndarray, micro_batch: int
+    ) -> None:
         if batch != self.batches_done:
             raise CacheError(f"batch {batch} arrived, expected {self.batches_done}")
         if features.dtype != self._dtype:
@@ -343,6 +394,8 @@ class Writer:
             for c in np.unique(chunk).tolist():
                 pick = chunk == c
                 view[c][within[pick]] = values[pick]
+        if self._micro is not None:
+            self._micro[batch] = micro_batch
         self._counter[0] = batch + 1
         self.batches_done = batch + 1
         if self._on_batch is not None:

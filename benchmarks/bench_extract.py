@@ -1,9 +1,9 @@
 """Extraction overhead and cache read speed, printed as a table.
 
-Run: ``python benchmarks/bench_extract.py`` (about 1.5 minutes on 2 idle CPU cores) or
-``python benchmarks/bench_extract.py --quick`` (about 30 seconds). Wall-clock ratios
-need an otherwise idle machine; the CPU-time ratio (this process's CPU seconds, all
-threads) is less sensitive to other processes.
+Run: ``python benchmarks/bench_extract.py`` (about 4.5 minutes on 2 CPU cores shared
+with other jobs) or ``python benchmarks/bench_extract.py --quick`` (about 1.5
+minutes). Wall-clock ratios need an otherwise idle machine; the CPU-time ratio (this
+process's CPU seconds, all threads) is less sensitive to other processes.
 
 1. Extraction with caching vs the bare model forward: the packaged MiniLM on
    ``cities`` rows (written to a JSONL task file first), the same prompts and the same
@@ -13,7 +13,13 @@ threads) is less sensitive to other processes.
    loop is ``model(**batch, output_hidden_states=True)`` over prebuilt batches.
    Target: ratio >= 0.90. Building the built-in ``cities`` task (reading the
    gazetteer) is a fixed cost, shown on its own line.
-2. Reading one layer of a 20,000 x 384 float16 cache into memory (time and MB/s), and
+2. Stopping early: ``extract()`` of MiniLM's layer 2 (of 6 blocks) against all 7
+   hidden states, the same rows and batches, interleaved (best of ``--repeats``).
+   Target: layer 2 costs <= 0.55 of all layers in the batch loop (the forward stops
+   after block 2 of 6; a third of the blocks plus the embeddings). The same ratio end
+   to end, and all layers through the hooks against ``--capture hidden_states``, are
+   shown beside it.
+3. Reading one layer of a 20,000 x 384 float16 cache into memory (time and MB/s), and
    a random gather of half the rows in numpy vs HDF5 fancy indexing.
 """
 
@@ -40,18 +46,11 @@ from activation_cache import (
 from activation_cache.extract import _Batcher, _plan, resolve_model
 
 
-def bench_extract(
-    rows: int, batch_size: int, repeats: int, folder: Path
-) -> list[tuple]:
-    """Time extract() and the bare forward over the same batches."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    source = resolve_model("minilm")
+def _write_task_file(rows: int, folder: Path) -> tuple[Path, float]:
+    """The cities rows as a JSONL task file, and the seconds building the task took."""
     start = time.perf_counter()
     task = load_task("cities", size=rows)
     t_task = time.perf_counter() - start
-    # the same rows as a task file, so both sides start from the texts
     task_file = folder / "cities.jsonl"
     task_file.write_text(
         "".join(
@@ -59,6 +58,93 @@ def bench_extract(
             for i, t, y in zip(task.ids, task.texts, task.labels, strict=True)
         )
     )
+    return task_file, t_task
+
+
+def _timed_extract(cfg: ExtractConfig) -> tuple[float, float, float]:
+    """Wall seconds for extract() end to end and from the first batch committed to
+    the last; CPU seconds end to end."""
+    stamps = []
+    cpu, start = time.process_time(), time.perf_counter()
+    extract(cfg, on_batch=lambda done, total: stamps.append(time.perf_counter()))
+    end = time.perf_counter()
+    return end - start, stamps[-1] - stamps[0], time.process_time() - cpu
+
+
+def bench_layers(task_file: Path, batch_size: int, repeats: int) -> list[tuple]:
+    """Time extract() of layer 2 against all layers (hooks and hidden_states)."""
+
+    def config(name: str, **kw) -> ExtractConfig:
+        return ExtractConfig(
+            model="minilm",
+            task=str(task_file),
+            position="mean",
+            batch_size=batch_size,
+            out=task_file.parent / f"{name}.h5",
+            overwrite=True,
+            quiet=True,
+            **kw,
+        )
+
+    runs = {
+        "layer 2": config("layer2", layers="2"),
+        "all layers": config("all"),
+        "all layers, hidden_states": config("states", capture="hidden_states"),
+    }
+    _timed_extract(runs["layer 2"])  # warm up
+    times: dict[str, list] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, cfg in runs.items():
+            times[name].append(_timed_extract(cfg))
+    best = {name: np.min(t, axis=0) for name, t in times.items()}
+    two, every, states = (
+        best["layer 2"],
+        best["all layers"],
+        best["all layers, hidden_states"],
+    )
+    speed = open_cache(runs["all layers"].out).meta["throughput"]
+    mfu = json.loads(speed)
+    return [
+        (
+            "ratio layer 2 / all layers, batch loop (<= 0.55)",
+            f"{two[1] / every[1]:.3f}",
+            "",
+        ),
+        ("ratio layer 2 / all layers, end to end", f"{two[0] / every[0]:.3f}", ""),
+        (
+            "ratio layer 2 / all layers, CPU time end to end",
+            f"{two[2] / every[2]:.3f}",
+            "",
+        ),
+        (
+            "ratio all layers hooks / hidden_states, batch loop",
+            f"{every[1] / states[1]:.3f}",
+            "",
+        ),
+        (
+            "  seconds layer 2, all layers: batches 2..last",
+            f"{two[1]:.2f}",
+            f"{every[1]:.2f}",
+        ),
+        (
+            "  all layers: tokens/s, MFU (last run)",
+            f"{mfu['tokens_per_s']:,.0f}",
+            f"{mfu['mfu']:.1%}",
+        ),
+    ]
+
+
+def bench_extract(
+    task_file: Path, t_task: float, batch_size: int, repeats: int
+) -> list[tuple]:
+    """Time extract() and the bare forward over the same batches."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    source = resolve_model("minilm")
+    # the same rows as the task file, so both sides start from the texts
+    task = load_task(str(task_file))
+    rows = len(task)
     prompts = format_prompts(task, "{text}")
     tokenizer = AutoTokenizer.from_pretrained(source)
     tokens = tokenizer(prompts)["input_ids"]
@@ -90,15 +176,11 @@ def bench_extract(
             task=str(task_file),
             position="mean",
             batch_size=batch_size,
-            out=folder / "bench.h5",
+            out=task_file.parent / "bench.h5",
             overwrite=True,
             quiet=True,
         )
-        stamps = []
-        cpu, start = time.process_time(), time.perf_counter()
-        extract(cfg, on_batch=lambda done, total: stamps.append(time.perf_counter()))
-        end = time.perf_counter()
-        return end - start, stamps[-1] - stamps[0], time.process_time() - cpu
+        return _timed_extract(cfg)
 
     bare()  # warm up
     times_bare, times_cached = [], []
@@ -215,7 +297,7 @@ def bench_read(n: int, d: int, repeats: int, folder: Path) -> list[tuple]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller, ~30 s")
+    parser.add_argument("--quick", action="store_true", help="smaller, ~1.5 min")
     parser.add_argument("--rows", type=int, help="cities rows for the extraction bench")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, help="timings per measurement (best of)")
@@ -230,7 +312,9 @@ def main() -> None:
     rows = args.rows or (1000 if args.quick else 3000)
     repeats = args.repeats or (2 if args.quick else 3)
     with tempfile.TemporaryDirectory() as tmp:
-        table = bench_extract(rows, args.batch_size, repeats, Path(tmp))
+        task_file, t_task = _write_task_file(rows, Path(tmp))
+        table = bench_extract(task_file, t_task, args.batch_size, repeats)
+        table += bench_layers(task_file, args.batch_size, repeats)
         table += bench_read(20000, 384, 5, Path(tmp))
     width = max(len(r[0]) for r in table)
     print(f"{'measure':<{width}}  {'value':>10}  {'value':>10}")

@@ -260,8 +260,27 @@ class StudyConfig:
         needs_ref = [
             s.label
             for s in self.supervisors
-            if s.kind_spec.matches_reference and s.accuracy is None
+            if s.kind_spec.matches_reference and s.accuracy is None and not s.match
         ]
+        for s in self.supervisors:
+            if s.match and s.match not in names:
+                raise StudyError(
+                    f"supervisor {s.label}: match {s.match!r} is not a supervisor "
+                    f"name ({sorted(names)})"
+                )
+            if s.match and not s.kind_spec.matches_reference:
+                raise StudyError(
+                    f"supervisor {s.label}: match= is for synthetic structures, "
+                    f"not kind {s.kind!r}"
+                )
+            if (
+                s.match
+                and next(t for t in self.supervisors if t.label == s.match).match
+            ):
+                raise StudyError(
+                    f"supervisor {s.label}: match {s.match!r} itself matches "
+                    f"another supervisor; match that one"
+                )
         if needs_ref and not probes:
             raise StudyError(
                 f"supervisors {needs_ref} match a reference probe's accuracy but "
@@ -830,7 +849,9 @@ def make_labels(
 ) -> dict[tuple[str, int], WeakLabels]:
     """Stage 2: every supervisor's weak labels for every seed, one function per
     kind (imitation-like kinds after the others, whose labels they read)."""
-    order = sorted(config.supervisors, key=lambda s: s.kind_spec.after_others)
+    order = sorted(
+        config.supervisors, key=lambda s: (s.kind_spec.after_others, bool(s.match))
+    )
     labels: dict[tuple[str, int], WeakLabels] = {}
     sp = data.splits
     for seed in range(config.seeds):

@@ -122,13 +122,16 @@ class LabelContext:
         return float(metrics.accuracy(labels, self.truth, self.test))
 
     def target_accuracy(self, sup: Supervisor) -> float:
-        """``sup.accuracy``, or the reference probe's accuracy on the labelled
-        rows (clipped into (0.5, 1])."""
+        """``sup.accuracy``, or the accuracy on the labelled rows of the
+        supervisor ``sup.match`` names, or of the reference probe (clipped into
+        (0.5, 1])."""
         if sup.accuracy is not None:
             return float(sup.accuracy)
-        acc = float(
-            metrics.accuracy(self.proba[self.reference], self.truth, self.labelled)
-        )
+        if sup.match:
+            labels = self.made[sup.match].hard
+        else:
+            labels = self.proba[self.reference]
+        acc = float(metrics.accuracy(labels, self.truth, self.labelled))
         return min(max(acc, 0.5 + 1e-9), 1.0)
 
 
@@ -247,7 +250,13 @@ class Supervisor:
 
     accuracy: float | None = None
     """Synthetic structures: target weak accuracy in (0.5, 1]; default: the
-    reference probe's accuracy on the student split, per seed."""
+    accuracy of ``match`` (or of the reference probe) on the student split, per
+    seed."""
+
+    match: str = ""
+    """Synthetic structures: the supervisor (by name) whose weak-label accuracy to
+    match, e.g. a rule or another model's probe (default: the study's reference
+    probe)."""
 
     level: float = 0.5
     """``mixture``: share of the errors that are random flips."""

@@ -51,6 +51,7 @@ def adam_reference(
     weights=None,
     val=None,
     eps=1e-6,
+    standardize=True,
 ):
     """Train one probe with optax.adam; returns ``(w, b)`` on the RAW features.
 
@@ -60,6 +61,8 @@ def adam_reference(
         weights: ``(n,)`` row weights (the minibatch loss is their weighted mean).
         val: ``(n,)`` bool rows: keep the epoch with the best (weighted) agreement
             between ``logit >= 0`` and ``y >= 0.5`` (the first on ties).
+        standardize: z-score each feature on the training rows (as
+            ``TrainConfig.standardize``).
     """
     method = get_loss(loss)
     values = method.defaults | dict(params or {})
@@ -68,6 +71,8 @@ def adam_reference(
     rows = np.flatnonzero(train)
     mean = x[rows].astype(np.float64).mean(0)
     scale = x[rows].astype(np.float64).std(0) + eps
+    if not standardize:
+        mean, scale = np.zeros_like(mean), np.ones_like(scale)
     z = jnp.asarray((x - mean) / scale, jnp.float32)
     y = jnp.asarray(y, jnp.float32)
     row_weight = jnp.ones(len(x)) if weights is None else jnp.asarray(weights)

@@ -19,6 +19,7 @@ MAX_LINES = 80
 LONG_ALLOWED: dict[str, str] = {
     "activation_cache.extract:extract": "rewritten with the hook-based capture",
     "activation_cache.extract:_extract_rows": "rewritten with the hook-based capture",
+    "activation_cache.cli:register": "split once the task suite's commands land",
 }
 
 

@@ -320,6 +320,9 @@ def test_two_processes_equal_one(tiny_models, text_task, tmp_path):
     with h5py.File(cfg.out) as f:
         assert f["features/layer_01"].is_virtual
     assert two.meta["world_size"] == 2 and two.complete
+    speed = json.loads(two.meta["throughput"])
+    assert speed["rows"] == 12 and speed["devices"] == 2
+    assert speed["tokens"] == int(single.n_tokens.sum())
     for key in ("last_layer_post_final_norm", "hidden_size", "task_fingerprint"):
         assert two.meta[key] == single.meta[key]
     assert two.ids.tolist() == single.ids.tolist()
@@ -390,3 +393,143 @@ def test_max_length_truncates_and_records_it(tiny_models, text_task, tmp_path, c
     assert cache.n_tokens.max() == 8
     assert cache.meta["n_truncated"] == int((cache.n_chars > 8).sum()) > 0
     assert "prompts were cut to 8 tokens" in capsys.readouterr().out
+
+
+def test_device_map_with_offload_equals_plain(tiny_models, text_task, tmp_path):
+    pytest.importorskip("accelerate")
+    model = tiny_models["llama"]
+    for layers in ("all", "1"):
+        plain = open_cache(
+            extract(
+                _config(model, text_task, tmp_path / f"p{layers}.h5", layers=layers)
+            )
+        )
+        mapped = open_cache(
+            extract(
+                _config(
+                    model,
+                    text_task,
+                    tmp_path / f"m{layers}.h5",
+                    layers=layers,
+                    device_map="auto",
+                    max_memory={"cpu": "250KB"},
+                    offload_folder=tmp_path / "offload",
+                )
+            )
+        )
+        layout = json.loads(mapped.meta["device_map_layout"])
+        assert "disk" in layout.values() and "cpu" in layout.values(), layout
+        assert mapped.meta["device_map"] == "auto"
+        assert (
+            plain.meta["device_map"] == "" and plain.meta["device_map_layout"] == "{}"
+        )
+        assert mapped.layers == plain.layers
+        for layer in plain.layers:
+            np.testing.assert_array_equal(mapped.features(layer), plain.features(layer))
+
+
+def test_device_map_is_refused_under_torchrun(
+    tiny_models, text_task, tmp_path, monkeypatch, capsys
+):
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(key, value)
+    cfg = _config(tiny_models["gpt2"], text_task, tmp_path / "d.h5", device_map="auto")
+    with pytest.raises(
+        ExtractError,
+        match=r"--device-map\) and torchrun \(2 processes\).*larger than one "
+        r"GPU.*fits on one GPU.*without torchrun",
+    ):
+        extract(cfg)
+    assert not cfg.out.exists()
+    argv = ["extract", "--model", str(tiny_models["gpt2"]), "--task", str(text_task)]
+    argv += ["--out", str(cfg.out), "--device-map", "auto", "--batch-size", "auto"]
+    argv += ["--max-memory", "cpu=2GiB", "--offload-folder", str(tmp_path / "off")]
+    args = _parser().parse_args(argv)
+    assert (args.device_map, args.batch_size) == ("auto", "auto")
+    assert args.max_memory == {"cpu": "2GiB"}
+    assert args.func(args) == 1
+    assert "do not go together" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"keep device='auto'.*CUDA_VISIBLE_DEVICES"):
+        _config("m", text_task, "o.h5", device_map="auto", device="cpu")
+    with pytest.raises(ValueError, match=r"max_memory.*only with a device_map"):
+        _config("m", text_task, "o.h5", max_memory="cpu=1GiB")
+    with pytest.raises(ValueError, match="max memory must look like"):
+        _config("m", text_task, "o.h5", device_map="auto", max_memory="cpu")
+    with pytest.raises(ValueError, match=r"max memory of 'cpu' is '1B': give bytes"):
+        _config("m", text_task, "o.h5", device_map="auto", max_memory="cpu=1B")
+    assert _config(
+        "m", text_task, "o.h5", device_map="auto", max_memory="0=70GiB,cpu=2048"
+    ).max_memory == {0: "70GiB", "cpu": 2048}
+
+
+def _out_of_memory_once(monkeypatch, model_class, *, rows_over: int):
+    """Make the model's forward raise CUDA's out-of-memory error once, on the first
+    forward pass of more than ``rows_over`` rows (fault injection)."""
+    import functools
+
+    forward = model_class.forward
+    state = {"raised": 0}
+
+    @functools.wraps(forward)
+    def failing(self, input_ids=None, **kwargs):
+        if input_ids is not None and input_ids.shape[0] > rows_over:
+            if not state["raised"]:
+                state["raised"] += 1
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(model_class, "forward", failing)
+    return state
+
+
+def test_auto_batch_size_halves_on_out_of_memory_and_resumes_bit_identical(
+    tiny_models, tmp_path, jsonl, monkeypatch
+):
+    from activation_cache import store
+
+    rows = [
+        {"text": f"row {i} " + "word " * (i % 7), "label": i % 2} for i in range(96)
+    ]
+    task = jsonl(tmp_path / "t.jsonl", rows)
+    model = tiny_models["gpt2"]
+    kw = {"dtype": "float32", "quiet": False}
+    plain = open_cache(
+        extract(_config(model, task, tmp_path / "p.h5", batch_size=32, **kw))
+    )
+
+    state = _out_of_memory_once(monkeypatch, transformers.GPT2Model, rows_over=16)
+    whole = extract(_config(model, task, tmp_path / "w.h5", batch_size="auto", **kw))
+    assert state["raised"] == 1
+    cache = open_cache(whole)
+    assert cache.meta["batch_size"] == 32 and cache.meta["batch_size_auto"]
+    np.testing.assert_array_equal(store.read_micro_batches(whole), [16, 16, 16])
+    for layer in plain.layers:
+        np.testing.assert_allclose(
+            cache.features(layer), plain.features(layer), atol=1e-6, rtol=0
+        )
+
+    def stop(done, total):
+        if done == 2:
+            raise RuntimeError("stop here")
+
+    state["raised"] = 0
+    cfg = _config(model, task, tmp_path / "r.h5", batch_size="auto", **kw)
+    with pytest.raises(CacheError, match="stop here"):
+        extract(cfg, on_batch=stop)
+    assert state["raised"] == 1 and store.read_state(cfg.out)[1] == 2
+    np.testing.assert_array_equal(store.read_micro_batches(cfg.out), [16, 16, 0])
+    extract(cfg)  # batch 2 again with 16 rows per forward pass, no error this time
+    assert state["raised"] == 1
+    np.testing.assert_array_equal(store.read_micro_batches(cfg.out), [16, 16, 16])
+    assert _same_datasets(whole, cfg.out) >= 10
+
+    state["raised"] = 0
+    fixed = _config(model, task, tmp_path / "f.h5", batch_size=32, **kw)
+    with pytest.raises(
+        ExtractError,
+        match=r"out of memory on cpu in batch 0 \(32 rows.*--batch-size auto",
+    ):
+        extract(fixed)
+    state["raised"] = 0
+    extract(_config(model, task, fixed.out, batch_size="auto", **kw))
+    assert _same_datasets(whole, fixed.out) >= 10

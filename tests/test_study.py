@@ -475,3 +475,37 @@ def test_reference_must_be_a_probe_supervisor():
             supervisors=(Supervisor(kind="probe", k=3), Supervisor(kind="random")),
             reference="random",
         )
+
+
+def test_random_flips_match_a_named_supervisors_accuracy(tmp_path):
+    """A natural supervisor (a rule stored in a cache field) next to random flips
+    at exactly its accuracy."""
+    rng = np.random.default_rng(0)
+    truth_flips = rng.random(1200) < 0.25
+
+    def rule(labels):
+        return np.where(truth_flips, 1 - labels, labels).astype(str)
+
+    path = write_synthetic_cache(
+        tmp_path / "r.h5", n=1200, extra=lambda labels: {"rule": rule(labels)}
+    )
+    result = study(
+        str(path),
+        supervisors=(
+            Supervisor(kind="column", field="rule", name="rule"),
+            Supervisor(kind="random", match="rule"),
+        ),
+        students=(8,),
+        seeds=2,
+        train=TrainConfig(epochs=2, batch_size=64),
+    )
+    table = result.table
+    for seed in range(2):
+        rows = table[table.seed == seed].set_index("supervisor")
+        assert rows.weak_label_acc["random"] == pytest.approx(
+            rows.weak_label_acc["rule"], abs=1e-3
+        )
+    with pytest.raises(StudyError, match="match 'nobody' is not a supervisor"):
+        StudyConfig(
+            cache="x.h5", supervisors=(Supervisor(kind="random", match="nobody"),)
+        )

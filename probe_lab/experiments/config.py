@@ -277,7 +277,7 @@ class ExperimentConfig:
         source = self.source or "experiment"
         try:
             return StudyConfig.from_dict(data, where="study")
-        except ConfigError as err:  # names its key path: study.train.epochs
+        except ConfigError as err:  # names its key path (study.train.epochs)
             raise ExperimentError(f"{source}: {err}") from err
         except (StudyError, TypeError, ValueError) as err:
             raise ExperimentError(f"{source} [study]: {err}") from err
