@@ -534,11 +534,11 @@ def test_ctrl_c_in_extract_keeps_the_rows_and_the_same_command_resumes(
 ):
     real, puts = store.Writer.put, []
 
-    def put(self, *args):
+    def put(self, *args, **kwargs):
         puts.append(args)
         if len(puts) == 3:
             raise KeyboardInterrupt
-        return real(self, *args)
+        return real(self, *args, **kwargs)
 
     out = tmp_path / "c.h5"
     argv = ["extract", "--model", str(tiny_models["gpt2"]), "--task", str(text_task)]
