@@ -570,13 +570,20 @@ def plot_sample_size(summary: pd.DataFrame, *, title: str = "") -> Figure:
             )
         left.axhline(0, color="0.5", lw=0.8)
         span = summary.labelled.min() / 1.3, summary.labelled.max() * 1.3
+        sizes = sorted({int(v) for v in summary.labelled})
         for ax in (left, right):
             ax.set_xscale("log")
             ax.set_xlim(*span)  # also where every PGR is NaN (no data to scale)
+            ax.set_xticks(sizes, [str(v) for v in sizes])
+            ax.minorticks_off()
             ax.set_xlabel("weak-labelled training rows (student split)")
         left.set_ylabel("PGR")
+        low = summary.pgr_low.min() if summary.pgr_low.notna().any() else 0.0
+        cut = " (axis cut at -1.5)" if low < -1.5 else ""
+        if cut:
+            left.set_ylim(bottom=-1.55)
         left.set_title(
-            "PGR (95% bootstrap interval over seeds)"
+            f"PGR (95% bootstrap interval over seeds){cut}"
             if summary.pgr.notna().any()
             else "PGR undefined: the ceiling is not above the weak accuracy"
         )
