@@ -104,16 +104,33 @@ def _lexicon() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     return positive, negative
 
 
+def _first_distinct(
+    entries: list[tuple[str, int]], order: np.ndarray, k: int
+) -> list[tuple[str, int]]:
+    """The first ``k`` entries in ``order`` whose words have not come yet (the
+    lexicon lists a few words twice)."""
+    seen: set[str] = set()
+    out = []
+    for i in order:
+        if entries[i][0] not in seen:
+            seen.add(entries[i][0])
+            out.append(entries[i])
+            if len(out) == k:
+                break
+    return out
+
+
 def sentiment(size: int, seed: int) -> Task:
     """``sentiment``: "I would describe my day in one word: W." (label 1: positive),
     with the ``rule`` (VADER polarity) and ``rater`` (one crowd rater) fields."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     positive, negative = _lexicon()
-    check_size("sentiment", size, 2 * min(len(positive), len(negative)))
+    distinct = min(len({w for w, _ in positive}), len({w for w, _ in negative}))
+    check_size("sentiment", size, 2 * distinct)
     rng = np.random.default_rng([seed, 0])
-    pos = [positive[i] for i in rng.permutation(len(positive))[: size // 2]]
-    neg = [negative[i] for i in rng.permutation(len(negative))[: size // 2]]
+    pos = _first_distinct(positive, rng.permutation(len(positive)), size // 2)
+    neg = _first_distinct(negative, rng.permutation(len(negative)), size // 2)
     texts = [f"I would describe my day in one word: {w}." for w, _ in pos + neg]
     analyzer = SentimentIntensityAnalyzer()
     rule = [str(int(analyzer.polarity_scores(t)["compound"] > 0)) for t in texts]

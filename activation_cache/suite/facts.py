@@ -11,8 +11,8 @@
 
 ``countries`` and ``elements`` come in pairs: every (fact, phrasing) drawn gives one
 true row and one false row whose value is taken from the values of the other drawn
-facts of the same relation (never one that is true of the subject). Each subject
-and, in expectation, each value then appears equally often in true and false rows,
+facts of the same relation and phrasing (never one that is true of the subject).
+Each subject and each value then appear equally often in true and false rows,
 and the subject and the value are never neighbouring words, so a bag of words or
 bigrams carries no label: only knowing which value belongs to which subject does.
 """
@@ -72,27 +72,27 @@ def _pairs(
     chosen = [combos[i] for i in np.sort(rng.permutation(len(combos))[: size // 2])]
     texts, labels = [], []
     seen: set[str] = set()
-    for rel in sorted(facts):
+    for rel, t in sorted({(r, t) for r, _, t in chosen}):
         truths: dict[str, set[str]] = {}
         for subject, value in facts[rel]:
             truths.setdefault(subject, {subject}).add(value)
-        mine = [(i, t) for r, i, t in chosen if r == rel]
-        own = [facts[rel][i][1] for i, _ in mine]
-        subjects = [facts[rel][i][0] for i, _ in mine]
+        mine = [i for r, i, u in chosen if (r, u) == (rel, t)]
+        own = [facts[rel][i][1] for i in mine]
+        subjects = [facts[rel][i][0] for i in mine]
 
         def allowed(k: int, value: str, subjects=subjects, truths=truths) -> bool:
             return value not in truths[subjects[k]]
 
-        try:
+        try:  # within one phrasing, so values keep the same surface form
             false = derange(own, own, rng, allowed)
         except TaskError:  # too few drawn facts to swap values among: draw freely
             false = [""] * len(own)
         values = sorted({v for _, v in facts[rel]})
-        for k, (i, t) in enumerate(mine):
+        for k, i in enumerate(mine):
             subject, value = facts[rel][i]
             true_text = templates[rel][t](subject, value)
-            false_text = templates[rel][t](subject, false[k])
-            if not false[k] or false_text in seen:
+            false_text = templates[rel][t](subject, false[k]) if false[k] else ""
+            if not false_text or false_text in seen:
                 options = [v for v in values if allowed(k, v)]
                 for j in rng.permutation(len(options)):
                     false_text = templates[rel][t](subject, options[j])
