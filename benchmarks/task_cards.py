@@ -138,6 +138,38 @@ def measure(name: str, rows: int, folder: Path, l2: tuple[float, ...]) -> dict:
     }
 
 
+def markdown(cards: dict) -> str:
+    """The card numbers as a markdown table (docs/tasks.md)."""
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}"
+
+    lines = [
+        "| task | rows | bag-of-words probe | MiniLM ceiling (layer) | rule fields |"
+        " MiniLM extraction |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for name, r in cards["tasks"].items():
+        rules = ", ".join(f"`{k}` {pct(v)}" for k, v in r["rules"].items()) or "-"
+        lines.append(
+            f"| `{name}` | {r['rows']} | {pct(r['bow_acc'])} | {pct(r['ceiling'])} "
+            f"({r['best_layer']}) | {rules} | {r['extract_minilm_s']:.0f} s wall, "
+            f"{r['extract_minilm_cpu_s']:.0f} s CPU |"
+        )
+    lines.append(
+        f"\nSuite extraction on MiniLM: {cards['extract_minilm_total_s']:.0f} s wall, "
+        f"{cards['extract_minilm_total_cpu_s']:.0f} s CPU ({cards['machine']})."
+    )
+    for name, r in cards["tasks"].items():
+        if r["groups_bow"]:
+            groups = ", ".join(
+                f"{g} {pct(r['groups_bow'][g])}/{pct(r['groups_ceiling'][g])}"
+                for g in r["groups_bow"]
+            )
+            lines.append(f"\n`{name}` test accuracy by group (bow/MiniLM): {groups}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=4000)
@@ -145,7 +177,13 @@ def main() -> None:
     parser.add_argument("--l2", type=float, nargs="*", default=[1e-3, 1e-2, 1e-1, 1.0])
     parser.add_argument("--folder", type=Path, default=Path("runs/task_cards"))
     parser.add_argument("--write", action="store_true", help="update cards.json")
+    parser.add_argument(
+        "--table", action="store_true", help="print cards.json as markdown and stop"
+    )
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(CARDS.read_text(encoding="utf-8"))))
+        return
     args.folder.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.tasks:
@@ -166,6 +204,14 @@ def main() -> None:
     )
     print(json.dumps(results, indent=1))
     if args.write:
+        if CARDS.exists():  # update the tasks measured now, keep the others
+            results = {
+                **json.loads(CARDS.read_text(encoding="utf-8"))["tasks"],
+                **results,
+            }
+            results = dict(sorted(results.items()))
+            total = sum(r["extract_minilm_s"] for r in results.values())
+            total_cpu = sum(r["extract_minilm_cpu_s"] for r in results.values())
         CARDS.write_text(
             json.dumps(
                 {

@@ -102,35 +102,34 @@ def test_a_study_with_the_bow_probe_and_a_rule_as_weak_supervisors(
 ):
     from probe_lab import StudyConfig, Supervisor, TrainConfig, run_study
 
-    task = "code_security"
-    bow = extract(_config(tmp_path, task=task, size=600))
+    task = dict(task="code_security", size=400)
+    bow = extract(_config(tmp_path, **task))
     strong = extract(
         _config(
             tmp_path,
-            task=task,
-            size=600,
-            model=str(tiny_models["llama"]),
+            **task,
+            model=str(tiny_models["gpt2"]),
             position="mean",
-            max_length=256,
-            out=tmp_path / "llama.h5",
+            out=tmp_path / "gpt2.h5",
         )
     )
     config = StudyConfig(
         cache=str(strong),
-        layer=-1,
+        basis="raw",  # a PCA basis of 4096 bag-of-words columns costs minutes
         supervisors=(
             Supervisor(kind="probe", name="bow", cache=str(bow), layer=0),
             Supervisor(kind="column", name="rule", field="rule"),
             Supervisor(kind="random"),
         ),
-        seeds=2,
-        train=TrainConfig(epochs=8, lr=1e-2, batch_size=32),
+        seeds=1,
+        dynamics=False,
+        train=TrainConfig(epochs=30, lr=1e-2, batch_size=32),
     )
     result = run_study(config, progress=False)
     table = result.table
     assert set(table.supervisor) == {"bow", "rule", "random"}
-    bow_acc = table[table.supervisor == "bow"].weak_acc.mean()
     # the bag of words finds the vulnerable keywords of most minimal pairs
+    bow_acc = table[table.supervisor == "bow"].weak_acc.mean()
     assert bow_acc > 0.75
     rule_acc = table[table.supervisor == "rule"].weak_acc.mean()
     assert 0.6 < rule_acc < 0.95

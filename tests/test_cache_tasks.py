@@ -81,7 +81,7 @@ def test_new_tasks_at_their_default_4000_rows(name):
 # data package's facts shows up here too).
 PINNED = {
     "code_security": (
-        "sha256:4ff794be436c0b289ea33cd0cde3ceefbc9a67be36368a640b1b7b0bbb7f2c1e"
+        "sha256:5f5465de569d46a4dc9f97dd74895bc4b8e015180bb8592d3817360b26b22899"
     ),
     "countries": (
         "sha256:9daebd53f49858f90c007cbfc20eef935399427c5e40418dd898295a11743209"

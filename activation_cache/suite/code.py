@@ -285,12 +285,9 @@ def _sanitizer(rng, bad: bool) -> str:
         "html": 'f"<p>Hello, {clean}</p>"',
         "file": 'open(os.path.join(UPLOAD_DIR, clean), "rb").read()',
     }[sink]
-    modules = {clean.split(".")[0]} | {
-        "shell": {"subprocess"},
-        "html": set(),
-        "file": {"os"},
-    }[sink]
-    head = "\n".join(f"import {m}" for m in sorted(modules))
+    # every sanitizer snippet imports the same modules, so no import line (or pair
+    # of adjacent import lines) tells which sanitizer meets which sink
+    head = "import html\nimport os\nimport shlex\nimport subprocess"
     if sink == "file":
         head += '\n\nUPLOAD_DIR = "/srv/uploads"'
     return f"{head}\n\n\ndef {f}({v}):\n    clean = {clean}({v})\n    return {body}"
