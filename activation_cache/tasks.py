@@ -12,7 +12,7 @@ Built-in tasks (`TASKS`; builders in `activation_cache.suite`, cards in docs/tas
 | --- | --- | --- | --- |
 | ``cities`` | honesty | "The city of X is in Y." is true | 1000, 20000 |
 | ``neg_cities`` | honesty | "The city of X is not in Y." is true | 4000, 20000 |
-| ``countries`` | honesty | a country fact is true | 4000, 6616 |
+| ``countries`` | honesty | a country fact is true | 4000, 4962 |
 | ``elements`` | honesty | a chemical element fact is true | 4000, 4536 |
 | ``larger_than`` | honesty (arithmetic) | "A is larger than B." is true | 1000, 4850 |
 | ``sentiment`` | sentiment | the word is positive | 1000, 4870 |
@@ -94,7 +94,7 @@ TASK_INFO: dict[str, TaskInfo] = {
         largest=code.LARGEST,
         rules=("rule",),
     ),
-    "countries": TaskInfo(capability="honesty", label="true", largest=6616),
+    "countries": TaskInfo(capability="honesty", label="true", largest=4962),
     "elements": TaskInfo(capability="honesty", label="true", largest=4536),
     "instructions": TaskInfo(
         capability="instruction following",

@@ -84,10 +84,10 @@ PINNED = {
         "sha256:5f5465de569d46a4dc9f97dd74895bc4b8e015180bb8592d3817360b26b22899"
     ),
     "countries": (
-        "sha256:9daebd53f49858f90c007cbfc20eef935399427c5e40418dd898295a11743209"
+        "sha256:5432915f2037fed5bc4f083bc010c68c80aa217d37931f30b91a6897aa16d8d5"
     ),
     "elements": (
-        "sha256:b3c6848348f0b0c596fe2a0e77353154631fa7d5c8d9fcb3413717ea5672f602"
+        "sha256:23d9a75b087d103a49434875a27f3f22ea025fff828121696bc6fedc3d02dfbb"
     ),
     "instructions": (
         "sha256:505da36760519da84d8cc2e31b1c19add574e2c0acbe27910348992ac65dd781"
@@ -106,16 +106,16 @@ def test_generation_is_pinned(name):
     assert load_task(name, size=100).fingerprint == PINNED[name]
 
 
-def _words(texts):
-    return Counter(w for t in texts for w in t.rstrip(".").split())
+@pytest.mark.parametrize("name", ["countries", "elements", "neg_cities"])
+def test_surface_words_do_not_tell_true_facts_from_false(name):
+    from sklearn.linear_model import LogisticRegression
 
+    from activation_cache.bow import featurize
 
-@pytest.mark.parametrize("name", ["countries", "elements"])
-def test_fact_pairs_show_the_same_words_in_true_and_false_rows(name):
-    task = load_task(name, size=600)
-    true = [t for t, y in zip(task.texts, task.labels, strict=True) if y]
-    false = [t for t, y in zip(task.texts, task.labels, strict=True) if not y]
-    assert _words(true) == _words(false)
+    task = load_task(name, size=2000)
+    x, y = featurize(task.texts), task.labels
+    probe = LogisticRegression(C=0.1, max_iter=2000).fit(x[:1400], y[:1400])
+    assert 0.4 < (probe.predict(x[1400:]) == y[1400:]).mean() < 0.6
 
 
 def test_country_and_element_facts_are_right():
@@ -131,7 +131,7 @@ def test_country_and_element_facts_are_right():
             country, city = text[len("The capital of ") : -1].split(" is ", 1)
             assert (capital[country] == city) == bool(label), text
             checked += 1
-    assert checked > 50
+    assert checked > 20
     symbol = {e.name: e.symbol for e in periodictable.elements if e.number}
     task = load_task("elements", size=2000)
     checked = 0
@@ -140,7 +140,7 @@ def test_country_and_element_facts_are_right():
             name, sym = text[len("The chemical symbol for ") : -1].split(" is ")
             assert (symbol[name] == sym) == bool(label), text
             checked += 1
-    assert checked > 50
+    assert checked > 20
 
 
 def test_neg_cities_negates_the_cities_statements():
