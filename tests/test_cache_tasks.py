@@ -357,3 +357,23 @@ def test_template_errors(text_task):
         format_prompts(task, "{text} {label}")
     with pytest.raises(TaskError, match=r"must contain \{text\}"):
         format_prompts(task, "{hint}")
+
+
+def test_tasks_command_lists_every_task_with_its_card(capsys):
+    from activation_cache import task_cards
+    from probe_lab.cli import main
+
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for name in TASKS:
+        assert f"\n{name} " in out
+    cards = task_cards()
+    assert set(cards) == set(TASKS)
+    for name, card in cards.items():
+        info = TASK_INFO[name]
+        # the registry's recommended layer is the card's measured best layer
+        assert info.layer == card["best_layer"] and info.position == "mean"
+        assert set(card["rules"]) == set(info.rules)
+        assert 0 <= card["bow_acc"] <= 1 and 0 <= card["ceiling"] <= 1
+        assert card["rows"] >= 4000
+        assert f"{100 * card['ceiling']:.1f}" in out
