@@ -17,7 +17,7 @@ Built-in tasks (`TASKS`; builders in `activation_cache.suite`, cards in docs/tas
 | ``larger_than`` | honesty (arithmetic) | "A is larger than B." is true | 1000, 4850 |
 | ``sentiment`` | sentiment | the word is positive | 1000, 4870 |
 | ``instructions`` | instruction following | the response follows | 4000, 10800 |
-| ``code_security`` | code security | the code is vulnerable | 4000, 12600 |
+| ``code_security`` | code security | the code is vulnerable | 4000, 18200 |
 | ``safety`` | safety | the behaviour is unsafe | 4000, 21120 |
 """
 

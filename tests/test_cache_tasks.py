@@ -81,7 +81,7 @@ def test_new_tasks_at_their_default_4000_rows(name):
 # data package's facts shows up here too).
 PINNED = {
     "code_security": (
-        "sha256:5f5465de569d46a4dc9f97dd74895bc4b8e015180bb8592d3817360b26b22899"
+        "sha256:a534ef1a27971563cc3e9c191f5c35f801a0d35916f95425ab00ab9fd0b63e3f"
     ),
     "countries": (
         "sha256:5432915f2037fed5bc4f083bc010c68c80aa217d37931f30b91a6897aa16d8d5"

@@ -2,7 +2,8 @@
 
 ``code_security`` (label 1: vulnerable): short Python functions in safe and
 vulnerable variants that differ minimally, with identifiers, tables, commands and
-keys drawn at random. Nine kinds (``kind`` field), half safe and half vulnerable:
+keys drawn at random. Thirteen kinds (``kind`` field), half safe and half
+vulnerable:
 
 - ``sql``: a parameterized query vs a value put into the SQL with an f-string or
   ``%``; an f-string that only inserts a constant table name is safe;
@@ -19,14 +20,18 @@ keys drawn at random. Nine kinds (``kind`` field), half safe and half vulnerable
 - ``token``: a reset token from ``secrets.choice`` vs ``random.choice``;
 - ``sanitizer``: user input passed through ``shlex.quote``, ``html.escape`` or
   ``os.path.basename`` and then into a shell command, an HTML page or a file path:
-  safe only where the sanitizer fits the sink (a label no single word carries).
+  safe only where the sanitizer fits the sink (a label no single word carries);
+- ``taint_sql``, ``taint_shell``, ``taint_eval``, ``taint_file``: a request value
+  and a constant in two variables named from one list, both used, and one of them
+  put into an f-string query, a ``shell=True`` command, ``eval`` or a file path:
+  vulnerable only if it is the request value (again no single word tells).
 
 The ``rule`` field is a keyword rule (vulnerable if the code contains
 ``shell=True``, ``os.system``, ``pickle``, ``yaml.load(``, ``eval(``,
 ``verify=False``, ``import random``, a ``%`` or f-string SQL query, or a string
 literal assigned to a KEY/SECRET/TOKEN name): right on most minimal pairs, fooled by
-the safe uses of ``shell=True``, f-strings and ``literal_eval``, and blind to paths
-and sanitizers.
+the safe uses of ``shell=True``, f-strings and ``literal_eval``, and blind to paths,
+sanitizers and which variable reaches a sink.
 """
 
 from __future__ import annotations
@@ -135,6 +140,10 @@ KINDS = (
     "tls",
     "token",
     "sanitizer",
+    "taint_sql",
+    "taint_shell",
+    "taint_eval",
+    "taint_file",
 )
 """The snippet kinds, each half safe and half vulnerable."""
 _POOL_PER_KIND = 700  # candidates per kind and class
@@ -293,6 +302,54 @@ def _sanitizer(rng, bad: bool) -> str:
     return f"{head}\n\n\ndef {f}({v}):\n    clean = {clean}({v})\n    return {body}"
 
 
+_CONSTANTS = {
+    "sql": ("admin", "guest", "active", "pending", "closed"),
+    "shell": ("localhost", "example.com", "/var/log", "backup.tar", "127.0.0.1"),
+    "eval": ("1 + 2", "[1, 2, 3]", "{'a': 1}", "2 ** 8", "(4, 5)"),
+    "file": ("report.txt", "logo.png", "readme.md", "data.csv", "notes.txt"),
+}
+
+
+def _taint(sink: str):
+    """A request value and a constant in two variables, one of which reaches a
+    dangerous sink: vulnerable only if it is the request value. Both names come from
+    one list and both variables are used, so only matching the name in the sink to
+    the name assigned from the request tells the label."""
+
+    def make(rng, bad: bool) -> str:
+        f = _func(rng)
+        pick = rng.permutation(len(_VARS))[:2]
+        tainted, const = _VARS[pick[0]], _VARS[pick[1]]
+        used, other = (tainted, const) if bad else (const, tainted)
+        lines = [
+            f'{tainted} = request.args["{_pick(rng, _VARS)}"]',
+            f'{const} = "{_pick(rng, _CONSTANTS[sink])}"',
+        ]
+        lines = lines if rng.integers(2) else lines[::-1]
+        lines.append(f'logger.info("{f} %s", {other})')
+        if sink == "sql":
+            t, c = _pick(rng, _TABLES), _pick(rng, _COLUMNS)
+            head, args = "", "request, cursor"
+            lines.append(
+                f"cursor.execute(f\"SELECT * FROM {t} WHERE {c} = '{{{used}}}'\")"
+            )
+            lines.append("return cursor.fetchall()")
+        elif sink == "shell":
+            head, args = "import subprocess\n\n", "request"
+            cmd = _pick(rng, _COMMANDS)
+            lines.append(f'return subprocess.run(f"{cmd} {{{used}}}", shell=True)')
+        elif sink == "eval":
+            head, args = "", "request"
+            lines.append(f"return eval({used})")
+        else:
+            head, args = 'import os\n\nUPLOAD_DIR = "/srv/uploads"\n\n', "request"
+            lines.append(f'return open(os.path.join(UPLOAD_DIR, {used}), "rb").read()')
+        body = "\n".join(f"    {line}" for line in lines)
+        return f"{head}\ndef {f}({args}):\n{body}".lstrip("\n")
+
+    return make
+
+
 _MAKERS = {
     "sql": _sql,
     "shell": _shell,
@@ -303,6 +360,10 @@ _MAKERS = {
     "tls": _tls,
     "token": _token,
     "sanitizer": _sanitizer,
+    "taint_sql": _taint("sql"),
+    "taint_shell": _taint("shell"),
+    "taint_eval": _taint("eval"),
+    "taint_file": _taint("file"),
 }
 
 _RULE_WORDS = (
