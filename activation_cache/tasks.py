@@ -79,39 +79,42 @@ class TaskInfo:
     supervisor), e.g. ``("rule",)``."""
     position: str = "mean"
     """Recommended token position to extract."""
-    layer: int = -1
+    layer: int
     """Recommended MiniLM layer (hidden_states index): the best probe layer measured
-    on the task's card (docs/tasks.md)."""
+    on the task's card (docs/tasks.md, ``benchmarks/task_cards.py``)."""
 
 
 TASK_INFO: dict[str, TaskInfo] = {
     "cities": TaskInfo(
-        capability="honesty", label="true", largest=classic.CITIES_LARGEST
+        capability="honesty", label="true", largest=classic.CITIES_LARGEST, layer=5
     ),
     "code_security": TaskInfo(
         capability="code security",
         label="vulnerable",
         largest=code.LARGEST,
         rules=("rule",),
+        layer=3,
     ),
-    "countries": TaskInfo(capability="honesty", label="true", largest=4962),
-    "elements": TaskInfo(capability="honesty", label="true", largest=4536),
+    "countries": TaskInfo(capability="honesty", label="true", largest=4962, layer=4),
+    "elements": TaskInfo(capability="honesty", label="true", largest=4536, layer=6),
     "instructions": TaskInfo(
         capability="instruction following",
         label="followed",
         largest=instructions.LARGEST,
         rules=("rule",),
+        layer=4,
     ),
-    "larger_than": TaskInfo(capability="honesty", label="true", largest=4850),
+    "larger_than": TaskInfo(capability="honesty", label="true", largest=4850, layer=5),
     "neg_cities": TaskInfo(
-        capability="honesty", label="true", largest=classic.CITIES_LARGEST
+        capability="honesty", label="true", largest=classic.CITIES_LARGEST, layer=4
     ),
-    "safety": TaskInfo(capability="safety", label="unsafe", largest=21120),
+    "safety": TaskInfo(capability="safety", label="unsafe", largest=21120, layer=0),
     "sentiment": TaskInfo(
         capability="sentiment",
         label="positive",
         largest=4870,
         rules=("rule", "rater"),
+        layer=6,
     ),
 }
 """Built-in task name -> its `TaskInfo`."""

@@ -178,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--tasks", nargs="*", default=sorted(TASKS))
-    parser.add_argument("--l2", type=float, nargs="*", default=[1e-3, 1e-2, 1e-1, 1.0])
+    parser.add_argument("--l2", type=float, nargs="*", default=[1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
     parser.add_argument("--folder", type=Path, default=Path("runs/task_cards"))
     parser.add_argument("--write", action="store_true", help="update cards.json")
     parser.add_argument(

@@ -102,7 +102,8 @@ def test_a_study_with_the_bow_probe_and_a_rule_as_weak_supervisors(
 ):
     from probe_lab import StudyConfig, Supervisor, TrainConfig, run_study
 
-    task = dict(task="code_security", size=400)
+    train = TrainConfig(epochs=30, lr=1e-2, batch_size=32)
+    task = dict(task="safety", size=600)
     bow = extract(_config(tmp_path, **task))
     strong = extract(
         _config(
@@ -118,22 +119,33 @@ def test_a_study_with_the_bow_probe_and_a_rule_as_weak_supervisors(
         basis="raw",  # a PCA basis of 4096 bag-of-words columns costs minutes
         supervisors=(
             Supervisor(kind="probe", name="bow", cache=str(bow), layer=0),
-            Supervisor(kind="column", name="rule", field="rule"),
             Supervisor(kind="random"),
         ),
         seeds=1,
         dynamics=False,
-        train=TrainConfig(epochs=30, lr=1e-2, batch_size=32),
+        train=train,
     )
-    result = run_study(config, progress=False)
-    table = result.table
-    assert set(table.supervisor) == {"bow", "rule", "random"}
-    # the bag of words finds the vulnerable keywords of most minimal pairs
+    table = run_study(config, progress=False).table
+    assert set(table.supervisor) == {"bow", "random"}
+    # surface words carry this task: the bow probe, joined by id, labels well
     bow_acc = table[table.supervisor == "bow"].weak_acc.mean()
-    assert bow_acc > 0.75
-    rule_acc = table[table.supervisor == "rule"].weak_acc.mean()
-    assert 0.6 < rule_acc < 0.95
+    assert bow_acc > 0.72
     # random flips match the reference (the bow probe) on the student split
     random_acc = table[table.supervisor == "random"].weak_acc.mean()
     assert abs(random_acc - bow_acc) < 0.1
-    assert np.isfinite(table.student_acc).all() and len(result.summary()) == 3
+    assert np.isfinite(table.student_acc).all()
+
+    # a rule field stored at extraction is a column supervisor at its own accuracy
+    rules = extract(
+        _config(tmp_path, task="instructions", size=600, out=tmp_path / "i.h5")
+    )
+    config = StudyConfig(
+        cache=str(rules),
+        basis="raw",
+        supervisors=(Supervisor(kind="column", name="rule", field="rule"),),
+        seeds=1,
+        dynamics=False,
+        train=train,
+    )
+    rule_acc = run_study(config, progress=False).table.weak_acc.mean()
+    assert 0.65 < rule_acc < 0.85  # 0.755 on all rows of the task
