@@ -13,22 +13,34 @@ from activation_cache.store import (
     join,
     open_cache,
 )
-from activation_cache.tasks import TASKS, Task, TaskError, format_prompts, load_task
+from activation_cache.tasks import (
+    TASK_INFO,
+    TASKS,
+    Task,
+    TaskError,
+    TaskInfo,
+    format_prompts,
+    load_task,
+    task_cards,
+)
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "TASKS",
+    "TASK_INFO",
     "Cache",
     "CacheError",
     "ExtractConfig",
     "ExtractError",
     "Task",
     "TaskError",
+    "TaskInfo",
     "extract",
     "format_prompts",
     "join",
     "load_task",
     "open_cache",
     "parse_layers",
+    "task_cards",
 ]

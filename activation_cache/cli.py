@@ -1,4 +1,4 @@
-"""The ``extract`` and ``info`` subcommands of the ``probe-lab`` command line."""
+"""The ``extract``, ``info`` and ``tasks`` subcommands of the ``probe-lab`` command."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from activation_cache.extract import (
     parse_max_memory,
 )
 from activation_cache.store import CacheError, open_cache, read_plan, read_state
-from activation_cache.tasks import TASKS, TaskError
+from activation_cache.tasks import TASK_INFO, TASKS, TaskError, load_task, task_cards
 from activation_cache.throughput import Throughput
 
-__all__ = ["register", "run_extract", "run_info"]
+__all__ = ["describe_tasks", "register", "run_extract", "run_info", "run_tasks"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``extract`` and ``info`` subcommands.
+    """Add the ``extract``, ``info`` and ``tasks`` subcommands.
 
     Args:
         subparsers: from ``parser.add_subparsers()``; each subcommand sets ``func`` to
@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="minilm (packaged all-MiniLM-L6-v2), a model folder, or a hub id in "
-        "the local cache",
+        help="minilm (packaged all-MiniLM-L6-v2), bow (hashed word and bigram "
+        "counts), a model folder, or a hub id in the local cache",
     )
     p.add_argument(
         "--task",
@@ -111,6 +111,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--validate", action="store_true", help="also check every value is finite"
     )
     p.set_defaults(func=run_info)
+
+    p = subparsers.add_parser(
+        "tasks",
+        help="list the built-in tasks with their sizes and card numbers",
+        description="List every built-in task: capability, what label 1 means, "
+        "rows (default and largest), label balance at the default size, the "
+        "measured card numbers on MiniLM (bag-of-words probe accuracy, best layer "
+        "and its probe ceiling, rule supervisors' accuracy) and the recommended "
+        "extraction defaults. Cards: docs/tasks.md.",
+    )
+    p.set_defaults(func=run_tasks)
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -256,4 +267,68 @@ def run_info(args: argparse.Namespace) -> int:
     except CacheError as e:
         print(f"probe-lab info: error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def describe_tasks() -> list[dict[str, object]]:
+    """One row per built-in task: what `run_tasks` prints.
+
+    Returns:
+        Rows with ``task``, ``capability``, ``label``, ``default_rows``,
+        ``largest``, ``balance`` (share of label 1 at the default size),
+        ``bow_acc``, ``ceiling``, ``layer``, ``position`` and ``rules`` (field ->
+        accuracy); card numbers are None where no card was measured.
+    """
+    cards = task_cards()
+    rows = []
+    for name in sorted(TASKS):
+        info, (_, default) = TASK_INFO[name], TASKS[name]
+        card = cards.get(name, {})
+        rows.append(
+            {
+                "task": name,
+                "capability": info.capability,
+                "label": info.label,
+                "default_rows": default,
+                "largest": info.largest,
+                "balance": float(load_task(name).labels.mean()),
+                "bow_acc": card.get("bow_acc"),
+                "ceiling": card.get("ceiling"),
+                "layer": info.layer,
+                "position": info.position,
+                "rules": {f: card.get("rules", {}).get(f) for f in info.rules},
+            }
+        )
+    return rows
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    """Handle ``tasks``: print the built-in tasks as a table.
+
+    Returns:
+        0.
+    """
+
+    def pct(value: object) -> str:
+        return "-" if value is None else f"{100 * float(value):.1f}"
+
+    head = (
+        f"{'task':<14} {'capability':<22} {'label 1':<10} {'rows':>11} "
+        f"{'bal':>5} {'bow%':>5} {'ceil%':>5} {'layer':>5} {'pos':<5} rules (acc%)"
+    )
+    lines = [head, "-" * len(head)]
+    for r in describe_tasks():
+        rules = ", ".join(f"{f} {pct(a)}" for f, a in r["rules"].items()) or "-"
+        lines.append(
+            f"{r['task']:<14} {r['capability']:<22} {r['label']:<10} "
+            f"{str(r['default_rows']) + '/' + str(r['largest']):>11} "
+            f"{r['balance']:>5.2f} {pct(r['bow_acc']):>5} {pct(r['ceiling']):>5} "
+            f"{r['layer']:>5} {r['position']:<5} {rules}"
+        )
+    lines.append(
+        "rows: default/largest; bow%: bag-of-words probe test accuracy; ceil%: "
+        "MiniLM probe test accuracy at the layer shown (mean position); cards in "
+        "docs/tasks.md"
+    )
+    print("\n".join(lines))
     return 0

@@ -174,8 +174,9 @@ class ExtractConfig:
     """What to extract and where to write it."""
 
     model: str
-    """``minilm`` (the packaged all-MiniLM-L6-v2), a local model folder or a hub id
-    already in the Hugging Face cache."""
+    """``minilm`` (the packaged all-MiniLM-L6-v2), ``bow`` (hashed word and bigram
+    counts, see `activation_cache.bow`), a local model folder or a hub id already in
+    the Hugging Face cache."""
     task: str
     """A built-in task name (see ``activation_cache.TASKS``) or a .jsonl/.csv file."""
     out: str | Path
@@ -630,6 +631,10 @@ def extract(
     Returns:
         The path of the complete cache file.
     """
+    if config.model == "bow":  # hashed word and bigram counts, no transformer
+        from activation_cache.bow import extract_bow
+
+        return extract_bow(config, on_batch=on_batch)
     import torch
     from transformers import AutoConfig, AutoTokenizer
 

