@@ -108,9 +108,10 @@ class StudyConfig:
     cache: str
     """Path of the strong model's cache (students and ceilings use it)."""
 
-    layer: int = -1
+    layer: int | None = None
     """Layer of ``cache`` for students (hidden_states index; negative counts from
-    the last stored layer)."""
+    the last stored layer). None: the task's recommended layer for a MiniLM cache
+    of a built-in task (``activation_cache.TASK_INFO``), else the last layer."""
 
     basis: str = "pca"
     """Coordinates that the k-feature family counts in: ``pca`` (principal
@@ -622,15 +623,18 @@ def train_stage(
     data: StudyData,
     *,
     gain: float = 1.0,
+    basis: str | None = None,
     log: Callable[..., None] = print,
 ) -> Trained:
-    """Train every probe of a stage in ONE ``train_probes`` call."""
+    """Train every probe of a stage in ONE ``train_probes`` call (``basis``: the
+    features' basis, default the study's)."""
     features, mask, feature_gain = _features_with_imitation(x, probes, gain)
     students = all(p.reference is not None for p in probes)
+    basis = config.basis if basis is None else basis
     train_config = dataclasses.replace(
         config.train,
         standardize=config.train.standardize
-        and standardizes(config.basis, config.whiten),
+        and standardizes(basis, config.whiten and basis == config.basis),
         loss=tuple(p.loss for p in probes),
         loss_params=_per_probe_params(probes, config.train),
         record_loss=students and config.dynamics,
@@ -773,6 +777,7 @@ def train_ground_truth(
             probes,
             config,
             data,
+            basis=data.bases[source],
             log=log,
         )
         records.append(stage.record)
@@ -1065,7 +1070,7 @@ def _check_widths(
     too_wide += [p.k for p in probes if p.k and p.k > data.sources[p.source].shape[1]]
     if too_wide:
         raise StudyError(
-            f"k = {max(too_wide)} exceeds the {d} features of layer {config.layer} "
+            f"k = {max(too_wide)} exceeds the {d} features of the study's layer "
             f"in {config.cache}"
         )
 

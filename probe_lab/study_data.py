@@ -55,6 +55,9 @@ class StudyData:
     fingerprints: dict[str, Any]
     caches: dict[str | None, Any]  # opened caches by path (None: the main one)
     lookup: dict[str | None, np.ndarray]  # each cache's row of every study row
+    bases: dict[Source, str] = dataclasses.field(default_factory=dict)
+    """Each feature source's basis: the study's, or ``raw`` for another model's
+    features that no probe counts k of."""
 
     @property
     def n(self) -> int:
@@ -154,15 +157,42 @@ def study_reads(
     Returns:
         ``{path: [layer, ...]}``; a cache read for its fields alone has no layers.
     """
-    reads: dict[str, list[int]] = {config.cache: [config.layer]}
+    from activation_cache import open_cache
+
+    main = open_cache(config.cache, allow_partial=True)
+    reads: dict[str, list[int]] = {config.cache: [study_layer(config, main)]}
     for probe in probes:
-        layer = config.layer if probe.layer is None else probe.layer
+        layer = source_layer(config, main, probe.source)
         layers = reads.setdefault(probe.cache or config.cache, [])
         if layer not in layers:
             layers.append(layer)
     for path in other_caches:
         reads.setdefault(path, [])
     return reads
+
+
+def study_layer(config: Any, main: Any) -> int:
+    """The study's layer of its own cache: ``config.layer``, or when it is None
+    the task's recommended layer (``activation_cache.TASK_INFO``) for a MiniLM
+    cache of a built-in task, else the last stored layer (-1)."""
+    from activation_cache import TASK_INFO
+
+    if config.layer is not None:
+        return int(config.layer)
+    task, model = main.meta.get("task"), main.meta.get("model")
+    if model == "minilm" and task in TASK_INFO:
+        return int(TASK_INFO[task].layer)
+    return -1
+
+
+def source_layer(config: Any, main: Any, source: tuple[str | None, int | None]) -> int:
+    """The layer a feature source reads: its own, else the study's layer for the
+    study's cache, else the last stored layer of another model's cache (its layer
+    numbers mean nothing for the study's model)."""
+    cache, layer = source
+    if layer is not None:
+        return int(layer)
+    return study_layer(config, main) if cache is None else -1
 
 
 def _stored_layer(cache: Any, layer: int) -> int:
@@ -351,12 +381,20 @@ def _load_sources(
     for source in dict.fromkeys(sources):
         cache, layer = source
         opened = data.caches[cache]
-        layer = config.layer if layer is None else layer
+        layer = source_layer(config, data.caches[None], source)
         stored = opened.features(layer)
         read[cache][_stored_layer(opened, layer)] = stored
         x = stored[data.lookup[cache]]
         check_finite(x, opened, layer, data.lookup[cache])
-        data.sources[source] = to_basis(x, config.basis, fit_rows, whiten=config.whiten)
+        # The basis counts M_k; another model's features used whole stay raw
+        # (z-scored by the trainer): a PCA of a wide bag of words is slow and,
+        # standardized, blows up its near-empty directions.
+        counted = source == (None, None) or any(
+            p.source == source and p.k is not None for p in probes
+        )
+        data.bases[source] = config.basis if counted else "raw"
+        whiten = config.whiten and counted
+        data.sources[source] = to_basis(x, data.bases[source], fit_rows, whiten=whiten)
         data.fingerprints[f"{opened.path}#layer{layer}"] = dict(
             model=opened.meta.get("model"),
             task=opened.meta.get("task"),

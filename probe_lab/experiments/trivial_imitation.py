@@ -36,7 +36,7 @@ from probe_lab.experiments.base import (
 from probe_lab.experiments.caches import is_complete, reextract, source_model
 from probe_lab.experiments.config import ExperimentConfig, ExperimentError
 from probe_lab.study import Supervisor
-from probe_lab.study_data import load_study_data
+from probe_lab.study_data import load_study_data, study_layer
 
 __all__ = [
     "CLAIM",
@@ -119,7 +119,10 @@ def hint_labels(config: ExperimentConfig, cache: Path) -> tuple[np.ndarray, floa
     opened = open_cache(cache)
     fit_rows = load_study_data(study, [], []).basis_rows
     x = to_basis(
-        opened.features(study.layer), study.basis, fit_rows, whiten=study.whiten
+        opened.features(study_layer(study, opened)),
+        study.basis,
+        fit_rows,
+        whiten=study.whiten,
     )
     truth = np.asarray(opened.labels, np.int8)
     n, d = x.shape
