@@ -29,6 +29,7 @@ __all__ = [
     "plot_leaderboard",
     "plot_sample_size",
     "plot_simulation",
+    "plot_task_suite",
     "plot_weak_to_strong",
     "save",
 ]
@@ -591,4 +592,54 @@ def plot_sample_size(summary: pd.DataFrame, *, title: str = "") -> Figure:
         right.set_title("imitation of the weak labels")
         left.legend(loc="best")
         fig.suptitle(title or "PGR against data size")
+    return fig
+
+
+def plot_task_suite(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """PGR per supervisor on every task (largest student), one panel per task:
+    each natural supervisor (a bag-of-words probe, a rule, M_k) in color and the
+    random flips at its accuracy hatched beside it, with the bootstrap intervals;
+    each panel's title gives the MiniLM ceiling. Tasks with no gap show n/a."""
+    tasks = list(dict.fromkeys(summary.task))
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    with _style():
+        width = max(5.2 * cols, 10.5)
+        fig = Figure(figsize=(width, 3.6 * rows + 1.2), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+        for ax, task in zip(axes, tasks, strict=False):
+            frame = summary[summary.task == task]
+            natural = [s for s in dict.fromkeys(frame.supervisor) if "@" not in s]
+            x = np.arange(len(natural))
+            for offset, prefix, hatch in ((-0.2, "", None), (0.2, "random@", "//")):
+                rows_ = frame.set_index("supervisor").reindex(
+                    [prefix + s for s in natural]
+                )
+                err = np.vstack([rows_.pgr - rows_.pgr_low, rows_.pgr_high - rows_.pgr])
+                ax.bar(
+                    x + offset,
+                    rows_.pgr.fillna(0.0),
+                    width=0.4,
+                    yerr=np.nan_to_num(err),
+                    color=_colors(len(natural), "tab10")[: len(natural)],
+                    hatch=hatch,
+                    edgecolor="0.3",
+                    capsize=3,
+                    label="random flips at its accuracy" if prefix else "supervisor",
+                )
+                for xi, value in zip(x + offset, rows_.pgr, strict=True):
+                    if not np.isfinite(value):
+                        ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=10)
+            ax.axhline(0, color="0.5", lw=0.8)
+            ax.set_xticks(x, natural)
+            ax.set_ylabel("PGR")
+            ceiling = frame.ceiling_acc.mean()
+            ax.set_title(f"{task} (ceiling {ceiling:.2f})")
+        for ax in axes[len(tasks) :]:
+            ax.set_visible(False)
+        axes[0].legend(loc="best")
+        fig.suptitle(
+            (title or "The task suite")
+            + "\nPGR of the largest student (xent), 95% bootstrap intervals over seeds"
+        )
     return fig

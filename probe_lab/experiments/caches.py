@@ -7,6 +7,7 @@ transformers; the subprocess prints its own progress bar.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,15 @@ from typing import Any
 from activation_cache import Cache, CacheError, open_cache
 from probe_lab.experiments.config import CacheSpec, ExperimentError
 
-__all__ = ["build_cache", "extract", "is_complete", "reextract", "source_model"]
+__all__ = [
+    "bow_cache",
+    "build_cache",
+    "extract",
+    "is_complete",
+    "reextract",
+    "source_model",
+    "write_task",
+]
 
 
 def is_complete(path: Path) -> bool:
@@ -110,3 +119,39 @@ def reextract(
     if meta.get("max_length"):
         args += ["--max-length", str(meta["max_length"])]
     return extract(args, out, progress=progress)
+
+
+def write_task(
+    cache: Cache, path: Path, extra: Mapping[str, Sequence[str]] | None = None
+) -> Path:
+    """Write a cache's rows (id, text, label, its extra fields, and ``extra``) as a
+    ``.jsonl`` task file, so another model can be run on exactly these rows."""
+    fields = {k: v for k, v in cache.extra.items() if k not in (extra or {})}
+    fields.update(extra or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(cache.n):
+            row = dict(
+                id=str(cache.ids[i]),
+                text=str(cache.texts[i]),
+                label=int(cache.labels[i]),
+                **{k: str(v[i]) for k, v in fields.items()},
+            )
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def bow_cache(cache: Path, cache_dir: Path, *, progress: bool) -> Path:
+    """The bag-of-words cache of exactly ``cache``'s rows (the same ids, texts and
+    prompt template): a genuinely different, weaker "model" whose probe is a weak
+    supervisor. Reused when it exists."""
+    opened = open_cache(cache)
+    path = Path(cache_dir) / f"{cache.stem}-bow.h5"
+    if is_complete(path):
+        if progress:
+            print(f"[cache] reusing {path}")
+        return path
+    task = write_task(opened, path.with_suffix(".jsonl"))
+    template = str(opened.meta.get("template") or "{text}")
+    args = ["--model", "bow", "--task", str(task), "--template", template]
+    return extract(args, path, progress=progress)

@@ -50,10 +50,11 @@ KINDS = (
     "trivial_imitation",
     "methods",
     "sample_size",
+    "task_suite",
 )
 """The analyses: one per paper figure (Fig. 23, 24, 25, 26, 27), the method
-leaderboard, and Fig. 24's comparison against data size; each is the module of
-this package with its name."""
+leaderboard, Fig. 24's comparison against data size, and the task suite; each is
+the module of this package with its name."""
 
 PRESETS = ("full", "smoke", "demo")
 """Sizes of an experiment: as written, or with the ``[smoke]`` or ``[demo]`` table
@@ -192,8 +193,12 @@ class ExperimentConfig:
     sizes beyond the cache use the whole cache."""
 
     tasks: tuple[str, ...] = ()
-    """``methods``: the built-in tasks to rank on, one cache each (``[cache]``
-    with its task replaced); a run given ``--cache`` ranks on that cache alone."""
+    """``methods``, ``task_suite``: the built-in tasks to run on (``["all"]``: every
+    one), one cache each (``[cache]`` with its task replaced); a run given
+    ``--cache`` runs on that cache alone."""
+
+    k: int = 32
+    """``task_suite``: the M_k probe supervisor (first k principal components)."""
 
     preset: str = "full"
     """Which size this is: ``full``, ``smoke`` or ``demo``."""

@@ -33,7 +33,12 @@ from probe_lab.experiments.base import (
     strongest,
     summary_frame,
 )
-from probe_lab.experiments.caches import is_complete, reextract, source_model
+from probe_lab.experiments.caches import (
+    is_complete,
+    reextract,
+    source_model,
+    write_task,
+)
 from probe_lab.experiments.config import ExperimentConfig, ExperimentError
 from probe_lab.study import Supervisor
 from probe_lab.study_data import load_study_data, study_layer
@@ -192,20 +197,8 @@ def _write_task(
 ) -> Path:
     """The cache's rows as a JSONL task, with the hint word and weak label added."""
     shown = np.asarray(words, dtype=object)[weak]
-    extra = {k: v for k, v in opened.extra.items() if k not in ("weak", "hint")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for i in range(opened.n):
-            row = dict(
-                id=str(opened.ids[i]),
-                text=str(opened.texts[i]),
-                label=int(opened.labels[i]),
-                hint=str(shown[i]),
-                weak=str(int(weak[i])),
-                **{k: str(v[i]) for k, v in extra.items()},
-            )
-            f.write(json.dumps(row) + "\n")
-    return path
+    extra = {"hint": [str(w) for w in shown], "weak": [str(int(w)) for w in weak]}
+    return write_task(opened, path, extra)
 
 
 def check(summary: pd.DataFrame) -> list[Finding]:
