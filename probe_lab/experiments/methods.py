@@ -14,6 +14,7 @@ import dataclasses
 
 import pandas as pd
 
+from activation_cache import TASKS
 from probe_lab import plots
 from probe_lab.experiments.base import Analysis, Context, Finding, fmt, judged
 from probe_lab.experiments.caches import build_cache
@@ -38,7 +39,8 @@ def run(ctx: Context) -> Analysis:
     if ctx.cache_given or not ctx.config.tasks:
         caches[ctx.cache.stem] = ctx.cache
     else:
-        for task in ctx.config.tasks:
+        tasks = TASKS if ctx.config.tasks == ("all",) else ctx.config.tasks
+        for task in tasks:
             spec = dataclasses.replace(ctx.config.cache, task=task)
             caches[task] = build_cache(spec, ctx.cache_dir, progress=ctx.progress)
     for task, cache in caches.items():
