@@ -375,6 +375,12 @@ def _flips(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
             strong_logits=ctx.strong_logits,
         )
         hard[rows] = made[rows]
+    return _synthetic(hard, target, ctx)
+
+
+def _synthetic(hard: np.ndarray, target: float, ctx: LabelContext) -> WeakLabels:
+    """Hard labels made at a target accuracy; ``weak_acc`` is the accuracy they
+    reached on the labelled rows (the target, to the row)."""
     return WeakLabels(
         targets=hard,
         hard=hard,
@@ -410,12 +416,7 @@ def _mixture(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
     for rows in (ctx.label_rows, ctx.test_rows):
         made = mixture_labels(ctx.truth, simulatable, rows, target, sup.level, ctx.rng)
         hard[rows] = made[rows]
-    return WeakLabels(
-        targets=hard,
-        hard=hard,
-        weak_acc=float(metrics.accuracy(hard, ctx.truth, ctx.labelled)),
-        target_acc=target,
-    )
+    return _synthetic(hard, target, ctx)
 
 
 def _imitation_check(sup: Supervisor, supervisors: Sequence[Supervisor]) -> None:

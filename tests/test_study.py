@@ -209,22 +209,27 @@ def test_compilations_do_not_grow_with_conditions(cache):
     assert large_students["compilations"] <= 6
 
 
-def test_summary_pgr_and_intervals_equal_hand_computation():
-    table = pd.DataFrame(
+def three_seeds(weak, student, ceiling) -> pd.DataFrame:
+    """A study table of one condition over three seeds."""
+    return pd.DataFrame(
         dict(
             supervisor=["w"] * 3,
             kind=["probe"] * 3,
             student=[8] * 3,
             loss=["xent"] * 3,
             seed=[0, 1, 2],
-            weak_acc=[0.60, 0.62, 0.61],
-            student_acc=[0.70, 0.74, 0.72],
-            ceiling_acc=[0.80, 0.82, 0.81],
+            weak_acc=weak,
+            student_acc=student,
+            ceiling_acc=ceiling,
             agreement=[0.9, 0.8, 0.7],
             agreement_weak_wrong=[0.5, 0.4, 0.3],
             agreement_weak_right=[1.0, 0.9, 0.8],
         )
     )
+
+
+def test_summary_pgr_and_intervals_equal_hand_computation():
+    table = three_seeds([0.60, 0.62, 0.61], [0.70, 0.74, 0.72], [0.80, 0.82, 0.81])
     result = StudyResult(
         table=table,
         dynamics=pd.DataFrame(),
@@ -404,21 +409,7 @@ def test_seeds_resample_the_split_and_the_summary_says_what_intervals_cover():
     assert not np.array_equal(splits["test"][0], splits["test"][1])
     same = make_splits(500, 3, resplit=False, **fractions)
     assert np.array_equal(same["test"][0], same["test"][2])
-    table = pd.DataFrame(
-        dict(
-            supervisor=["w"] * 3,
-            kind=["probe"] * 3,
-            student=[8] * 3,
-            loss=["xent"] * 3,
-            seed=[0, 1, 2],
-            weak_acc=[0.60, 0.62, 0.80],
-            student_acc=[0.70, 0.74, 0.81],
-            ceiling_acc=[0.80, 0.82, 0.79],
-            agreement=[0.9, 0.8, 0.7],
-            agreement_weak_wrong=[0.5, 0.4, 0.3],
-            agreement_weak_right=[1.0, 0.9, 0.8],
-        )
-    )
+    table = three_seeds([0.60, 0.62, 0.80], [0.70, 0.74, 0.81], [0.80, 0.82, 0.79])
     config = StudyConfig(cache="x")
     result = StudyResult(
         table=table, dynamics=pd.DataFrame(), config=config, fingerprints={}, stages=[]
