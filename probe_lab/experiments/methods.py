@@ -67,7 +67,8 @@ def check(board: Leaderboard) -> list[Finding]:
                 measured=f"PGR confidence {fmt(conf.pgr, 2)} [{fmt(conf.pgr_low, 2)}, "
                 f"{fmt(conf.pgr_high, 2)}] vs {board.baseline} {fmt(base.pgr, 2)} "
                 f"[{fmt(base.pgr_low, 2)}, {fmt(base.pgr_high, 2)}]; wins / ties / "
-                f"losses {conf.wins} / {conf.ties} / {conf.losses} of the cells",
+                f"losses {conf.wins:.0f} / {conf.ties:.0f} / {conf.losses:.0f} of the "
+                "cells",
                 held=judged(
                     conf.wins > conf.losses and conf.pgr > base.pgr, conf.pgr, base.pgr
                 ),
@@ -79,7 +80,7 @@ def check(board: Leaderboard) -> list[Finding]:
             claim="(No claim in advance) the highest mean PGR over all cells.",
             measured=f"{top.method}: PGR {fmt(top.pgr, 2)} [{fmt(top.pgr_low, 2)}, "
             f"{fmt(top.pgr_high, 2)}], wins / ties / losses vs {board.baseline} "
-            f"{top.wins} / {top.ties} / {top.losses}",
+            f"{top.wins:.0f} / {top.ties:.0f} / {top.losses:.0f}",
             held=None,
         )
     )
