@@ -506,12 +506,16 @@ def plot_leaderboard(board, *, title: str = "") -> Figure:
     ]
     panels += [(task, board.per_task[board.per_task.task == task]) for task in tasks]
     y = np.arange(len(methods))[::-1]
+    cols = min(len(panels), 5)
+    rows = -(-len(panels) // cols)
     with _style():
-        width = 3.2 * len(panels) + 2.5
-        fig = Figure(
-            figsize=(max(width, 10.5), 1.2 + 0.45 * len(methods)), layout="constrained"
-        )
-        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        width = max(3.4 * cols + 2.5, 10.5)
+        height = rows * (1.0 + 0.45 * len(methods)) + 0.8
+        fig = Figure(figsize=(width, height), layout="constrained")
+        grid = fig.subplots(rows, cols, sharey=True, squeeze=False).reshape(-1)
+        for ax in grid[len(panels) :]:
+            ax.set_visible(False)
+        axes = grid[: len(panels)]
         for ax, (name, frame) in zip(axes, panels, strict=True):
             frame = frame.set_index("method").reindex(methods)
             err = np.vstack([frame.pgr - frame.low, frame.high - frame.pgr])
@@ -531,10 +535,20 @@ def plot_leaderboard(board, *, title: str = "") -> Figure:
                     base, color="#cc6677", ls="--", lw=1, label=f"{board.baseline}"
                 )
             ax.axvline(0, color="0.6", lw=0.8)
+            if frame.pgr.isna().all():
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no cell with a gap",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                )
             ax.set_title(name)
             ax.set_xlabel("PGR")
         axes[0].set_yticks(y, methods)
-        axes[0].set_ylabel("method")
+        for ax in grid[::cols]:
+            ax.set_ylabel("method")
         axes[0].legend(loc="lower right")
         level = f"{board.confidence:.0%}"
         fig.suptitle(title or f"Methods ranked by PGR ({level} t-intervals over seeds)")

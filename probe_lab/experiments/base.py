@@ -22,6 +22,7 @@ __all__ = [
     "Context",
     "ExperimentResult",
     "Finding",
+    "analog",
     "fmt",
     "judged",
     "mean",
@@ -100,7 +101,7 @@ class Context:
             else "minibatch order only"
         )
         return (
-            f"{config.name.replace('_', ' ')} ({config.figure} analog){suffix}\n"
+            f"{config.name.replace('_', ' ')} ({analog(config.figure)}){suffix}\n"
             f"intervals over seeds vary the {covers}"
         )
 
@@ -198,6 +199,12 @@ def stack(studies: Mapping[str, StudyResult], attr: str) -> pd.DataFrame:
         frame.insert(0, "study", label)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def analog(figure: str) -> str:
+    """How a report names what an experiment reproduces: ``Fig. 25 analog`` for a
+    paper figure, the text itself otherwise (``leaderboard``)."""
+    return f"{figure} analog" if figure.startswith("Fig.") else figure
 
 
 def fmt(value: float | None, digits: int = 3, *, signed: bool = False) -> str:

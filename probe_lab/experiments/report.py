@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from probe_lab import metrics
-from probe_lab.experiments.base import ExperimentResult, Finding, fmt, strongest
+from probe_lab.experiments.base import ExperimentResult, Finding, analog, fmt, strongest
 from probe_lab.experiments.kinds import CLAIMS
 
 __all__ = [
@@ -81,7 +81,7 @@ def write_summary(result: ExperimentResult) -> Path:
         else "did NOT hold"
     )
     lines = [
-        f"# {config.name}: {config.figure} analog",
+        f"# {config.name}: {analog(config.figure)}",
         "",
         f"Cache `{result.cache}`, {config.preset} size, "
         f"{result.seconds:.0f} s on this machine. Config: `{config.source}`.",
@@ -179,7 +179,7 @@ def findings_table(results: Sequence[ExperimentResult]) -> str:
     """
     lines = []
     for result in results:
-        lines.append(f"\n{result.config.name} ({result.config.figure} analog):")
+        lines.append(f"\n{result.config.name} ({analog(result.config.figure)}):")
         for f in result.findings:
             mark = "n/a" if f.held is None else "HELD" if f.held else "NOT HELD"
             lines.append(f"  [{mark:>8}] {f.claim}\n             {f.measured}")
