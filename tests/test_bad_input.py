@@ -559,5 +559,5 @@ def test_quiet_extract_still_warns_about_cut_prompts(
     argv = ["extract", "--model", str(tiny_models["gpt2"]), "--task", str(text_task)]
     argv += ["--out", str(tmp_path / "c.h5"), "--max-length", "8", "--device", "cpu"]
     assert main([*argv, "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "warning:" in out and "prompts were cut to 8 tokens" in out
+    err = capsys.readouterr().err  # a warning: on stderr, not hidden by --quiet
+    assert "warning:" in err and "prompts were cut to 8 tokens" in err

@@ -392,7 +392,7 @@ def test_max_length_truncates_and_records_it(tiny_models, text_task, tmp_path, c
     cache = open_cache(extract(cfg))
     assert cache.n_tokens.max() == 8
     assert cache.meta["n_truncated"] == int((cache.n_chars > 8).sum()) > 0
-    assert "prompts were cut to 8 tokens" in capsys.readouterr().out
+    assert "prompts were cut to 8 tokens" in capsys.readouterr().err
 
 
 def test_device_map_with_offload_equals_plain(tiny_models, text_task, tmp_path):
