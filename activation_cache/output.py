@@ -101,12 +101,13 @@ def check_free_space(path: Path, rows: int, layers: int, d: int, dtype: str) -> 
     Raises:
         ExtractError: naming the space needed, the space free and what to change.
     """
-    need = rows * layers * d * np.dtype(dtype).itemsize + (1 << 20)
+    item = np.dtype(dtype).itemsize
+    need = rows * layers * d * item + (1 << 20)
     free = shutil.disk_usage(path.parent).free
     if need > free:
         raise ExtractError(
-            f"{path} needs {_size(need)} ({rows} rows x {layers} layers x {d} x "
-            f"{np.dtype(dtype).itemsize} bytes of {dtype}) but {path.parent} has "
+            f"{path} needs about {_size(need)} (rows x layers x width x bytes: "
+            f"{rows} x {layers} x {d} x {item} for {dtype}) but {path.parent} has "
             f"{_size(free)} free; free some space, write to another --out on a larger "
             "disk, or store less (fewer --layers, --dtype float16, a smaller --size)"
         )
@@ -168,8 +169,14 @@ def lock_output(out: Path) -> Iterator[Path]:
         ExtractError: another live process holds the lock; names its process id.
     """
     lock = lock_path(out)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(lock)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(lock)
+    except OSError as e:
+        raise ExtractError(
+            f"cannot create or lock {lock} ({e.strerror or e}); give an --out "
+            "in a folder you can write"
+        ) from e
     try:
         previous = _holder(fd)
         if previous:
