@@ -169,7 +169,8 @@ class ExtractConfig:
     task: str
     """A built-in task name (see ``activation_cache.TASKS``) or a .jsonl/.csv file."""
     out: str | Path
-    """The cache file to write (or resume)."""
+    """The cache file to write (or resume); its folder is made if missing, and
+    ``OUT.lock`` beside it is held while the run writes."""
     size: int | None = None
     """Rows of the task (built-in default per task; files: all rows)."""
     seed: int = 0
@@ -194,7 +195,8 @@ class ExtractConfig:
     template: str = "{text}"
     """Prompt template with ``{text}`` and optional ``{id}`` or extra task fields."""
     max_length: int | None = None
-    """Tokens per prompt at most (longer prompts lose their end, with a warning);
+    """Tokens per prompt at most, counting the special tokens the tokenizer adds, so
+    more than those (longer prompts lose their end, with a warning on stderr);
     default: the model's maximum."""
     padding_side: str = "right"
     """Pad batches on the ``right`` or ``left`` (left passes position ids counted
@@ -289,6 +291,8 @@ class ExtractConfig:
 
 
 def sha256_rows(rows: Sequence[Sequence[int]]) -> str:
+    """A fingerprint of ragged integer rows (token ids): sha256 over each row's
+    length-prefixed int64 bytes."""
     h = hashlib.sha256()
     for row in rows:
         data = np.asarray(row, dtype=np.int64).tobytes()
@@ -297,6 +301,7 @@ def sha256_rows(rows: Sequence[Sequence[int]]) -> str:
 
 
 def versions() -> str:
+    """JSON of the Python and library versions that made a file."""
     names = ("torch", "transformers", "tokenizers", "h5py", "numpy", "probe-lab")
     found = {"python": platform.python_version()}
     for name in names:
