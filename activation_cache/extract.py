@@ -464,14 +464,7 @@ def extract(
         tokens=inputs.tokens,
         source=inputs.source,
         device=device,
-        pad_id=next(
-            (
-                t
-                for t in (inputs.tokenizer.pad_token_id, inputs.tokenizer.eos_token_id)
-                if t is not None
-            ),
-            0,
-        ),
+        pad_id=_pad_id(inputs.tokenizer),
         rank=rank,
         on_batch=on_batch,
     )
@@ -531,7 +524,15 @@ def _read_inputs(config: ExtractConfig) -> _Inputs:
     )
 
 
-def _file_attrs(config: ExtractConfig, inputs: _Inputs, device: str, path: Path):
+def _pad_id(tokenizer) -> int:
+    """The id padding positions hold (masked out): pad, else end of text, else 0."""
+    ids = (tokenizer.pad_token_id, tokenizer.eos_token_id)
+    return next((t for t in ids if t is not None), 0)
+
+
+def _file_attrs(
+    config: ExtractConfig, inputs: _Inputs, device: str, path: Path
+) -> dict:
     """The cache file's attributes: model, task, settings and fingerprints.
 
     Args:

@@ -144,8 +144,10 @@ def _acquire(lock: Path) -> int:
                 f"{lock}); wait for it to finish (the same command then finds the "
                 "file complete, or resumes it), or write to another --out"
             ) from None
+        held = os.fstat(fd)
         try:
-            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+            now = os.stat(lock)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
                 return fd
         except FileNotFoundError:
             pass
