@@ -25,16 +25,21 @@ from pathlib import Path
 import numpy as np
 
 from activation_cache import store
-from activation_cache.extract import (
+from activation_cache.output import (
+    check_existing,
+    check_free_space,
+    lock_output,
+    remove_output,
+)
+from activation_cache.settings import (
     ExtractConfig,
     ExtractError,
-    _check_existing,
-    _distributed,
-    _say,
-    _sha256_rows,
-    _versions,
+    distributed,
+    say,
+    sha256_rows,
+    versions,
 )
-from activation_cache.tasks import format_prompts, load_task, task_fingerprint
+from activation_cache.tasks import Task, format_prompts, load_task, task_fingerprint
 
 __all__ = ["BOW_DIM", "extract_bow", "featurize", "tokenize"]
 
@@ -95,7 +100,7 @@ def extract_bow(
     Returns:
         The path of the complete cache file.
     """
-    _, world, _ = _distributed()
+    _, world, _ = distributed()
     if world > 1:
         raise ExtractError(
             "--model bow runs in one process (it needs no accelerator); run it "
@@ -117,7 +122,35 @@ def extract_bow(
             f"row {task.ids[int(np.argmin(n_tokens))]!r} has no words; give every "
             "row a non-empty text"
         )
-    attrs = {
+    attrs = _bow_attrs(config, task, prompts, buckets)
+    with lock_output(out):
+        if config.overwrite:
+            remove_output(out)
+        bounds = np.append(np.arange(0, len(task), config.batch_size), len(task))
+        done = 0
+        if out.exists():
+            if check_existing(out, attrs) == "complete":
+                say(config, 0, f"{out} is already complete; nothing to do")
+                return out
+            _, done = store.read_state(out)
+            say(config, 0, f"resuming {out} after {done} of {bounds.size - 1} batches")
+        else:
+            _create_bow_file(config, task, prompts, attrs, n_tokens, bounds)
+        start = time.perf_counter()
+        _write_batches(out, buckets, bounds, done, config.dtype, on_batch)
+    say(
+        config,
+        0,
+        f"bow features of {len(task)} rows in {time.perf_counter() - start:.1f} s",
+    )
+    return out
+
+
+def _bow_attrs(
+    config: ExtractConfig, task: Task, prompts: list[str], buckets: list[list[int]]
+) -> dict:
+    """The bow cache file's attributes (the transformer ones, for the one layer)."""
+    return {
         "model": "bow",
         "model_path": "",
         "model_revision": "",
@@ -131,7 +164,7 @@ def extract_bow(
         "task_seed": config.seed,
         "task_fingerprint": task.fingerprint,
         "prompt_fingerprint": task_fingerprint(prompts, task.labels),
-        "tokens_fingerprint": _sha256_rows(buckets),
+        "tokens_fingerprint": sha256_rows(buckets),
         "template": config.template,
         "position": "bag",
         "layers": [0],
@@ -143,57 +176,62 @@ def extract_bow(
         "model_dtype": config.model_dtype,
         "autocast": config.autocast,
         "device_type": "cpu",
-        "versions": _versions(),
+        "versions": versions(),
         "config": json.dumps({k: str(v) for k, v in asdict(config).items()}),
     }
-    if out.exists() and config.overwrite:
-        out.unlink()
-    order = np.arange(len(task), dtype=np.int64)
-    bounds = np.append(np.arange(0, len(task), config.batch_size), len(task))
-    done = 0
-    if out.exists():
-        if _check_existing(out, attrs, config) == "complete":
-            _say(config, 0, f"{out} is already complete; nothing to do")
-            return out
-        _, done = store.read_state(out)
-        _say(config, 0, f"resuming {out} after {done} of {bounds.size - 1} batches")
-    else:
-        store.create_cache(
-            out,
-            attrs={
-                **attrs,
-                "hidden_size": BOW_DIM,
-                "last_layer_post_final_norm": "n/a (bag of words)",
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-            ids=task.ids,
-            texts=task.texts,
-            labels=task.labels,
-            n_chars=np.asarray([len(p) for p in prompts]),
-            n_tokens=n_tokens,
-            extra=task.extra,
-            layers=[0],
-            d=BOW_DIM,
-            dtype=config.dtype,
-            order=order,
-            bounds=bounds,
-        )
+
+
+def _create_bow_file(
+    config: ExtractConfig,
+    task: Task,
+    prompts: list[str],
+    attrs: dict,
+    n_tokens: np.ndarray,
+    bounds: np.ndarray,
+) -> None:
+    """Create the empty bow cache file (rows in task order), if its disk holds it."""
+    out = Path(config.out)
+    check_free_space(out, len(task), 1, BOW_DIM, config.dtype)
+    store.create_cache(
+        out,
+        attrs={
+            **attrs,
+            "hidden_size": BOW_DIM,
+            "last_layer_post_final_norm": "n/a (bag of words)",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+        ids=task.ids,
+        texts=task.texts,
+        labels=task.labels,
+        n_chars=np.asarray([len(p) for p in prompts]),
+        n_tokens=n_tokens,
+        extra=task.extra,
+        layers=[0],
+        d=BOW_DIM,
+        dtype=config.dtype,
+        order=np.arange(len(task), dtype=np.int64),
+        bounds=bounds,
+    )
+
+
+def _write_batches(
+    out: Path,
+    buckets: list[list[int]],
+    bounds: np.ndarray,
+    done: int,
+    dtype: str,
+    on_batch: Callable[[int, int], None] | None,
+) -> None:
+    """Count and write the batches after ``done``, then mark the file complete."""
     writer = store.Writer(out, [0], on_batch=on_batch)
     complete = False
-    start = time.perf_counter()
     try:
         for b in range(done, bounds.size - 1):
-            rows = order[bounds[b] : bounds[b + 1]]
+            rows = np.arange(bounds[b], bounds[b + 1])
             x = np.zeros((rows.size, BOW_DIM), dtype=np.float32)
             for j, r in enumerate(rows):
                 np.add.at(x[j], buckets[r], 1.0)
-            writer.put(b, rows, x.astype(config.dtype)[None])
+            writer.put(b, rows, x.astype(dtype)[None])
         complete = True
     finally:
         writer.close(complete=complete)
-    _say(
-        config,
-        0,
-        f"bow features of {len(task)} rows in {time.perf_counter() - start:.1f} s",
-    )
-    return out

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
-from activation_cache.extract import (
+from activation_cache.extract import extract
+from activation_cache.settings import (
+    AUTOCAST,
+    CAPTURE,
+    DEVICE_MAPS,
+    DTYPES,
+    MODEL_DTYPES,
+    POSITIONS,
     ExtractConfig,
     ExtractError,
-    extract,
     parse_batch_size,
     parse_layers,
     parse_max_memory,
@@ -18,7 +25,17 @@ from activation_cache.store import CacheError, open_cache, read_plan, read_state
 from activation_cache.tasks import TASK_INFO, TASKS, TaskError, load_task, task_cards
 from activation_cache.throughput import Throughput
 
-__all__ = ["describe_tasks", "register", "run_extract", "run_info", "run_tasks"]
+__all__ = [
+    "check_out_file",
+    "describe_tasks",
+    "register",
+    "register_extract",
+    "register_info",
+    "register_tasks",
+    "run_extract",
+    "run_info",
+    "run_tasks",
+]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,12 +45,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers: from ``parser.add_subparsers()``; each subcommand sets ``func`` to
             a handler taking the parsed arguments and returning an exit code.
     """
+    register_extract(subparsers)
+    register_info(subparsers)
+    register_tasks(subparsers)
+
+
+def register_extract(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``extract`` subcommand (handled by `run_extract`)."""
     p = subparsers.add_parser(
         "extract",
         help="cache a model's residual stream for a task",
         description="Run a transformers model over a labelled task and store its "
         "residual stream per layer in an HDF5 cache (resumable).",
     )
+    # A value such as -1,-8 is an option's value, not an unknown option (argparse
+    # itself treats only single negative numbers so): --layers -1,-8 works.
+    p._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*$|^-\d*\.\d+$")
+    _add_what_arguments(p)
+    _add_how_arguments(p)
+    p.set_defaults(func=run_extract)
+
+
+def _add_what_arguments(p: argparse.ArgumentParser) -> None:
+    """``extract``'s arguments that choose what is extracted, and where to."""
     p.add_argument(
         "--model",
         required=True,
@@ -53,10 +87,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--layers",
         type=parse_layers,
         default="all",
-        help="all, or hidden_states indices like 0,6,-1 (0 = embeddings)",
+        help="all, or hidden_states indices like 0,6,-1 (0 = embeddings, -1 = the "
+        "last; --layers -1,-8 and --layers=-1,-8 both work)",
     )
-    p.add_argument("--position", choices=("last", "first", "mean"), default="last")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--position", choices=POSITIONS, default="last")
+    p.add_argument("--dtype", choices=DTYPES, default="float16")
+    p.add_argument("--template", default="{text}", help='e.g. "{text} I think {hint}."')
+    p.add_argument(
+        "--max-length",
+        type=int,
+        help="tokens per prompt at most, counting the special tokens the tokenizer "
+        "adds (so at least one more than those)",
+    )
+    p.add_argument("--padding-side", choices=("right", "left"), default="right")
+
+
+def _add_how_arguments(p: argparse.ArgumentParser) -> None:
+    """``extract``'s arguments that choose how and where the model runs."""
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
     p.add_argument(
         "--batch-size",
@@ -64,20 +111,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=32,
         help="rows per forward pass, or auto (on CUDA: 512, halved on out-of-memory)",
     )
-    p.add_argument("--template", default="{text}", help='e.g. "{text} I think {hint}."')
-    p.add_argument("--max-length", type=int, help="tokens per prompt at most")
-    p.add_argument("--padding-side", choices=("right", "left"), default="right")
-    p.add_argument(
-        "--model-dtype",
-        choices=("auto", "float32", "float16", "bfloat16"),
-        default="auto",
-    )
-    p.add_argument(
-        "--autocast", choices=("none", "float16", "bfloat16"), default="none"
-    )
+    p.add_argument("--model-dtype", choices=MODEL_DTYPES, default="auto")
+    p.add_argument("--autocast", choices=AUTOCAST, default="none")
     p.add_argument(
         "--capture",
-        choices=("hooks", "hidden_states"),
+        choices=CAPTURE,
         default="hooks",
         help="hooks: pool requested layers during the forward and stop after the "
         "deepest; hidden_states: keep every hidden state (models whose block list "
@@ -85,7 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--device-map",
-        choices=("auto", "balanced", "balanced_low_0", "sequential"),
+        choices=DEVICE_MAPS,
         help="spread one model over every visible GPU, then CPU, then disk, in one "
         "process (models larger than one GPU; not with torchrun)",
     )
@@ -103,8 +141,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="delete --out and restart")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_extract)
 
+
+def register_info(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``info`` subcommand (handled by `run_info`)."""
     p = subparsers.add_parser("info", help="describe a cache file")
     p.add_argument("path", help="cache file")
     p.add_argument(
@@ -112,6 +152,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=run_info)
 
+
+def register_tasks(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``tasks`` subcommand (handled by `run_tasks`)."""
     p = subparsers.add_parser(
         "tasks",
         help="list the built-in tasks with their sizes and card numbers",

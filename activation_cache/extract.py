@@ -1,7 +1,9 @@
 """Extract residual-stream features from a transformers model into a cache file.
 
 torch and transformers are imported inside the functions here, so the reader half of
-the package works without them.
+the package works without them. The settings, and the helpers the bag-of-words
+extractor shares, live in `activation_cache.settings` and `activation_cache.output`;
+`ExtractConfig`, `ExtractError` and the ``parse_*`` functions are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ import importlib.resources
 import inspect
 import json
 import os
-import platform
-import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,26 @@ from activation_cache.capture import (
     find_blocks,
     forward_hidden_states,
 )
+from activation_cache.output import (
+    check_existing,
+    check_free_space,
+    lock_output,
+    remove_output,
+    shard_path,
+)
+from activation_cache.settings import (
+    FLOAT16_MAX,
+    ExtractConfig,
+    ExtractError,
+    distributed,
+    parse_batch_size,
+    parse_layers,
+    parse_max_memory,
+    say,
+    sha256_rows,
+    versions,
+    warn,
+)
 from activation_cache.tasks import Task, format_prompts, load_task, task_fingerprint
 from activation_cache.throughput import Throughput, matrix_parameters, peak_flops
 
@@ -48,255 +68,11 @@ __all__ = [
     "resolve_model",
 ]
 
-FLOAT16_MAX = 65504.0
-_POSITIONS = ("last", "first", "mean")
-_DTYPES = ("float16", "float32")
-_MODEL_DTYPES = ("auto", "float32", "float16", "bfloat16")
-_AUTOCAST = ("none", "float16", "bfloat16")
-_CAPTURE = ("hooks", "hidden_states")
-_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 # Rows per batch of the plan for --batch-size auto, per device type; on CUDA each
 # batch's forward passes are halved on out-of-memory until they fit.
 _AUTO_BATCH = {"cuda": 512}
 _AUTO_BATCH_DEFAULT = 32
-_MEMORY_SIZE = r"\d+(\.\d+)?\s*[KMG]i?B"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
-
-# Settings that must match for a run to resume (or accept) an existing file, with
-# the name used in the refusal message.
-_IDENTITY = {
-    "weights_sha256": "model weights",
-    "model_revision": "model revision",
-    "task_fingerprint": "task rows (texts and labels)",
-    "prompt_fingerprint": "prompts (template and fields)",
-    "tokens_fingerprint": "tokenization (tokenizer, max_length, template)",
-    "layers": "layers",
-    "position": "position",
-    "dtype": "dtype",
-    "batch_size": "batch_size",
-    "padding_side": "padding_side",
-    "model_dtype": "model_dtype",
-    "autocast": "autocast",
-    "device_type": "device type",
-}
-
-
-class ExtractError(RuntimeError):
-    """An extraction that cannot run as configured (model, layers, file, values)."""
-
-
-def parse_layers(spec: str | Sequence[int]) -> str | tuple[int, ...]:
-    """Parse a layer selection.
-
-    Args:
-        spec: ``"all"``, a comma list such as ``"0,6,-1"``, or a sequence of ints.
-
-    Returns:
-        ``"all"`` or a tuple of hidden_states indices (negatives allowed).
-    """
-    if isinstance(spec, str):
-        if spec.strip() == "all":
-            return "all"
-        try:
-            return tuple(int(part) for part in spec.split(","))
-        except ValueError:
-            raise ValueError(
-                f"layers must be 'all' or a comma list of integers like 0,6,-1; "
-                f"got {spec!r}"
-            ) from None
-    return tuple(int(x) for x in spec)
-
-
-def parse_batch_size(spec: str | int) -> int | str:
-    """Parse a batch size: a positive integer or ``"auto"``.
-
-    Args:
-        spec: ``"auto"``, ``"32"`` or an int.
-
-    Returns:
-        ``"auto"`` or the int.
-    """
-    if isinstance(spec, str):
-        if spec.strip() == "auto":
-            return "auto"
-        try:
-            spec = int(spec)
-        except ValueError:
-            raise ValueError(
-                f"batch size must be a positive integer or auto; got {spec!r}"
-            ) from None
-    return spec
-
-
-def parse_max_memory(spec: str | dict | None) -> dict | None:
-    """Parse per-device memory limits for a device map.
-
-    Args:
-        spec: ``"0=70GiB,1=70GiB,cpu=200GiB"`` (GPU index, ``cpu`` or ``mps`` = bytes,
-            or a size with a unit: KB, MB, GB, KiB, MiB, GiB), a dict of the same,
-            or None.
-
-    Returns:
-        A dict with int GPU keys and int or unit-string sizes, or None.
-    """
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        pairs = []
-        for part in spec.split(","):
-            key, sep, size = (x.strip() for x in part.partition("="))
-            if not sep or not key or not size:
-                raise ValueError(
-                    "max memory must look like 0=70GiB,1=70GiB,cpu=200GiB; got "
-                    f"{spec!r}"
-                )
-            pairs.append((int(key) if key.isdigit() else key, size))
-    else:
-        pairs = list(spec.items())
-    limits: dict = {}
-    for key, size in pairs:
-        if isinstance(size, str) and size.isdigit():
-            size = int(size)
-        if not (
-            isinstance(size, int)
-            or (isinstance(size, str) and re.fullmatch(_MEMORY_SIZE, size, re.I))
-        ):
-            raise ValueError(
-                f"max memory of {key!r} is {size!r}: give bytes (an integer) or a "
-                "size with a unit, like 70GiB or 500MB"
-            )
-        limits[key] = size
-    return limits
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExtractConfig:
-    """What to extract and where to write it."""
-
-    model: str
-    """``minilm`` (the packaged all-MiniLM-L6-v2), ``bow`` (hashed word and bigram
-    counts, see `activation_cache.bow`), a local model folder or a hub id already in
-    the Hugging Face cache."""
-    task: str
-    """A built-in task name (see ``activation_cache.TASKS``) or a .jsonl/.csv file."""
-    out: str | Path
-    """The cache file to write (or resume)."""
-    size: int | None = None
-    """Rows of the task (built-in default per task; files: all rows)."""
-    seed: int = 0
-    """Seed of the task's sampling and row order."""
-    layers: str | tuple[int, ...] = "all"
-    """``"all"`` or hidden_states indices (0 = embeddings, i = after block i;
-    negatives count from the end, -1 = the last); a string like ``"0,6,-1"`` works."""
-    position: str = "last"
-    """Token position pooled per layer: ``last`` or ``first`` real token, or ``mean``
-    over real tokens."""
-    dtype: str = "float16"
-    """Stored dtype, ``float16`` (values beyond its range are an error) or
-    ``float32``."""
-    device: str = "auto"
-    """``auto`` (CUDA if present, then MPS, else CPU), or a torch device string."""
-    batch_size: int | str = 32
-    """Rows per batch of the plan (a forward pass each), or ``"auto"``: 512 rows per
-    batch on CUDA, each batch's forward passes halved on out-of-memory (the batch
-    is retried; the halved size is kept from there on and recorded, so a resume
-    continues with it), 32 elsewhere. Resuming a file with ``auto`` uses the
-    file's batch size."""
-    template: str = "{text}"
-    """Prompt template with ``{text}`` and optional ``{id}`` or extra task fields."""
-    max_length: int | None = None
-    """Tokens per prompt at most (longer prompts lose their end, with a warning);
-    default: the model's maximum."""
-    padding_side: str = "right"
-    """Pad batches on the ``right`` or ``left`` (left passes position ids counted
-    from each row's first real token)."""
-    model_dtype: str = "auto"
-    """Dtype the weights are loaded in: ``auto`` (float32 on CPU, the checkpoint's
-    dtype elsewhere), ``float32``, ``float16`` or ``bfloat16``."""
-    autocast: str = "none"
-    """CUDA autocast dtype for the forward pass: ``none``, ``float16`` or
-    ``bfloat16``."""
-    capture: str = "hooks"
-    """How layers are read: ``hooks`` (forward hooks on the blocks pool each
-    requested layer as the forward passes it, and the forward stops after the
-    deepest one) or ``hidden_states`` (the whole forward keeps every hidden state;
-    for models whose block list is not found). Both write the same bits."""
-    device_map: str | None = None
-    """Spread one model over every visible GPU, then CPU memory, then disk, in this
-    one process (accelerate's device map: ``auto``, ``balanced``,
-    ``balanced_low_0`` or ``sequential``), for models larger than one device. Not
-    with ``torchrun``; ``device`` must stay ``auto``."""
-    max_memory: dict | str | None = None
-    """With ``device_map``: memory per device, e.g. ``{0: "70GiB", "cpu": "200GiB"}``
-    or ``"0=70GiB,cpu=200GiB"``; what does not fit goes to disk."""
-    offload_folder: str | Path | None = None
-    """With ``device_map``: where weights offloaded to disk go (default: a temporary
-    folder beside ``out``, deleted afterwards)."""
-    revision: str | None = None
-    """Hub revision (branch, tag or commit) of a hub-id model."""
-    trust_remote_code: bool = False
-    """Allow models that ship their own Python code to run it."""
-    overwrite: bool = False
-    """Delete an existing ``out`` (and its shards) and start over."""
-    quiet: bool = False
-    """No progress bar or messages."""
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "layers", parse_layers(self.layers))
-        except ValueError as e:
-            raise ValueError(f"ExtractConfig.layers: {e}") from None
-        object.__setattr__(self, "out", Path(self.out))
-        for name, parse in (
-            ("batch_size", parse_batch_size),
-            ("max_memory", parse_max_memory),
-        ):
-            try:
-                object.__setattr__(self, name, parse(getattr(self, name)))
-            except ValueError as e:
-                raise ValueError(f"ExtractConfig.{name}: {e}") from None
-        choices = {
-            "position": _POSITIONS,
-            "dtype": _DTYPES,
-            "padding_side": ("right", "left"),
-            "model_dtype": _MODEL_DTYPES,
-            "autocast": _AUTOCAST,
-            "capture": _CAPTURE,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"ExtractConfig.{name} must be one of {', '.join(allowed)}; "
-                    f"got {getattr(self, name)!r}"
-                )
-        if self.batch_size != "auto" and not isinstance(self.batch_size, int):
-            raise ValueError(
-                f"ExtractConfig.batch_size must be an int or 'auto'; got "
-                f"{self.batch_size!r}"
-            )
-        for name in ("batch_size", "size", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, int) and value < 1:
-                raise ValueError(f"ExtractConfig.{name} must be >= 1; got {value}")
-        if self.device_map is not None:
-            if self.device_map not in _DEVICE_MAPS:
-                raise ValueError(
-                    f"ExtractConfig.device_map must be one of "
-                    f"{', '.join(_DEVICE_MAPS)} (or None); got {self.device_map!r}"
-                )
-            if self.device != "auto":
-                raise ValueError(
-                    f"ExtractConfig.device is {self.device!r} but device_map places "
-                    "the model itself over every visible GPU (then CPU, then disk); "
-                    "keep device='auto' and choose GPUs with CUDA_VISIBLE_DEVICES"
-                )
-        elif self.max_memory is not None or self.offload_folder is not None:
-            raise ValueError(
-                "ExtractConfig.max_memory and offload_folder apply only with a "
-                "device_map; pass device_map='auto' (--device-map auto) too"
-            )
-        if not self.model:
-            raise ValueError("ExtractConfig.model is empty")
 
 
 def resolve_model(model: str) -> str:
@@ -375,35 +151,70 @@ def _weights_sha256(folder: Path) -> str:
     return "sha256:" + h.hexdigest() if files else ""
 
 
-def _sha256_rows(rows: Sequence[Sequence[int]]) -> str:
-    h = hashlib.sha256()
-    for row in rows:
-        data = np.asarray(row, dtype=np.int64).tobytes()
-        h.update(len(data).to_bytes(8, "little") + data)
-    return "sha256:" + h.hexdigest()
-
-
-def _versions() -> str:
-    names = ("torch", "transformers", "tokenizers", "h5py", "numpy", "probe-lab")
-    found = {"python": platform.python_version()}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return json.dumps(found)
-
-
-def _resolve_device(spec: str, local_rank: int) -> str:
+def _resolve_device(config: ExtractConfig, local_rank: int) -> str:
+    """The torch device to run on, refused clearly if this torch cannot use it."""
     import torch
 
-    if spec != "auto":
-        return spec
-    if torch.cuda.is_available():
-        return f"cuda:{local_rank}"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    device = _device(config.device, local_rank)
+    if config.autocast != "none" and torch.device(device).type != "cuda":
+        raise ExtractError(
+            f"autocast={config.autocast} needs a CUDA device, the device is {device}; "
+            "use --autocast none or a CUDA --device"
+        )
+    return device
+
+
+def _device(spec: str, local_rank: int) -> str:
+    """``auto`` resolved (CUDA, then MPS, then CPU), or ``spec`` checked."""
+    import torch
+
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return f"cuda:{local_rank}"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ExtractError(
+            f"--device {spec!r} is not a torch device; use auto, cpu, cuda, cuda:1 "
+            "or mps"
+        ) from None
+    if device.type == "cuda":
+        _check_cuda(spec, device)
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ExtractError(
+            f"--device {spec}: MPS is not available (it needs Apple silicon and a "
+            "torch built with MPS); use --device auto or cpu"
+        )
+    return spec
+
+
+def _check_cuda(spec: str, device) -> None:
+    """Refuse a CUDA device this torch build or machine does not have."""
+    import torch
+
+    if torch.version.cuda is None and torch.version.hip is None:
+        raise ExtractError(
+            f"--device {spec}: CUDA is not available in this torch build (torch "
+            f"{torch.__version__} is CPU-only); install a CUDA build of torch (the "
+            "pip command for your CUDA version is on PyTorch's install page) or use "
+            "--device cpu"
+        )
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not count:
+        raise ExtractError(
+            f"--device {spec}: torch {torch.__version__} (CUDA "
+            f"{torch.version.cuda or torch.version.hip}) sees no GPU; check "
+            "nvidia-smi, CUDA_VISIBLE_DEVICES and that the driver supports this "
+            "CUDA version, or use --device cpu"
+        )
+    if device.index is not None and device.index >= count:
+        raise ExtractError(
+            f"--device {spec}: only {count} CUDA device(s) are visible (cuda:0 to "
+            f"cuda:{count - 1}); check CUDA_VISIBLE_DEVICES"
+        )
 
 
 def _resolve_layers(spec: str | tuple[int, ...], blocks: int, model: str) -> list[int]:
@@ -422,8 +233,35 @@ def _resolve_layers(spec: str | tuple[int, ...], blocks: int, model: str) -> lis
     return sorted(layers)
 
 
+def _max_length(config: ExtractConfig, model_config, tokenizer) -> int:
+    """Tokens per prompt at most: the config's, else the model's limit (0: none).
+
+    A length at or below the special tokens the tokenizer adds to every prompt
+    leaves no room for text, and the tokenizer would not cut to it: refused.
+    """
+    special = tokenizer.num_special_tokens_to_add(pair=False)
+    if config.max_length is not None and config.max_length <= special:
+        raise ExtractError(
+            f"--max-length {config.max_length} leaves no room for text: the "
+            f"tokenizer of {config.model} adds {special} special token(s) to every "
+            f"prompt; give --max-length {special + 1} or more"
+        )
+    limits = [
+        getattr(model_config, k, None)
+        for k in ("max_position_embeddings", "n_positions")
+    ]
+    limits.append(tokenizer.model_max_length)
+    # 0 records "no limit known" (a model with neither setting nor tokenizer limit)
+    return config.max_length or min((x for x in limits if x and x < 10**7), default=0)
+
+
 def _tokenize(tokenizer, prompts: list[str], max_length: int) -> tuple[list, int]:
-    """Token ids per prompt, truncating those longer than ``max_length`` (0: none)."""
+    """Token ids per prompt, truncating those longer than ``max_length`` (0: none).
+
+    Returns:
+        (token ids per prompt, how many were cut); every cut prompt has exactly
+        ``max_length`` tokens, or this raises.
+    """
     rows = tokenizer(prompts, add_special_tokens=True, verbose=False)["input_ids"]
     long = [i for i, r in enumerate(rows) if max_length and len(r) > max_length]
     if long:
@@ -435,6 +273,13 @@ def _tokenize(tokenizer, prompts: list[str], max_length: int) -> tuple[list, int
         )["input_ids"]
         for i, r in zip(long, cut, strict=True):
             rows[i] = r
+    uncut = [i for i in long if len(rows[i]) > max_length]
+    if uncut:
+        raise ExtractError(
+            f"the tokenizer did not cut {len(uncut)} prompts to {max_length} tokens "
+            f"(prompt {uncut[0]} keeps {len(rows[uncut[0]])}); give a larger "
+            "--max-length"
+        )
     return rows, len(long)
 
 
@@ -562,39 +407,6 @@ def _device_map_error(world: int) -> ExtractError:
     )
 
 
-def _distributed() -> tuple[int, int, int]:
-    env = os.environ
-    return (
-        int(env.get("RANK", 0)),
-        int(env.get("WORLD_SIZE", 1)),
-        int(env.get("LOCAL_RANK", 0)),
-    )
-
-
-def _shard_path(out: Path, rank: int, world: int) -> Path:
-    return out.with_name(f"{out.stem}.shard-{rank}-of-{world}{out.suffix}")
-
-
-def _check_existing(path: Path, attrs: dict, config: ExtractConfig) -> str:
-    """Classify an existing file: ``"complete"`` or ``"resume"``; refuse a mismatch."""
-    try:
-        found, _ = store.read_state(path)
-    except store.CacheError as e:
-        raise ExtractError(
-            f"{path} exists and cannot be resumed ({e}); write to a new --out, or "
-            "delete it (or pass --overwrite) to start over"
-        ) from e
-    for key, label in _IDENTITY.items():
-        if found.get(key) != attrs.get(key):
-            raise ExtractError(
-                f"{path} was started with different settings: {label} is "
-                f"{found.get(key)!r} in the file but {attrs.get(key)!r} now. Rerun "
-                "with the file's settings to resume it, write to a new --out, or "
-                "delete it (or pass --overwrite) to start over"
-            )
-    return "complete" if found.get("complete") else "resume"
-
-
 @contextlib.contextmanager
 def _transformers_bars(*, enabled: bool) -> Iterator[None]:
     """Turn transformers' own progress bars off for a block (if not ``enabled``)."""
@@ -610,11 +422,6 @@ def _transformers_bars(*, enabled: bool) -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def _say(config: ExtractConfig, rank: int, message: str) -> None:
-    if not config.quiet and rank == 0:
-        print(f"activation_cache: {message}", flush=True)
-
-
 def extract(
     config: ExtractConfig, *, on_batch: Callable[[int, int], None] | None = None
 ) -> Path:
@@ -622,6 +429,7 @@ def extract(
 
     Under ``torchrun`` (RANK and WORLD_SIZE set) each process writes a shard file of a
     contiguous row range, and rank 0 then writes ``config.out`` joining the shards.
+    One extraction at a time writes ``config.out`` (see `activation_cache.output`).
 
     Args:
         config: what to extract.
@@ -635,13 +443,54 @@ def extract(
         from activation_cache.bow import extract_bow
 
         return extract_bow(config, on_batch=on_batch)
-    import torch
-    from transformers import AutoConfig, AutoTokenizer
-
-    rank, world, local_rank = _distributed()
+    rank, world, local_rank = distributed()
     if config.device_map is not None and world > 1:
         raise _device_map_error(world)
+    device = _resolve_device(config, local_rank)
+    inputs = _read_inputs(config)
     out = Path(config.out)
+    attrs = _file_attrs(
+        config, inputs, device, shard_path(out, rank, world) if world > 1 else out
+    )
+    if inputs.n_truncated:  # a warning: --quiet hides progress, not this
+        warn(
+            rank,
+            f"{inputs.n_truncated} prompts were cut to {inputs.max_length} tokens",
+        )
+    job = _Job(
+        config=config,
+        task=inputs.task,
+        prompts=inputs.prompts,
+        tokens=inputs.tokens,
+        source=inputs.source,
+        device=device,
+        pad_id=_pad_id(inputs.tokenizer),
+        rank=rank,
+        on_batch=on_batch,
+    )
+    with _process_group(device, world):
+        return _extract_job(job, attrs, world)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Inputs:
+    """What a run reads before it loads the model: task, prompts and tokens."""
+
+    source: str
+    task: Task
+    prompts: list[str]
+    model_config: Any
+    tokenizer: Any
+    layers: list[int]
+    tokens: list[list[int]]
+    max_length: int
+    n_truncated: int
+
+
+def _read_inputs(config: ExtractConfig) -> _Inputs:
+    """Load the task, the model's config and tokenizer, and tokenize the prompts."""
+    from transformers import AutoConfig, AutoTokenizer
+
     source = resolve_model(config.model)
     task = load_task(config.task, size=config.size, seed=config.seed)
     prompts = format_prompts(task, config.template)
@@ -654,15 +503,7 @@ def extract(
     blocks = int(model_config.num_hidden_layers)
     layers = _resolve_layers(config.layers, blocks, config.model)
     tokenizer = _load(AutoTokenizer.from_pretrained, source, config, "tokenizer")
-    limits = [
-        getattr(model_config, k, None)
-        for k in ("max_position_embeddings", "n_positions")
-    ]
-    limits.append(tokenizer.model_max_length)
-    # 0 records "no limit known" (a model with neither setting nor tokenizer limit)
-    max_length = config.max_length or min(
-        (x for x in limits if x and x < 10**7), default=0
-    )
+    max_length = _max_length(config, model_config, tokenizer)
     tokens, n_truncated = _tokenize(tokenizer, prompts, max_length)
     lengths = np.asarray([len(t) for t in tokens], dtype=np.int64)
     if (lengths == 0).any():
@@ -670,81 +511,132 @@ def extract(
             f"row {task.ids[int(np.argmin(lengths))]!r} has no tokens; give every "
             "row a non-empty text"
         )
-    device = _resolve_device(config.device, local_rank)
-    if config.autocast != "none" and torch.device(device).type != "cuda":
-        raise ExtractError(
-            f"autocast={config.autocast} needs a CUDA device, the device is {device}; "
-            "use --autocast none or a CUDA --device"
-        )
+    return _Inputs(
+        source=source,
+        task=task,
+        prompts=prompts,
+        model_config=model_config,
+        tokenizer=tokenizer,
+        layers=layers,
+        tokens=tokens,
+        max_length=max_length,
+        n_truncated=n_truncated,
+    )
+
+
+def _pad_id(tokenizer) -> int:
+    """The id padding positions hold (masked out): pad, else end of text, else 0."""
+    ids = (tokenizer.pad_token_id, tokenizer.eos_token_id)
+    return next((t for t in ids if t is not None), 0)
+
+
+def _file_attrs(
+    config: ExtractConfig, inputs: _Inputs, device: str, path: Path
+) -> dict:
+    """The cache file's attributes: model, task, settings and fingerprints.
+
+    Args:
+        path: this process's file (for ``batch_size='auto'``, read if it exists).
+    """
+    import torch
+
+    source, task, model_config = inputs.source, inputs.task, inputs.model_config
     local = Path(source).expanduser()
-    attrs = {
+    device_type = torch.device(device).type
+    return {
         "model": config.model,
         "model_path": str(local.resolve()) if local.is_dir() else source,
         "model_revision": str(getattr(model_config, "_commit_hash", None) or ""),
         "weights_sha256": _weights_sha256(local) if local.is_dir() else "",
         "model_type": str(model_config.model_type),
-        "n_blocks": blocks,
-        "tokenizer": str(getattr(tokenizer, "name_or_path", source)),
-        "tokenizer_class": type(tokenizer).__name__,
+        "n_blocks": int(model_config.num_hidden_layers),
+        "tokenizer": str(getattr(inputs.tokenizer, "name_or_path", source)),
+        "tokenizer_class": type(inputs.tokenizer).__name__,
         "task": task.name,
         "task_size": len(task),
         "task_seed": config.seed,
         "task_fingerprint": task.fingerprint,
-        "prompt_fingerprint": task_fingerprint(prompts, task.labels),
-        "tokens_fingerprint": _sha256_rows(tokens),
+        "prompt_fingerprint": task_fingerprint(inputs.prompts, task.labels),
+        "tokens_fingerprint": sha256_rows(inputs.tokens),
         "template": config.template,
         "position": config.position,
-        "layers": layers,
+        "layers": inputs.layers,
         "dtype": config.dtype,
-        "batch_size": _resolve_batch_size(
-            config,
-            torch.device(device).type,
-            _shard_path(out, rank, world) if world > 1 else out,
-        ),
+        "batch_size": _resolve_batch_size(config, device_type, path),
         "batch_size_auto": config.batch_size == "auto",
         "capture": config.capture,
         "device_map": config.device_map or "",
-        "max_length": max_length,
-        "n_truncated": n_truncated,
+        "max_length": inputs.max_length,
+        "n_truncated": inputs.n_truncated,
         "padding_side": config.padding_side,
         "model_dtype": config.model_dtype,
         "autocast": config.autocast,
-        "device_type": torch.device(device).type,
-        "versions": _versions(),
+        "device_type": device_type,
+        "versions": versions(),
         "config": json.dumps({k: str(v) for k, v in asdict(config).items()}),
     }
-    if n_truncated and rank == 0:  # a warning: --quiet hides progress, not this
-        print(
-            f"activation_cache: warning: {n_truncated} prompts were cut to "
-            f"{max_length} tokens",
-            flush=True,
-        )
-    if out.exists() and config.overwrite and rank == 0:
-        for path in [out, *out.parent.glob(f"{out.stem}.shard-*{out.suffix}")]:
-            path.unlink()
-    if world > 1 and not torch.distributed.is_initialized():
-        if torch.device(device).index is not None and attrs["device_type"] == "cuda":
-            torch.cuda.set_device(torch.device(device))
-        # gloo on every device: the processes only meet at two barriers and one
-        # integer all-reduce, and NCCL refuses two processes on one GPU (several
-        # small-model processes sharing a GPU: torchrun ... --device cuda:0)
-        torch.distributed.init_process_group("gloo")
-        owns_group = True
-    else:
-        owns_group = False
+
+
+@contextlib.contextmanager
+def _process_group(device: str, world: int) -> Iterator[None]:
+    """Under torchrun, a gloo process group for the block (unless the caller has
+    one)."""
+    import torch
+
+    if world == 1 or torch.distributed.is_initialized():
+        yield
+        return
+    if torch.device(device).index is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_device(torch.device(device))
+    # gloo on every device: the processes only meet at two integer all-reduces and
+    # one barrier, and NCCL refuses two processes on one GPU (several small-model
+    # processes sharing a GPU: torchrun ... --device cuda:0)
+    torch.distributed.init_process_group("gloo")
     try:
-        if world > 1:
-            torch.distributed.barrier()
-        if out.exists() and _check_existing(out, attrs, config) == "complete":
-            _say(config, rank, f"{out} is already complete; nothing to do")
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _agree(error: Exception | None, device: str, world: int) -> None:
+    """Raise ``error``, or, under torchrun, any process's: every process calls this
+    (an all-reduce), so none waits forever for one that failed."""
+    if world > 1:
+        import torch
+
+        nccl = torch.distributed.get_backend() == "nccl"  # a caller's group
+        failed = torch.tensor(
+            [int(error is not None)], device=device if nccl else "cpu"
+        )
+        torch.distributed.all_reduce(failed)
+        if error is None and failed.item():
+            error = ExtractError("another extraction process failed; see its error")
+    if error is not None:
+        raise error
+
+
+def _extract_job(job: _Job, attrs: dict, world: int) -> Path:
+    """Lock the output, then extract this process's rows and join the shards."""
+    config, rank, out = job.config, job.rank, Path(job.config.out)
+    with contextlib.ExitStack() as stack:
+        error = None
+        if rank == 0:  # rank 0's lock covers the output and every shard
+            try:
+                stack.enter_context(lock_output(out))
+                if config.overwrite:
+                    remove_output(out)
+            except Exception as e:  # every rank must reach the collective below
+                error = e
+        _agree(error, job.device, world)
+        if out.exists() and check_existing(out, attrs) == "complete":
+            say(config, rank, f"{out} is already complete; nothing to do")
             return out
-        if len(task) < world:
+        if len(job.task) < world:
             raise ExtractError(
-                f"{len(task)} rows cannot be split over {world} processes"
+                f"{len(job.task)} rows cannot be split over {world} processes"
             )
-        shards = np.array_split(np.arange(len(task)), world)
-        rows = shards[rank]
-        path = _shard_path(out, rank, world) if world > 1 else out
+        rows = np.array_split(np.arange(len(job.task)), world)[rank]
+        path = shard_path(out, rank, world) if world > 1 else out
         shard_attrs = dict(attrs)
         if world > 1:
             shard_attrs.update(
@@ -753,67 +645,43 @@ def extract(
                 rank=rank,
                 world_size=world,
             )
-        job = _Job(
-            config=config,
-            task=task,
-            prompts=prompts,
-            tokens=tokens,
-            source=source,
-            device=device,
-            pad_id=next(
-                (
-                    t
-                    for t in (tokenizer.pad_token_id, tokenizer.eos_token_id)
-                    if t is not None
-                ),
-                0,
-            ),
-            rank=rank,
-            on_batch=on_batch,
-        )
         error = None
         try:
             speed = _extract_rows(job, rows, path, shard_attrs)
             if world == 1 and speed is not None:
-                _say(config, rank, f"throughput: {speed.summary()}")
+                say(config, rank, f"throughput: {speed.summary()}")
         except Exception as e:  # every rank must reach the collective below
             error = e
+        _agree(error, job.device, world)
         if world > 1:
-            nccl = torch.distributed.get_backend() == "nccl"  # a caller's group
-            failed = torch.tensor(
-                [int(error is not None)], device=device if nccl else "cpu"
-            )
-            torch.distributed.all_reduce(failed)
-            if error is None and failed.item():
-                error = ExtractError("another extraction process failed; see its error")
-        if error is not None:
-            raise error
-        if world > 1:
-            if rank == 0:
-                shard_paths = [_shard_path(out, r, world) for r in range(world)]
-                speeds = [store.read_state(p)[0].get("throughput") for p in shard_paths]
-                joined = {}
-                if all(speeds):
-                    speed = Throughput.combine(
-                        [Throughput.from_json(t) for t in speeds]
-                    )
-                    joined["throughput"] = speed.to_json()
-                    _say(config, rank, f"throughput: {speed.summary()}")
-                store.write_virtual(
-                    out,
-                    shard_paths,
-                    attrs={**attrs, **joined, "world_size": world},
-                    ids=task.ids,
-                    texts=task.texts,
-                    labels=task.labels,
-                    n_chars=np.asarray([len(p) for p in prompts]),
-                    extra=task.extra,
-                )
-            torch.distributed.barrier()
+            _join_shards(job, attrs, world)
         return out
-    finally:
-        if owns_group:
-            torch.distributed.destroy_process_group()
+
+
+def _join_shards(job: _Job, attrs: dict, world: int) -> None:
+    """Rank 0 writes the output joining the complete shard files; all wait for it."""
+    import torch
+
+    if job.rank == 0:
+        out, task = Path(job.config.out), job.task
+        shard_paths = [shard_path(out, r, world) for r in range(world)]
+        speeds = [store.read_state(p)[0].get("throughput") for p in shard_paths]
+        joined = {}
+        if all(speeds):
+            speed = Throughput.combine([Throughput.from_json(t) for t in speeds])
+            joined["throughput"] = speed.to_json()
+            say(job.config, job.rank, f"throughput: {speed.summary()}")
+        store.write_virtual(
+            out,
+            shard_paths,
+            attrs={**attrs, **joined, "world_size": world},
+            ids=task.ids,
+            texts=task.texts,
+            labels=task.labels,
+            n_chars=np.asarray([len(p) for p in job.prompts]),
+            extra=task.extra,
+        )
+    torch.distributed.barrier()
 
 
 @dataclass(frozen=True)
@@ -839,50 +707,32 @@ def _extract_rows(
     Returns:
         This run's throughput, or None if it had no batch left to compute.
     """
-    config, task, prompts, tokens, device, rank = (
-        job.config,
-        job.task,
-        job.prompts,
-        job.tokens,
-        job.device,
-        job.rank,
-    )
-
-    local_tokens = [tokens[i] for i in rows]
+    local_tokens = [job.tokens[i] for i in rows]
     lengths = np.asarray([len(t) for t in local_tokens], dtype=np.int64)
     order, bounds = _plan(lengths, attrs["batch_size"])
-    done, micro = 0, attrs["batch_size"]
-    if path.exists():
-        if _check_existing(path, attrs, config) == "complete":
-            return None
-        _, done = store.read_state(path)
-        stored_order, stored_bounds = store.read_plan(path)
-        if not (
-            np.array_equal(stored_order, order)
-            and np.array_equal(stored_bounds, bounds)
-        ):
-            raise ExtractError(
-                f"{path} was written with a different batch plan than this run makes "
-                "(another activation_cache version?); write to a new --out, or delete "
-                "it (or pass --overwrite) to start over"
-            )
-        micros = store.read_micro_batches(path)
-        if done and micros is not None and micros[done - 1] > 0:
-            micro = int(micros[done - 1])
-        _say(config, rank, f"resuming {path} after {done} of {bounds.size - 1} batches")
+    start = _resume_point(job, path, attrs, order, bounds)
+    if start is None:
+        return None
+    done, micro = start
     with contextlib.ExitStack() as stack:
         model = _load_model(job, stack)
         forward_params = inspect.signature(model.forward).parameters
         batcher = _Batcher(
-            local_tokens, job.pad_id, config.padding_side, device, forward_params
+            local_tokens,
+            job.pad_id,
+            job.config.padding_side,
+            job.device,
+            forward_params,
         )
         probe = batcher(np.asarray([int(np.argmin(lengths))]))
-        capture, blocks, d = _make_capture(model, probe, attrs, config)
+        capture, blocks, d = _make_capture(model, probe, attrs, job.config)
         stack.enter_context(capture)
         if not path.exists():
-            store.create_cache(
+            _create_file(
+                job,
                 path,
-                attrs={
+                rows,
+                {
                     **attrs,
                     "hidden_size": d,
                     "last_layer_post_final_norm": _final_norm_status(model, probe),
@@ -892,17 +742,8 @@ def _extract_rows(
                             for k, v in getattr(model, "hf_device_map", {}).items()
                         }
                     ),
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 },
-                ids=[task.ids[i] for i in rows],
-                texts=[task.texts[i] for i in rows],
-                labels=task.labels[rows],
-                n_chars=np.asarray([len(prompts[i]) for i in rows]),
-                n_tokens=lengths,
-                extra={k: [v[i] for i in rows] for k, v in task.extra.items()},
-                layers=attrs["layers"],
-                d=d,
-                dtype=config.dtype,
+                lengths=lengths,
                 order=order,
                 bounds=bounds,
             )
@@ -916,12 +757,75 @@ def _extract_rows(
                 bounds=bounds,
                 done=done,
                 micro=micro,
-                local_ids=[task.ids[i] for i in rows],
+                local_ids=[job.task.ids[i] for i in rows],
                 path=path,
                 layers=attrs["layers"],
             ),
-            _speed_meter(model, blocks, capture, device, config),
+            _speed_meter(model, blocks, capture, job.device, job.config),
         )
+
+
+def _resume_point(
+    job: _Job, path: Path, attrs: dict, order: np.ndarray, bounds: np.ndarray
+) -> tuple[int, int] | None:
+    """Where this process's file continues: (batches done, rows per forward pass),
+    or None if it is complete. A file with other settings or plan is refused."""
+    done, micro = 0, attrs["batch_size"]
+    if not path.exists():
+        return done, micro
+    if check_existing(path, attrs) == "complete":
+        return None
+    _, done = store.read_state(path)
+    stored_order, stored_bounds = store.read_plan(path)
+    if not (
+        np.array_equal(stored_order, order) and np.array_equal(stored_bounds, bounds)
+    ):
+        raise ExtractError(
+            f"{path} was written with a different batch plan than this run makes "
+            "(another activation_cache version?); write to a new --out, or delete "
+            "it (or pass --overwrite) to start over"
+        )
+    micros = store.read_micro_batches(path)
+    if done and micros is not None and micros[done - 1] > 0:
+        micro = int(micros[done - 1])
+    say(
+        job.config,
+        job.rank,
+        f"resuming {path} after {done} of {bounds.size - 1} batches",
+    )
+    return done, micro
+
+
+def _create_file(
+    job: _Job,
+    path: Path,
+    rows: np.ndarray,
+    attrs: dict,
+    *,
+    lengths: np.ndarray,
+    order: np.ndarray,
+    bounds: np.ndarray,
+) -> None:
+    """Create this process's cache file for ``rows``, if its disk can hold it."""
+    task = job.task
+    check_free_space(
+        path, rows.size, len(attrs["layers"]), attrs["hidden_size"], job.config.dtype
+    )
+    store.create_cache(
+        path,
+        attrs={**attrs, "created": datetime.now(UTC).isoformat(timespec="seconds")},
+        ids=[task.ids[i] for i in rows],
+        texts=[task.texts[i] for i in rows],
+        labels=task.labels[rows],
+        n_chars=np.asarray([len(job.prompts[i]) for i in rows]),
+        n_tokens=lengths,
+        extra={k: [v[i] for i in rows] for k, v in task.extra.items()},
+        layers=attrs["layers"],
+        d=attrs["hidden_size"],
+        dtype=job.config.dtype,
+        order=order,
+        bounds=bounds,
+    )
 
 
 def _load_model(job: _Job, stack: contextlib.ExitStack):
@@ -1116,7 +1020,7 @@ def _run_batches(job: _Job, run: _Run, meter) -> Throughput | None:
                 micro = min(micro, batch_rows.size) // 2
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                _say(
+                say(
                     config,
                     job.rank,
                     f"out of memory in batch {b}; retrying it with {micro} rows "

@@ -27,7 +27,9 @@ to it) and has no plan group.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -251,7 +253,10 @@ class Writer:
     ``plan/batches_done`` counter is advanced, so it never covers a batch that is not
     in the file (a killed process's writes to the map stay in the page cache). The
     rows per forward pass a batch ran with go to ``plan/micro_batch`` before the
-    counter too, so a resumed run continues with the same split.
+    counter too, so a resumed run continues with the same split. The file's blocks
+    are allocated when the writer opens it, so a full disk is an error there (or,
+    on platforms without ``posix_fallocate``, a killed process) and never a lost
+    row: a write that fails for lack of space says the file is resumable.
 
     Args:
         path: a file made by `create_cache`.
@@ -281,6 +286,10 @@ class Writer:
             micro = None if offset is None else (offset, micro.shape[0])
             self._n_batches = len(f["plan/bounds"]) - 1
             self.batches_done = int(f["plan/batches_done"][()])
+        try:
+            _reserve(self.path)
+        except OSError as e:
+            raise self._failure(e) from e
         self._map = np.memmap(self.path, dtype=np.uint8, mode="r+")
         self._layers = [
             (rows, self._layer_view(o, rows, d))
@@ -362,9 +371,18 @@ class Writer:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise CacheError(f"writing {self.path} failed: {self._error}") from (
-                self._error
+            raise self._failure(self._error) from self._error
+
+    def _failure(self, error: BaseException) -> CacheError:
+        """The error to raise for a failed write; a full disk says what is kept."""
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return CacheError(
+                f"no space left on the disk holding {self.path} ({error.strerror}): "
+                f"{self.batches_done} of {self._n_batches} batches are written and "
+                "kept, and the file is resumable: free some space, then run the same "
+                "command again to resume it"
             )
+        return CacheError(f"writing {self.path} failed: {error}")
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -412,6 +430,25 @@ def _chunk_offsets(dataset: h5py.Dataset) -> np.ndarray:
     if (offsets < 0).any() or dataset.compression is not None:
         raise CacheError(f"{dataset.name} is not fully allocated and uncompressed")
     return offsets
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of every byte of ``path`` now.
+
+    A file made by `create_cache` is sparse: its feature chunks have offsets but no
+    blocks until written. The writer fills them through a memory map, and a write to
+    a page the full disk cannot back kills the process (SIGBUS, "Bus error") rather
+    than raising; allocating first turns a full disk into an OSError (ENOSPC) here.
+    Blocks already allocated are left as they are, so the bytes do not change.
+    Platforms without ``posix_fallocate`` (macOS) keep the sparse file.
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 def write_virtual(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import importlib.resources
+import io
 import json
 import string
 from collections import Counter
@@ -150,25 +151,38 @@ def _parse_label(value: object, where: str) -> int:
     return mapping[text]
 
 
+def _read_text(path: Path) -> str:
+    """A task file's text: UTF-8 (a leading byte-order mark is dropped)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise TaskError(
+            f"{path}:{line}: byte 0x{data[e.start]:02x} at column {column} is not "
+            "UTF-8; save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
 def _read_rows(path: Path) -> list[dict[str, object]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TaskError(f"{path}:{line_no}: not valid JSON ({e})") from e
-                if not isinstance(row, dict):
-                    raise TaskError(f"{path}:{line_no}: each line must be an object")
-                rows.append(row)
+        lines = io.StringIO(_read_text(path), newline=None)  # as open() splits
+        for line_no, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TaskError(f"{path}:{line_no}: not valid JSON ({e})") from e
+            if not isinstance(row, dict):
+                raise TaskError(f"{path}:{line_no}: each line must be an object")
+            rows.append(row)
         return rows
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
+        return list(csv.DictReader(io.StringIO(_read_text(path), newline="")))
     raise TaskError(f"{path}: task files must end in .jsonl or .csv")
 
 
@@ -272,7 +286,11 @@ def format_prompts(task: Task, template: str) -> list[str]:
     Returns:
         (n,) prompts.
     """
-    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise TaskError(_malformed(template, e)) from None
+    fields = {f for _, f, _, _ in parsed if f is not None}
     allowed = {"text", "id", *task.extra}
     if "label" in fields:
         raise TaskError(
@@ -287,9 +305,20 @@ def format_prompts(task: Task, template: str) -> list[str]:
         )
     if "text" not in fields:
         raise TaskError(f"the template {template!r} must contain {{text}}")
-    return [
-        template.format(
-            text=text, id=task.ids[i], **{c: v[i] for c, v in task.extra.items()}
-        )
-        for i, text in enumerate(task.texts)
-    ]
+    try:
+        return [
+            template.format(
+                text=text, id=task.ids[i], **{c: v[i] for c, v in task.extra.items()}
+            )
+            for i, text in enumerate(task.texts)
+        ]
+    except (ValueError, IndexError, KeyError, AttributeError) as e:
+        raise TaskError(_malformed(template, e)) from None
+
+
+def _malformed(template: str, error: Exception) -> str:
+    return (
+        f"the template {template!r} is malformed ({error}); fields are {{text}}, "
+        "{id} or a task column such as {hint}, and a literal brace is doubled: {{ "
+        "or }}"
+    )

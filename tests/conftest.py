@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,15 @@ def write_synthetic_cache(
         writer.put(b, rows, np.stack([feats[layer][rows] for layer in layers]))
     writer.close(complete=True)
     return path
+
+
+def pytest_runtest_setup(item):
+    """One torch thread for every test, once a test module has imported torch (this
+    file does not import it). The test models are tiny, so a second thread mostly
+    adds overhead. Measured on 2 shared cores: the extraction and capture tests
+    took 36-40 s (user CPU 47-51 s) with one thread, 40-43 s (52-57 s) with
+    torch's default of two; over all the activation_cache and bad-input tests the
+    wall-time difference was inside run-to-run noise (104-122 s either way)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)

