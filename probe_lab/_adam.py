@@ -439,26 +439,29 @@ def epoch_order(
     return (jnp.sort(keys) & low).astype(jnp.int32)
 
 
-def evaluate(carry: Carry, c: ChunkInputs, xe: jax.Array, s: Settings) -> jax.Array:
+def evaluate(carry: Carry, c: ChunkInputs, x: jax.Array, s: Settings) -> jax.Array:
     """Accuracy ``(S, G, C)`` of every probe on every evaluation set.
 
-    Evaluates on raw rows ``xe (m, span)`` with the standardization folded into
-    the weights, so all pieces share one product per block, ``(m, hi - lo) @ (hi -
-    lo, G * c)``.
+    Each piece is scored on its own evaluation rows (``c.eval_index (G, m)``: seeds
+    that resample the split have disjoint ones), raw, with the standardization
+    folded into the weights: one batched product per block, ``(G, m, hi - lo) @ (G,
+    hi - lo, c)``.
     """
-    n_pieces = carry.b.shape[0]
+    xe = x[c.eval_index, s.span].astype(jnp.float32)  # (G, m, span), raw
     logits, b_raw = [], carry.b
     for wj, cs, fs, ls in zip(carry.w, s.cols, s.feats, s.local, strict=True):
         w_raw = wj / c.scale[:, None, fs]
         b_raw = b_raw.at[:, cs].add(-jnp.einsum("gd,gcd->gc", c.mean[:, fs], w_raw))
-        flat = w_raw.reshape(-1, w_raw.shape[-1])
-        logits.append((xe[:, ls] @ flat.T).reshape(-1, n_pieces, wj.shape[1]))
-    logits = jnp.concatenate(logits, axis=-1) + b_raw
-    hits = positive_logit(logits) == c.eval_labels  # (S, m, G, C)
-    accs = (hits & c.eval_rows).sum(axis=1) / jnp.maximum(c.eval_rows.sum(axis=1), 1)
+        if xe.shape[0] == 1:  # a plain product: no batch dimension for XLA
+            logits.append((xe[0, :, ls] @ w_raw[0].T)[None])
+        else:
+            logits.append(jnp.einsum("gmd,gcd->gmc", xe[..., ls], w_raw))
+    logits = jnp.concatenate(logits, axis=-1) + b_raw[:, None, :]  # (G, m, C)
+    hits = positive_logit(logits)[None] == c.eval_labels  # (S, G, m, C)
+    accs = (hits & c.eval_rows).sum(axis=2) / jnp.maximum(c.eval_rows.sum(axis=2), 1)
     if s.weighted and s.has_val:  # validation agreement weighted by row weights
-        w = c.val_weight
-        val = (hits[0] * w).sum(axis=0) / jnp.maximum(w.sum(axis=0), 1e-12)
+        w = c.val_weight  # (G, m, C)
+        val = (hits[0] * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1e-12)
         accs = accs.at[0].set(val)
     return accs
 
@@ -514,7 +517,6 @@ def train_chunk(
     n_pad = steps * s.batch_size
     keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(c.order_key)
     total_steps = jnp.maximum(jnp.ceil(c.n_rows / s.batch_size) * s.epochs, 1.0)
-    xe = x[c.eval_index, s.span].astype(jnp.float32)  # (m, span), raw
     if s.weighted:  # (G, C) total row weight: the epoch's loss is a weighted mean
         row_total = jnp.maximum(c.weights.sum(axis=1), 1e-12)
     else:
@@ -555,7 +557,7 @@ def train_chunk(
         # With equal row sets every piece has a batch at every step, so the step
         # needs no guard (a conditional costs a copy of the carry per step on CPU).
         carry, losses = jax.lax.scan(maybe_step if s.ragged else step, carry, batches)
-        record = {"eval_acc": evaluate(carry, c, xe, s)}
+        record = {"eval_acc": evaluate(carry, c, x, s)}
         if s.record_loss:
             record["train_loss"] = losses.sum(0) / row_total
         if s.has_val:

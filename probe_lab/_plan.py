@@ -44,16 +44,16 @@ class ChunkInputs(struct.PyTreeNode):
     scale: jax.Array  # (G, d) float32 standardization scale
     targets: jax.Array  # (G, n_max, C) float32 targets at ``rows``
     weights: jax.Array  # (G, n_max, C) float32 row weights; (G, 1, 1) unweighted
-    val_weight: jax.Array  # (m, G, C) float32 validation weights; (1, G, 1) unweighted
+    val_weight: jax.Array  # (G, m, C) float32 validation weights; (G, 1, 1) unweighted
     feature_mask: jax.Array  # (G, C, d) bool
     lr: jax.Array  # (G, C)
     l2: jax.Array  # (G, C)
     method: jax.Array  # (G, C) int32 index of each probe's loss method in the plan
     params: dict[str, jax.Array]  # loss parameter name -> (G, C) float32
     order_key: jax.Array  # (G,) uint32: minibatch order from fold_in(key, it)
-    eval_index: jax.Array  # (m,) int32 rows evaluated every epoch
-    eval_rows: jax.Array  # (S, m, G, C) bool, set 0 is validation when present
-    eval_labels: jax.Array  # (S, m, G, C) bool reference labels
+    eval_index: jax.Array  # (G, m) int32 each piece's rows evaluated every epoch
+    eval_rows: jax.Array  # (S, G, m, C) bool, set 0 is validation when present
+    eval_labels: jax.Array  # (S, G, m, C) bool reference labels
 
     def piece(self, g: int) -> ChunkInputs:
         """The ``g``-th piece alone, with the piece axis dropped."""
@@ -61,10 +61,11 @@ class ChunkInputs(struct.PyTreeNode):
         return self.replace(
             **{name: getattr(self, name)[g] for name in per_piece.split()},
             order_key=self.order_key[g],
-            val_weight=self.val_weight[:, g],
+            val_weight=self.val_weight[g],
+            eval_index=self.eval_index[g],
             params={k: v[g] for k, v in self.params.items()},
-            eval_rows=self.eval_rows[:, :, g],
-            eval_labels=self.eval_labels[:, :, g],
+            eval_rows=self.eval_rows[:, g],
+            eval_labels=self.eval_labels[:, g],
         )
 
 
@@ -152,12 +153,13 @@ class Plan:
     row_sets: list[np.ndarray]  # each: int32 row indices
     mean: list[np.ndarray]  # per row set (d,)
     scale: list[np.ndarray]  # per row set (d,)
-    eval_index: np.ndarray  # (m,) int32
+    eval_index: np.ndarray  # (m,) int32 the union of every probe's eval rows
     eval_rows: np.ndarray  # (S, P, m) bool
     eval_labels: np.ndarray  # (S, P, m) bool
     eval_names: list[str]
     has_val: bool
     chunks: list[Chunk]
+    eval_width: int = 0  # most eval rows of any piece (each piece pads to it)
 
     @property
     def n_probes(self) -> int:
@@ -182,17 +184,42 @@ class Plan:
 
             return cut
 
-        def val_weight() -> np.ndarray:  # (m, G, C)
-            if self.weights is None or not self.has_val:
-                return np.ones((1, len(chunk.pieces), 1), np.float32)
-            index = self.eval_index
-            picked = [self.weights[p.probes][:, index] for p in chunk.pieces]
-            weights = np.stack(picked, axis=1).transpose(2, 1, 0)
-            return np.where(evals(self.eval_rows)[0], weights, 0.0).astype(np.float32)
+        # Each piece is evaluated on its own probes' rows only (seeds that resample
+        # the split have disjoint validation and test rows), padded to eval_width.
+        width = self.eval_width
+        used = [
+            np.flatnonzero(self.eval_rows[:, p.probes].any(axis=(0, 1)))
+            for p in chunk.pieces
+        ]
 
-        def evals(array: np.ndarray) -> np.ndarray:  # (S, P, m) -> (S, m, G, C)
-            picked = np.stack([array[:, p.probes] for p in chunk.pieces], axis=1)
-            return picked.transpose(0, 3, 1, 2)
+        def padded(array: np.ndarray, piece: Piece, at: np.ndarray) -> np.ndarray:
+            out = np.zeros((*array.shape[:-2], width, piece.probes.size), array.dtype)
+            out[..., : at.size, :] = np.swapaxes(
+                array[..., piece.probes, :][..., at], -1, -2
+            )
+            return out
+
+        def evals(array: np.ndarray) -> np.ndarray:  # (S, P, m) -> (S, G, w, C)
+            return np.stack(
+                [
+                    padded(array, p, at)
+                    for p, at in zip(chunk.pieces, used, strict=True)
+                ],
+                axis=1,
+            )
+
+        def eval_index(piece: Piece, at: np.ndarray) -> np.ndarray:
+            out = np.zeros(width, np.int32)
+            out[: at.size] = self.eval_index[at]
+            return out
+
+        def val_weight() -> np.ndarray:  # (G, w, C)
+            if self.weights is None or not self.has_val:
+                return np.ones((len(chunk.pieces), 1, 1), np.float32)
+            weights = self.weights[:, self.eval_index]  # (P, m)
+            valid = evals(self.eval_rows)[0]
+            stacked = evals(np.broadcast_to(weights, self.eval_rows.shape[1:])[None])[0]
+            return np.where(valid, stacked, 0.0).astype(np.float32)
 
         return ChunkInputs(
             rows=stack(padded_rows),
@@ -214,7 +241,9 @@ class Plan:
                 k: stack(lambda p, v=v: v[p.probes]) for k, v in self.params.items()
             },
             order_key=stack(lambda p: np.uint32(p.order_key)),
-            eval_index=self.eval_index,
+            eval_index=np.stack(
+                [eval_index(p, at) for p, at in zip(chunk.pieces, used, strict=True)]
+            ),
             eval_rows=evals(self.eval_rows),
             eval_labels=evals(self.eval_labels),
         )
@@ -699,7 +728,18 @@ def make_plan(
         eval_names=inputs.eval_names,
         has_val=inputs.has_val,
         chunks=chunks,
+        eval_width=_eval_width(inputs.eval_rows, chunks),
     )
+
+
+def _eval_width(eval_rows: np.ndarray, chunks: list[Chunk]) -> int:
+    """The most evaluation rows any piece needs (the union of its probes')."""
+    widths = [
+        int(eval_rows[:, piece.probes].any(axis=(0, 1)).sum())
+        for chunk in chunks
+        for piece in chunk.pieces
+    ]
+    return max(widths, default=0)
 
 
 # ----------------------------------------------------------------------- packing

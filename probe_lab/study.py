@@ -795,12 +795,16 @@ def train_ground_truth(
 
 
 def _fold_of(config: StudyConfig, data: StudyData, seed: int) -> np.ndarray:
-    """``(n,)`` the ranking fold of each labelled row of a seed (-1 elsewhere)."""
+    """``(n,)`` the ranking fold of each labelled row of a seed (-1 elsewhere).
+
+    Folds are dealt within the student training rows and within its validation
+    rows separately, so each fold keeps the split's train / validation balance."""
     sp = data.splits
-    labelled = np.flatnonzero(sp["student_train"][seed] | sp["student_val"][seed])
+    rng = np.random.default_rng([seed, 7])
     fold = np.full(data.n, -1)
-    order = np.random.default_rng([seed, 7]).permutation(labelled)
-    fold[order] = np.arange(order.size) % config.strong_folds
+    for split in ("student_train", "student_val"):
+        order = rng.permutation(np.flatnonzero(sp[split][seed]))
+        fold[order] = np.arange(order.size) % config.strong_folds
     return fold
 
 
@@ -808,7 +812,11 @@ def _ranking_probes(
     config: StudyConfig, data: StudyData, seed: int, k: int
 ) -> list[StageProbe]:
     """The K ceiling probes whose out-of-fold logits rank rows for ``strong_*``
-    structures: probe f trains on the labelled rows outside fold f."""
+    structures: probe f learns only from the labelled rows outside fold f.
+
+    They share the ceilings' row sets and minibatch order, with weight 0 on their
+    own fold's rows (no gradient, no say in early stopping), so they train in the
+    ceilings' piece: the same products, not pieces of their own."""
     if not any(s.kind_spec.strong_ranking for s in config.supervisors):
         return []
     fold, sp = _fold_of(config, data, seed), data.splits
@@ -817,9 +825,10 @@ def _ranking_probes(
             seed=seed,
             k=k,
             targets=data.truth,
-            train=sp["student_train"][seed] & (fold != f),
-            val=sp["student_val"][seed] & (fold != f),
+            train=sp["student_train"][seed],
+            val=sp["student_val"][seed],
             name=f"ranking_{f}",
+            weight=(fold != f).astype(np.float32),
         )
         for f in range(config.strong_folds)
     ]
