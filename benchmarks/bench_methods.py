@@ -12,9 +12,11 @@ Three ratios, each measured in this run against a baseline of the same run:
 2. The student stage of plug-in losses defined in THIS file against the same stage
    with ``xent``, same conditions, same shapes, all compiled already (target:
    <= 1.25x): label smoothing (``kind="targets"``: it returns targets, the trainer
-   keeps its closed-form gradient) and the focal loss (``kind="loss"``: a
-   per-example loss the trainer differentiates with a VJP; its own exp/log work per
-   example is part of what is measured).
+   keeps its closed-form gradient), a squared error (``kind="loss"``: a per-example
+   loss the trainer differentiates with a VJP, with little arithmetic of its own)
+   and the focal loss (``kind="loss"`` with five transcendental functions per
+   example and probe: on a CPU that arithmetic, not the plumbing, can exceed the
+   matrix products of a small-k student).
 3. ``knn_clean`` on the whole 20,000 x 384 cache against one student stage of
    1,000 probes on the same cache (target: < 1x).
 
@@ -46,18 +48,29 @@ BUILTIN = ("xent", "confidence", "bootstrap_soft", "bootstrap_hard", "gce")
 
 def focal(logits, targets, mask, progress, params):
     """A plug-in: the binary focal loss (Lin et al. 2017) on soft targets,
-    ``-(1 - p_t)^gamma log p_t`` with ``p_t`` the probability of the target."""
+    ``-(1 - p_t)^gamma log p_t``, with ``gamma`` per probe (so the powers are
+    exp / log pairs: five transcendental functions per example and probe)."""
     del mask, progress
-    log_p = -jax.nn.softplus(-logits)
-    log_q = -jax.nn.softplus(logits)
-    p = jax.numpy.exp(log_p)
+    log_p = -jax.nn.softplus(-logits)  # log sigmoid(z)
+    log_q = log_p - logits  # log (1 - sigmoid(z))
     gamma = params["gamma"]
-    pos = -((1.0 - p) ** gamma) * log_p
-    neg = -(p**gamma) * log_q
+    pos = -jax.numpy.exp(gamma * log_q) * log_p
+    neg = -jax.numpy.exp(gamma * log_p) * log_q
     return targets * pos + (1.0 - targets) * neg
 
 
 focal.params = {"gamma": 2.0}
+
+
+def squared(logits, targets, mask, progress, params):
+    """A plug-in per-example loss with little arithmetic of its own: the squared
+    error of the probability, ``scale * (sigmoid(z) - t)^2`` (what the VJP
+    machinery itself costs)."""
+    del mask, progress
+    return params["scale"] * (jax.nn.sigmoid(logits) - targets) ** 2
+
+
+squared.params = {"scale": 1.0}
 
 
 def smoothed(logits, targets, mask, progress, params):
@@ -76,9 +89,18 @@ def student_stage(config: StudyConfig) -> dict:
     return next(s for s in result.stages if s["stage"] == "students")
 
 
-def timed_twice(config: StudyConfig) -> tuple[dict, dict]:
-    """The student stage cold (compiling) and warm (compiled)."""
-    return student_stage(config), student_stage(config)
+def timed(configs: dict[str, StudyConfig], rounds: int) -> tuple[dict, dict]:
+    """Each config's student stage cold (compiling), then its fastest warm
+    (compiled) run of ``rounds``, the configs interleaved round by round so that a
+    busy spell of the machine does not land on one of them only."""
+    cold = {name: student_stage(config) for name, config in configs.items()}
+    warm: dict[str, dict] = {}
+    for _ in range(rounds):
+        for name, config in configs.items():
+            stage = student_stage(config)
+            if name not in warm or stage["seconds"] < warm[name]["seconds"]:
+                warm[name] = stage
+    return cold, warm
 
 
 def main() -> None:
@@ -127,45 +149,47 @@ def main() -> None:
                     for i in range(n_cond)
                 ),
             )
-            for name in ("smoothed", "focal")
+            for name in ("smoothed", "squared", "focal")
         }
         print(
             f"{args.rows} x {args.d} cache, {args.epochs} epochs, {n_devices} JAX "
             f"device(s); student stage: 4 supervisors x 2 k x {n_cond} conditions x "
             f"{seeds} seeds = {4 * 2 * n_cond * seeds} probes\n"
         )
-        x_cold, x_warm = timed_twice(xent_only)
-        b_cold, b_warm = timed_twice(builtins)
-        s_cold, s_warm = timed_twice(plugins["smoothed"])
-        p_cold, p_warm = timed_twice(plugins["focal"])
+        labels = {
+            "xent": "xent only (5 conditions)",
+            "builtins": "5 built-in loss methods",
+            "smoothed": "plug-in smoothing (5 conditions)",
+            "squared": "plug-in squared error (5 cond.)",
+            "focal": "plug-in focal loss (5 conditions)",
+        }
+        cold, warm = timed({"xent": xent_only, "builtins": builtins, **plugins}, 2)
         print(
             f"{'student stage':<34}{'trainers':>10}{'compiles':>10}{'cold s':>10}"
             f"{'warm s':>10}"
         )
-        for name, cold, warm in (
-            ("xent only (5 conditions)", x_cold, x_warm),
-            ("5 built-in loss methods", b_cold, b_warm),
-            ("plug-in smoothing (5 conditions)", s_cold, s_warm),
-            ("plug-in focal loss (5 conditions)", p_cold, p_warm),
-        ):
+        for name, label in labels.items():
             print(
-                f"{name:<34}{cold['trainers']:>10}{cold['compilations']:>10}"
-                f"{cold['seconds']:>10.2f}{warm['seconds']:>10.2f}"
+                f"{label:<34}{cold[name]['trainers']:>10}"
+                f"{cold[name]['compilations']:>10}{cold[name]['seconds']:>10.2f}"
+                f"{warm[name]['seconds']:>10.2f}"
             )
         print(
             "\n(trainers: compiled trainer programs, one per chunk shape; compiles: "
             "every XLA compilation of the stage, including each new method's "
-            "one-minibatch check)"
+            "one-minibatch check; warm: the faster of 2 compiled runs, interleaved)"
         )
         print(
             f"1. trainer compilations, all built-ins / xent only: "
-            f"{b_cold['trainers']} / {x_cold['trainers']} (target: equal); warm runs "
-            f"compile {b_warm['compilations']} / {x_warm['compilations']}"
+            f"{cold['builtins']['trainers']} / {cold['xent']['trainers']} (target: "
+            f"equal); warm runs compile {warm['builtins']['compilations']} / "
+            f"{warm['xent']['compilations']}"
         )
+        ratio = {n: warm[n]["seconds"] / warm["xent"]["seconds"] for n in plugins}
         print(
             f"2. plug-in / xent student stage (warm): label smoothing "
-            f"{s_warm['seconds'] / x_warm['seconds']:.2f}, focal "
-            f"{p_warm['seconds'] / x_warm['seconds']:.2f} (target <= 1.25)"
+            f"{ratio['smoothed']:.2f}, squared error {ratio['squared']:.2f}, focal "
+            f"{ratio['focal']:.2f} (target <= 1.25)"
         )
         knn_ratio(args, base, cache)
 
@@ -189,7 +213,7 @@ def knn_ratio(args, base: dict, cache: Path) -> None:
     knn = time.perf_counter() - start
     seeds = 1000 // (4 * 2 * 5) if not args.quick else base["seeds"]
     config = StudyConfig(**{**base, "seeds": seeds}, losses=BUILTIN)
-    stage = timed_twice(config)[1]
+    stage = timed({"builtins": config}, 1)[1]["builtins"]
     print(
         f"3. knn_clean on {x.shape[0]} x {x.shape[1]}: {knn:.2f} s ({cold:.2f} s with "
         f"its compilation); student stage of "

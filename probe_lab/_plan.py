@@ -184,6 +184,34 @@ class Plan:
 
             return cut
 
+        evaluation = self._eval_inputs(chunk)
+        return ChunkInputs(
+            rows=stack(padded_rows),
+            n_rows=stack(lambda p: np.int32(self.row_sets[p.row_set].size)),
+            mean=stack(lambda p: self.mean[p.row_set].astype(np.float32)),
+            scale=stack(lambda p: self.scale[p.row_set].astype(np.float32)),
+            targets=stack(at_rows(self.targets)),
+            weights=(
+                np.ones((len(chunk.pieces), 1, 1), np.float32)
+                if self.weights is None
+                else stack(at_rows(self.weights))
+            ),
+            val_weight=evaluation["val_weight"],
+            feature_mask=stack(lambda p: self.feature_mask[p.probes]),
+            lr=stack(lambda p: self.lr[p.probes]),
+            l2=stack(lambda p: self.l2[p.probes]),
+            method=stack(lambda p: self.method_of[p.probes]),
+            params={
+                k: stack(lambda p, v=v: v[p.probes]) for k, v in self.params.items()
+            },
+            order_key=stack(lambda p: np.uint32(p.order_key)),
+            eval_index=evaluation["eval_index"],
+            eval_rows=evaluation["eval_rows"],
+            eval_labels=evaluation["eval_labels"],
+        )
+
+    def _eval_inputs(self, chunk: Chunk) -> dict[str, np.ndarray]:
+        """Each piece's evaluation rows, labels, indices and validation weights."""
         # Each piece is evaluated on its own probes' rows only (seeds that resample
         # the split have disjoint validation and test rows), padded to eval_width.
         width = self.eval_width
@@ -221,32 +249,14 @@ class Plan:
             stacked = evals(np.broadcast_to(weights, self.eval_rows.shape[1:])[None])[0]
             return np.where(valid, stacked, 0.0).astype(np.float32)
 
-        return ChunkInputs(
-            rows=stack(padded_rows),
-            n_rows=stack(lambda p: np.int32(self.row_sets[p.row_set].size)),
-            mean=stack(lambda p: self.mean[p.row_set].astype(np.float32)),
-            scale=stack(lambda p: self.scale[p.row_set].astype(np.float32)),
-            targets=stack(at_rows(self.targets)),
-            weights=(
-                np.ones((len(chunk.pieces), 1, 1), np.float32)
-                if self.weights is None
-                else stack(at_rows(self.weights))
-            ),
-            val_weight=val_weight(),
-            feature_mask=stack(lambda p: self.feature_mask[p.probes]),
-            lr=stack(lambda p: self.lr[p.probes]),
-            l2=stack(lambda p: self.l2[p.probes]),
-            method=stack(lambda p: self.method_of[p.probes]),
-            params={
-                k: stack(lambda p, v=v: v[p.probes]) for k, v in self.params.items()
-            },
-            order_key=stack(lambda p: np.uint32(p.order_key)),
-            eval_index=np.stack(
+        return {
+            "val_weight": val_weight(),
+            "eval_index": np.stack(
                 [eval_index(p, at) for p, at in zip(chunk.pieces, used, strict=True)]
             ),
-            eval_rows=evals(self.eval_rows),
-            eval_labels=evals(self.eval_labels),
-        )
+            "eval_rows": evals(self.eval_rows),
+            "eval_labels": evals(self.eval_labels),
+        }
 
     def assemble(
         self, outputs: list[tuple[Chunk, dict[str, np.ndarray]]], config: TrainConfig

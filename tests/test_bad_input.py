@@ -401,6 +401,7 @@ batch_size = 32
 """
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_by_study(caches, tmp_path, capsys, monkeypatch):
     real, calls = probe_lab.experiments.base.run_study, []
 

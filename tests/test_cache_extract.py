@@ -151,6 +151,7 @@ def _kill_after(cfg_code, batches, tmp_path):
     assert result.returncode == -9
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(
     tiny_models, text_task, tmp_path, capsys
 ):
@@ -292,6 +293,7 @@ def test_config_validation():
     assert cfg.layers == (0, 6, -1)
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tiny_models, text_task, tmp_path):
     single = open_cache(
         extract(

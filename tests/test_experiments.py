@@ -107,6 +107,7 @@ def test_smoke_run_on_a_synthetic_cache(path, cache, tmp_path):
     assert result.cache == cache
 
 
+@pytest.mark.slow
 def test_trivial_imitation_re_extracts_the_caches_model(tmp_path, tiny_models):
     # A planted cache that names a real (tiny, random) model: the hinted prompts are
     # re-extracted with it in a subprocess.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = """
 import sys
@@ -35,6 +36,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_hosts_train_as_one(problem, tmp_path):
     x, y, _ = problem
     np.save(tmp_path / "x.npy", x)

@@ -340,6 +340,7 @@ kind = "random"
     assert (tmp_path / "res" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_several_devices_give_the_same_table(cache, tmp_path):
     script = (
         "import sys, jax\n"

@@ -313,6 +313,7 @@ def test_per_probe_setting_length_must_match(problem):
         train_probes(x, y, config=TrainConfig(epochs=1, lr=(1e-3, 1e-2)))
 
 
+@pytest.mark.slow
 def test_several_devices_give_the_same_probes(problem, tmp_path):
     """Chunks spread over 4 (forced) host devices train exactly as on one."""
     x, y, _ = problem
