@@ -835,6 +835,11 @@ def _pack(
     return chunks
 
 
+BLOCK_PRICE = 4700.0
+"""The fixed price of one more feature block, in column-features of work (see
+:func:`_blocks`); tests set it to 0 to cut blocks at small sizes."""
+
+
 def _blocks(lo: np.ndarray, hi: np.ndarray, n_pieces: int) -> tuple[Block, ...]:
     """Cut columns into runs that share a feature range ``[lo, hi)``.
 
@@ -846,7 +851,7 @@ def _blocks(lo: np.ndarray, hi: np.ndarray, n_pieces: int) -> tuple[Block, ...]:
     batches.
     """
     n = lo.size
-    price = 4700.0 / max(n_pieces, 1)
+    price = BLOCK_PRICE / max(n_pieces, 1)
     best = np.zeros(n + 1)
     cut = np.zeros(n + 1, np.int64)
     for j in range(1, n + 1):  # the last run is [i, j); best over i

@@ -89,8 +89,27 @@ def test_record_loss_off_trains_the_same_probes(problem):
     )
 
 
-def test_feature_blocks_of_m_k_probes_equal_probes_trained_alone(problem):
+def cut_blocks_at_any_size(monkeypatch) -> list[int]:
+    """Blocks at test sizes (they cost a fixed price that small problems never
+    pay back); returns a list that collects each chunk's number of blocks."""
+    import probe_lab._plan as plan
+
+    monkeypatch.setattr(plan, "BLOCK_PRICE", 0.0)
+    counts: list[int] = []
+    real = plan._blocks
+
+    def spy(*args, **kwargs):
+        blocks = real(*args, **kwargs)
+        counts.append(len(blocks))
+        return blocks
+
+    monkeypatch.setattr(plan, "_blocks", spy)
+    return counts
+
+
+def test_feature_blocks_of_m_k_probes_equal_probes_trained_alone(problem, monkeypatch):
     """Columns cut into feature blocks (the M_k family) train as single probes."""
+    blocks = cut_blocks_at_any_size(monkeypatch)
     x, y, _ = problem
     d = x.shape[1]
     train, val = split(x.shape[0])
@@ -103,6 +122,7 @@ def test_feature_blocks_of_m_k_probes_equal_probes_trained_alone(problem):
         )
         np.testing.assert_allclose(one.weights[0], batch.weights[p], atol=2e-5)
         assert one.best_epoch[0] == batch.best_epoch[p]
+    assert blocks[0] == 5  # the batch: one block per mask width (1, 2, 4, 6, 12)
 
 
 def test_blocks_skip_features_no_mask_reaches():
@@ -418,15 +438,20 @@ def test_bad_sample_weight_is_refused(problem):
         train_probes(x, y, config=FAST, sample_weight=np.zeros(x.shape[0]))
 
 
-def test_mixed_loss_methods_with_row_weights_equal_separate_calls(problem):
-    """Probes of several loss methods (target and loss kinds) and row weights in
-    one call train as each method's probes alone."""
+def test_mixed_loss_methods_with_row_weights_equal_separate_calls(problem, monkeypatch):
+    """Probes of several loss methods (target and loss kinds), M_k feature masks
+    (so the loss runs block by block) and row weights in one call train as each
+    method's probes alone."""
+    blocks = cut_blocks_at_any_size(monkeypatch)
     x, y, _ = problem
     train, val = split(x.shape[0])
     losses = ("xent", "gce", "confidence", "bootstrap_soft", "gce", "xent")
+    mask = np.zeros((len(losses), x.shape[1]), bool)
+    for p, k in enumerate((3, 3, x.shape[1], 7, x.shape[1], 7)):
+        mask[p, :k] = True
     weights = np.random.default_rng(1).uniform(0.0, 2.0, x.shape[0])
     config = TrainConfig(epochs=3, batch_size=32, lr=1e-2, loss=losses)
-    mixed = train_probes(x, y, train, val, config=config, sample_weight=weights)
+    mixed = train_probes(x, y, train, val, mask, config=config, sample_weight=weights)
     for loss in set(losses):
         pick = np.array([name == loss for name in losses])
         alone = train_probes(
@@ -434,8 +459,16 @@ def test_mixed_loss_methods_with_row_weights_equal_separate_calls(problem):
             y[pick],
             train,
             val,
+            mask[pick],
             config=TrainConfig(epochs=3, batch_size=32, lr=1e-2, loss=loss),
             sample_weight=weights,
         )
         np.testing.assert_allclose(alone.weights, mixed.weights[pick], atol=2e-5)
         np.testing.assert_array_equal(alone.best_epoch, mixed.best_epoch[pick])
+        np.testing.assert_allclose(
+            alone.history["train_loss"],
+            mixed.history["train_loss"][:, pick],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    assert blocks[0] == 3  # the mixed call: masks of 3, 7 and every feature
