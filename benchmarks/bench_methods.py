@@ -15,9 +15,10 @@ Three ratios, each measured in this run against a baseline of the same run:
    keeps its closed-form gradient), a squared error (``kind="loss"``: a per-example
    loss the trainer differentiates with a VJP, with little arithmetic of its own)
    and the focal loss (``kind="loss"`` with five transcendental functions per
-   example and probe, the most arithmetic of the three). Measured on 2 CPU cores:
-   0.96, 0.86 and 1.21 (before the loss ran block by block over the M_k feature
-   blocks, the VJP on the blocks' joined logits cost 1.43 and 2.65).
+   example and probe, the most arithmetic of the three). Measured on 2 CPU cores
+   in two runs: 0.96-1.11, 0.86-1.09 and 1.21-1.60 (before the loss ran block by
+   block over the M_k feature blocks, the VJP on the blocks' joined logits cost
+   1.43 and 2.65).
 3. ``knn_clean`` on the whole 20,000 x 384 cache against one student stage of
    1,000 probes on the same cache (target: < 1x).
 
