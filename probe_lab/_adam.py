@@ -516,15 +516,14 @@ def epoch_order(
     return (jnp.sort(keys) & low).astype(jnp.int32)
 
 
-def evaluate(carry: Carry, c: ChunkInputs, x: jax.Array, s: Settings) -> jax.Array:
+def evaluate(carry: Carry, c: ChunkInputs, xe: jax.Array, s: Settings) -> jax.Array:
     """Accuracy ``(S, G, C)`` of every probe on every evaluation set.
 
-    Each piece is scored on its own evaluation rows (``c.eval_index (G, m)``: seeds
-    that resample the split have disjoint ones), raw, with the standardization
-    folded into the weights: one batched product per block, ``(G, m, hi - lo) @ (G,
-    hi - lo, c)``.
+    Each piece is scored on its own evaluation rows ``xe (G, m, span)`` (raw,
+    gathered once per chunk at ``c.eval_index``: seeds that resample the split have
+    disjoint ones), with the standardization folded into the weights: one batched
+    product per block, ``(G, m, hi - lo) @ (G, hi - lo, c)``.
     """
-    xe = x[c.eval_index, s.span].astype(jnp.float32)  # (G, m, span), raw
     logits, b_raw = [], carry.b
     for wj, cs, fs, ls in zip(carry.w, s.cols, s.feats, s.local, strict=True):
         w_raw = wj / c.scale[:, None, fs]
@@ -606,6 +605,7 @@ def train_chunk(
         per_block=block_inputs(c, s),
         total_steps=total_steps,
     )
+    xe = x[c.eval_index, s.span].astype(jnp.float32)  # (G, m, span), raw
 
     def maybe_step(carry: Carry, batch: tuple[jax.Array, jax.Array]):
         # Steps past every piece's last batch of the epoch skip all work.
@@ -634,7 +634,7 @@ def train_chunk(
         # With equal row sets every piece has a batch at every step, so the step
         # needs no guard (a conditional costs a copy of the carry per step on CPU).
         carry, losses = jax.lax.scan(maybe_step if s.ragged else step, carry, batches)
-        record = {"eval_acc": evaluate(carry, c, x, s)}
+        record = {"eval_acc": evaluate(carry, c, xe, s)}
         if s.record_loss:
             record["train_loss"] = losses.sum(0) / row_total
         if s.has_val:

@@ -215,10 +215,7 @@ class Plan:
         # Each piece is evaluated on its own probes' rows only (seeds that resample
         # the split have disjoint validation and test rows), padded to eval_width.
         width = self.eval_width
-        used = [
-            np.flatnonzero(self.eval_rows[:, p.probes].any(axis=(0, 1)))
-            for p in chunk.pieces
-        ]
+        used = [_piece_eval_rows(self.eval_rows, p) for p in chunk.pieces]
 
         def padded(array: np.ndarray, piece: Piece, at: np.ndarray) -> np.ndarray:
             out = np.zeros((*array.shape[:-2], width, piece.probes.size), array.dtype)
@@ -236,25 +233,21 @@ class Plan:
                 axis=1,
             )
 
-        def eval_index(piece: Piece, at: np.ndarray) -> np.ndarray:
+        def eval_index(at: np.ndarray) -> np.ndarray:
             out = np.zeros(width, np.int32)
             out[: at.size] = self.eval_index[at]
             return out
 
-        def val_weight() -> np.ndarray:  # (G, w, C)
-            if self.weights is None or not self.has_val:
-                return np.ones((len(chunk.pieces), 1, 1), np.float32)
-            weights = self.weights[:, self.eval_index]  # (P, m)
-            valid = evals(self.eval_rows)[0]
-            stacked = evals(np.broadcast_to(weights, self.eval_rows.shape[1:])[None])[0]
-            return np.where(valid, stacked, 0.0).astype(np.float32)
-
+        rows = evals(self.eval_rows)
+        if self.weights is None or not self.has_val:
+            val_weight = np.ones((len(chunk.pieces), 1, 1), np.float32)
+        else:  # (G, w, C): each validation row's weight, 0 elsewhere
+            stacked = evals(self.weights[None, :, self.eval_index])[0]
+            val_weight = np.where(rows[0], stacked, 0.0).astype(np.float32)
         return {
-            "val_weight": val_weight(),
-            "eval_index": np.stack(
-                [eval_index(p, at) for p, at in zip(chunk.pieces, used, strict=True)]
-            ),
-            "eval_rows": evals(self.eval_rows),
+            "val_weight": val_weight,
+            "eval_index": np.stack([eval_index(at) for at in used]),
+            "eval_rows": rows,
             "eval_labels": evals(self.eval_labels),
         }
 
@@ -742,10 +735,16 @@ def make_plan(
     )
 
 
+def _piece_eval_rows(eval_rows: np.ndarray, piece: Piece) -> np.ndarray:
+    """Indices (into the plan's evaluation rows) that any probe of ``piece``
+    evaluates on, in any set."""
+    return np.flatnonzero(eval_rows[:, piece.probes].any(axis=(0, 1)))
+
+
 def _eval_width(eval_rows: np.ndarray, chunks: list[Chunk]) -> int:
     """The most evaluation rows any piece needs (the union of its probes')."""
     widths = [
-        int(eval_rows[:, piece.probes].any(axis=(0, 1)).sum())
+        _piece_eval_rows(eval_rows, piece).size
         for chunk in chunks
         for piece in chunk.pieces
     ]
