@@ -62,6 +62,15 @@ def _style() -> Iterator[None]:
         yield
 
 
+def _panels(fig: Figure, n: int, cols: int, **share: bool) -> np.ndarray:
+    """A ``(rows, cols)`` grid of axes for ``n`` panels, filled row by row; the
+    cells past the last panel are hidden."""
+    grid = fig.subplots(-(-n // cols), cols, squeeze=False, **share)
+    for ax in grid.flat[n:]:
+        ax.set_visible(False)
+    return grid
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at :data:`DPI`.
 
@@ -357,7 +366,7 @@ def plot_dynamics(dynamics: pd.DataFrame, *, title: str = "") -> Figure:
     rows_n = int(np.ceil(len(sups) / cols))
     with _style():
         fig = Figure(figsize=(3.6 * cols, 3.2 * rows_n + 0.9), layout="constrained")
-        axes = fig.subplots(rows_n, cols, sharex=True, sharey=True, squeeze=False)
+        axes = _panels(fig, len(sups), cols, sharex=True, sharey=True)
         for ax, sup in zip(axes.flat, sups, strict=False):
             sub = dynamics[dynamics.supervisor == sup]
             for loss in losses:
@@ -382,8 +391,6 @@ def plot_dynamics(dynamics: pd.DataFrame, *, title: str = "") -> Figure:
                 )
             ax.set_title(_pretty(sup))
             ax.set_ylim(0, 1.02)
-        for ax in axes.flat[len(sups) :]:
-            ax.set_visible(False)
         for ax in axes.flat[max(0, len(sups) - cols) : len(sups)]:
             ax.tick_params(labelbottom=True)  # lowest panel of its column
             ax.set_xlabel("training epoch")
@@ -512,9 +519,7 @@ def plot_leaderboard(board, *, title: str = "") -> Figure:
         width = max(3.4 * cols + 2.5, 10.5)
         height = rows * (1.0 + 0.45 * len(methods)) + 0.8
         fig = Figure(figsize=(width, height), layout="constrained")
-        grid = fig.subplots(rows, cols, sharey=True, squeeze=False).reshape(-1)
-        for ax in grid[len(panels) :]:
-            ax.set_visible(False)
+        grid = _panels(fig, len(panels), cols, sharey=True).reshape(-1)
         axes = grid[: len(panels)]
         for ax, (name, frame) in zip(axes, panels, strict=True):
             frame = frame.set_index("method").reindex(methods)
@@ -620,7 +625,7 @@ def plot_task_suite(summary: pd.DataFrame, *, title: str = "") -> Figure:
     with _style():
         width = max(5.2 * cols, 10.5)
         fig = Figure(figsize=(width, 3.6 * rows + 1.2), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+        axes = _panels(fig, len(tasks), cols).reshape(-1)
         for ax, task in zip(axes, tasks, strict=False):
             frame = summary[summary.task == task]
             natural = [s for s in dict.fromkeys(frame.supervisor) if "@" not in s]
@@ -649,8 +654,6 @@ def plot_task_suite(summary: pd.DataFrame, *, title: str = "") -> Figure:
             ax.set_ylabel("PGR")
             ceiling = frame.ceiling_acc.mean()
             ax.set_title(f"{task} (ceiling {ceiling:.2f})")
-        for ax in axes[len(tasks) :]:
-            ax.set_visible(False)
         axes[0].legend(loc="best")
         fig.suptitle(
             (title or "The task suite")
