@@ -101,6 +101,24 @@ def write_synthetic_cache(
     return path
 
 
+def same_datasets(a, b) -> int:
+    """Assert two HDF5 files hold the same datasets, byte for byte; count them."""
+    import h5py
+
+    names: list[str] = []
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        fa.visititems(
+            lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None
+        )
+        for name in names:
+            x, y = fa[name], fb[name]
+            if x.dtype.kind == "O":
+                assert x.asstr()[()].tolist() == y.asstr()[()].tolist(), name
+            else:
+                assert x[()].tobytes() == y[()].tobytes(), name
+    return len(names)
+
+
 def pytest_runtest_setup(item):
     """One torch thread for every test, once a test module has imported torch (this
     file does not import it). The test models are tiny, so a second thread mostly

@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_synthetic_cache
+from conftest import same_datasets, write_synthetic_cache
 
 import probe_lab.experiments
 import probe_lab.experiments.base
@@ -659,20 +659,6 @@ def test_extract_takes_a_negative_layer_list(tiny_models, text_task, tmp_path, c
     )
 
 
-def _same_bytes(a: Path, b: Path) -> int:
-    """Assert two cache files hold the same datasets, byte for byte; count them."""
-    names: list[str] = []
-    with h5py.File(a) as fa, h5py.File(b) as fb:
-        fa.visititems(lambda n, o: names.append(n) if hasattr(o, "dtype") else None)
-        for name in names:
-            x, y = fa[name], fb[name]
-            if x.dtype.kind == "O":
-                assert x.asstr()[()].tolist() == y.asstr()[()].tolist(), name
-            else:
-                assert x[()].tobytes() == y[()].tobytes(), name
-    return len(names)
-
-
 def test_extract_refuses_a_disk_too_small_before_writing(tmp_path, capsys, monkeypatch):
     real = shutil.disk_usage
     monkeypatch.setattr(
@@ -716,7 +702,7 @@ def test_a_full_disk_while_writing_keeps_the_rows_and_the_file_resumes(
     size = out.stat()
     assert size.st_blocks * 512 >= size.st_size  # allocated up front, not sparse
     assert main([*argv, "--out", str(out)]) == 0
-    assert _same_bytes(whole, out) >= 10
+    assert same_datasets(whole, out) >= 10
 
     def no_room(fd, offset, length):
         raise full
@@ -727,7 +713,7 @@ def test_a_full_disk_while_writing_keeps_the_rows_and_the_file_resumes(
     assert "0 of 3 batches are written and kept" in one_error_line(capsys, "extract")
     monkeypatch.undo()
     assert main([*argv, "--out", str(fresh)]) == 0
-    assert _same_bytes(whole, fresh) >= 10
+    assert same_datasets(whole, fresh) >= 10
 
 
 LOCK_HOLDER = """

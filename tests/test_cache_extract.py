@@ -14,6 +14,7 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
+from conftest import same_datasets
 
 from activation_cache import (
     CacheError,
@@ -121,21 +122,6 @@ def test_template_with_extra_field(tiny_models, text_task, tmp_path):
     assert cache.meta["template"] == template
 
 
-def _same_datasets(a, b):
-    with h5py.File(a) as fa, h5py.File(b) as fb:
-        names = []
-        fa.visititems(
-            lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None
-        )
-        for name in names:
-            x, y = fa[name], fb[name]
-            if x.dtype.kind == "O":
-                assert x.asstr()[()].tolist() == y.asstr()[()].tolist(), name
-            else:
-                assert x[()].tobytes() == y[()].tobytes(), name
-        return len(names)
-
-
 def _kill_after(cfg_code, batches, tmp_path):
     code = textwrap.dedent(
         f"""
@@ -169,7 +155,7 @@ def test_resume_after_sigkill_is_bit_identical(
         extract(_config(model, text_task, cfg.out, batch_size=2, position="mean"))
     extract(cfg)
     assert open_cache(cfg.out).complete
-    assert _same_datasets(whole, cfg.out) >= 10
+    assert same_datasets(whole, cfg.out) >= 10
 
 
 def test_complete_file_is_left_alone_or_refused_or_overwritten(
@@ -524,7 +510,7 @@ def test_auto_batch_size_halves_on_out_of_memory_and_resumes_bit_identical(
     extract(cfg)  # batch 2 again with 16 rows per forward pass, no error this time
     assert state["raised"] == 1
     np.testing.assert_array_equal(store.read_micro_batches(cfg.out), [16, 16, 16])
-    assert _same_datasets(whole, cfg.out) >= 10
+    assert same_datasets(whole, cfg.out) >= 10
 
     state["raised"] = 0
     fixed = _config(model, task, tmp_path / "f.h5", batch_size=32, **kw)
@@ -535,7 +521,7 @@ def test_auto_batch_size_halves_on_out_of_memory_and_resumes_bit_identical(
         extract(fixed)
     state["raised"] = 0
     extract(_config(model, task, fixed.out, batch_size="auto", **kw))
-    assert _same_datasets(whole, fixed.out) >= 10
+    assert same_datasets(whole, fixed.out) >= 10
 
 
 def test_max_length_is_refused_below_the_special_tokens_or_cut_for_real(
