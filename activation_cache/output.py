@@ -28,6 +28,7 @@ from activation_cache.settings import IDENTITY, ExtractError, warn
 __all__ = [
     "check_existing",
     "check_free_space",
+    "check_not_input",
     "lock_output",
     "lock_path",
     "remove_output",
@@ -49,6 +50,39 @@ def remove_output(out: Path) -> None:
     """Delete ``out`` and its shard files (``--overwrite``; hold the lock)."""
     for path in [out, *out.parent.glob(f"{out.stem}.shard-*{out.suffix}")]:
         path.unlink(missing_ok=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same path once resolved, or (both
+    existing) the same inode, which also catches hard links."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_input(out: Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an output that is one of the files the run reads (``--overwrite``
+    would delete it, and writing would replace it).
+
+    Args:
+        out: the cache file about to be written.
+        inputs: option name (``--task``) -> the path it gives, or None.
+
+    Raises:
+        ExtractError: naming the option and the file.
+    """
+    for option, given in inputs.items():
+        if given is None or not Path(given).is_file():
+            continue
+        if _same_file(Path(out), Path(given)):
+            raise ExtractError(
+                f"--out {out} is the file {option} {given} reads (the same file, "
+                "or a link to it): writing the cache would replace it; give "
+                "another --out"
+            )
 
 
 def check_existing(path: Path, attrs: dict) -> str:

@@ -785,3 +785,21 @@ def test_a_second_extract_to_the_same_out_is_refused_naming_the_holder(
         extract(
             ExtractConfig(model="bow", task="cities", out=afile / "c.h5", quiet=True)
         )
+
+
+def test_extract_refuses_to_write_over_its_own_task_file(tmp_path, capsys):
+    task = tmp_path / "data.jsonl"
+    rows = [{"text": f"row {i} word{i % 3}", "label": i % 2} for i in range(8)]
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = task.read_bytes()
+    (tmp_path / "soft.jsonl").symlink_to(task)
+    os.link(task, tmp_path / "hard.jsonl")
+    for out in ("data.jsonl", "soft.jsonl", "hard.jsonl", "./sub/../data.jsonl"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        argv = ["extract", "--model", "bow", "--task", str(task), "--quiet"]
+        assert main([*argv, "--out", str(tmp_path / out), "--overwrite"]) == 1
+        line = one_error_line(capsys, "extract")
+        assert f"is the file --task {task} reads" in line and "another --out" in line
+        assert task.read_bytes() == before
+    assert main([*argv, "--out", str(tmp_path / "c.h5")]) == 0
+    assert open_cache(tmp_path / "c.h5").n == 8
