@@ -28,6 +28,7 @@ to it) and has no plan group.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import queue
@@ -41,12 +42,14 @@ import h5py
 import numpy as np
 
 __all__ = [
+    "CHECKSUMS",
     "FORMAT",
     "FORMAT_VERSION",
     "Cache",
     "CacheError",
     "Writer",
     "create_cache",
+    "feature_digests",
     "feature_name",
     "join",
     "open_cache",
@@ -59,6 +62,9 @@ __all__ = [
 FORMAT = "probe-lab-cache"
 FORMAT_VERSION = 1
 LAYER_CONVENTION = "hidden_states index: 0 = embeddings, i = output of block i"
+CHECKSUMS = "feature_sha256"
+"""The file attribute holding each feature layer's sha256 (JSON: layer -> hex),
+written when the file is marked complete; files made before it lack it."""
 _STR = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 1 << 20
 
@@ -70,6 +76,24 @@ class CacheError(RuntimeError):
 def feature_name(layer: int) -> str:
     """Dataset path of a layer's features, e.g. ``features/layer_06``."""
     return f"features/layer_{layer:02d}"
+
+
+def _digest(dataset: h5py.Dataset) -> str:
+    """sha256 over a feature dataset's values in row order, read in slabs."""
+    digest = hashlib.sha256()
+    rows = max(
+        1, _CHUNK_BYTES * 16 // max(1, dataset.dtype.itemsize * dataset.shape[1])
+    )
+    for start in range(0, dataset.shape[0], rows):
+        digest.update(np.ascontiguousarray(dataset[start : start + rows]).data)
+    return digest.hexdigest()
+
+
+def feature_digests(f: h5py.File, layers: Sequence[int]) -> str:
+    """The `CHECKSUMS` attribute of an open file: JSON of layer -> sha256 of
+    its stored feature values (catches rows changed after the file was written,
+    finite or not)."""
+    return json.dumps({str(layer): _digest(f[feature_name(layer)]) for layer in layers})
 
 
 def _to_python(value: object) -> object:
@@ -85,6 +109,11 @@ def _to_python(value: object) -> object:
 def _open_h5(path: Path, mode: str = "r", **kwargs: object) -> h5py.File:
     if not path.exists():
         raise CacheError(f"no cache file at {path}")
+    if path.is_dir():
+        raise CacheError(
+            f"{path} is a folder, not a cache file; give the path of the .h5 file "
+            "itself (e.g. one of the *.h5 files in it)"
+        )
     try:
         return h5py.File(path, mode, **kwargs)
     except OSError as e:
@@ -301,6 +330,7 @@ class Writer:
             if micro is None
             else self._map[micro[0] : micro[0] + 8 * micro[1]].view(np.int64)
         )
+        self._layer_ids = list(layers)
         self._on_batch = on_batch
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -367,7 +397,8 @@ class Writer:
                     "batches were written"
                 )
             with h5py.File(self.path, "r+") as f:
-                f.attrs.update({**(attrs or {}), "complete": True})
+                digests = feature_digests(f, self._layer_ids)
+                f.attrs.update({**(attrs or {}), CHECKSUMS: digests, "complete": True})
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -477,7 +508,7 @@ def write_virtual(
     n_tokens = np.concatenate([s.n_tokens for s in shards])
     if sum(s.n for s in shards) != n:
         raise CacheError(f"shards of {path} hold {n_tokens.size} rows, expected {n}")
-    own = ("rank", "row_start", "row_end", "complete", "layers")
+    own = ("rank", "row_start", "row_end", "complete", "layers", CHECKSUMS)
     shared = {k: v for k, v in shards[0].meta.items() if k not in own}
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as f:
@@ -509,6 +540,8 @@ def write_virtual(
                 layout[start : start + shard.n] = source
                 start += shard.n
             f.create_virtual_dataset(feature_name(layer), layout, fillvalue=np.nan)
+    with h5py.File(tmp, "r+") as f:  # the shards are read through the main file
+        f.attrs[CHECKSUMS] = feature_digests(f, shards[0].layers)
     tmp.replace(path)
 
 
@@ -555,6 +588,7 @@ class Cache:
                     )
                 self._rows = np.sort(order[: bounds[done]])
             self.layers: list[int] = [int(x) for x in self.meta["layers"]]
+            self._check_lengths(f)
             self.ids: np.ndarray = self._read(f, "ids").astype(str)
             self.labels: np.ndarray = self._read(f, "labels").astype(np.int8)
             self.n_chars: np.ndarray = self._read(f, "n_chars")
@@ -652,8 +686,34 @@ class Cache:
                     f"layer {layer}: {int(bad.sum())} rows with NaN or inf "
                     f"(first id {str(self.ids[np.argmax(bad)])!r})"
                 )
+        problems += self.check_checksums()
         if problems:
             raise CacheError(f"{self.path} failed validation: " + "; ".join(problems))
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether the file stores its feature checksums (files made before they
+        were added do not; they stay readable)."""
+        return CHECKSUMS in self.meta
+
+    def check_checksums(self) -> list[str]:
+        """Compare each feature layer with the sha256 stored when the file was
+        completed.
+
+        Returns:
+            One line per layer whose values changed since (none if all match, or
+            if the file stores no checksums: see `has_checksums`).
+        """
+        if not self.has_checksums or not self.complete:
+            return []
+        stored = json.loads(str(self.meta[CHECKSUMS]))
+        with self._handle() as f:
+            return [
+                f"layer {layer}: its values changed after the file was written "
+                "(sha256 differs from the stored one); re-extract it"
+                for layer in self.layers
+                if stored.get(str(layer)) != _digest(f[feature_name(layer)])
+            ]
 
     def _resolve(self, layer: int) -> int:
         blocks = int(self.meta["n_blocks"])
@@ -679,6 +739,27 @@ class Cache:
         values = dataset.asstr()[()] if dataset.dtype.kind == "O" else dataset[()]
         values = np.asarray(values)
         return values if self._rows is None else values[self._rows]
+
+    def _check_lengths(self, f: h5py.File) -> None:
+        """Refuse a file whose per-row datasets and feature layers do not all hold
+        the same number of rows (a file edited or written by other code)."""
+        names = ["ids", "texts", "labels", "n_chars", "n_tokens"]
+        names += [f"extra/{k}" for k in f.get("extra", {})]
+        names += [feature_name(layer) for layer in self.layers]
+        missing = [name for name in names if name not in f]
+        if missing:
+            raise CacheError(
+                f"{self.path} lacks {', '.join(missing)}; it is damaged or was not "
+                "written by probe-lab: re-extract it to a new --out"
+            )
+        rows = {name: len(f[name]) for name in names}
+        if len(set(rows.values())) > 1:
+            shown = ", ".join(f"{name} {n}" for name, n in rows.items())
+            raise CacheError(
+                f"{self.path} is inconsistent: its datasets hold different numbers of "
+                f"rows ({shown}); it is damaged or was edited: re-extract it to a "
+                "new --out"
+            )
 
     def _check_sources(self, f: h5py.File) -> None:
         dataset = f[feature_name(self.layers[0])]

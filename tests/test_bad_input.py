@@ -803,3 +803,31 @@ def test_extract_refuses_to_write_over_its_own_task_file(tmp_path, capsys):
         assert task.read_bytes() == before
     assert main([*argv, "--out", str(tmp_path / "c.h5")]) == 0
     assert open_cache(tmp_path / "c.h5").n == 8
+
+
+def test_info_cuts_huge_attributes_and_strips_terminal_escapes(tmp_path, capsys):
+    path = write_synthetic_cache(tmp_path / "c.h5", n=40, d=4)
+    with h5py.File(path, "r+") as f:
+        f.attrs["model"] = "\x1b[2J\x1b]0;owned\x07evil\x1b[31m red\x07"
+        f.attrs["task"] = "t" * 60_000
+    assert main(["info", str(path), "--validate"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "model     evil red\\x07" in out
+    assert "(60,000 characters, cut)" in out and len(out) < 6_000
+    assert "feature checksums match" in out
+    with h5py.File(path, "r+") as f:
+        del f.attrs["feature_sha256"]
+    assert main(["info", str(path), "--validate"]) == 0
+    assert "note: this cache stores no feature checksums" in capsys.readouterr().out
+    with h5py.File(path, "r+") as f:
+        f.attrs["format"] = "\x1b[31m" + "f" * 60_000
+    assert main(["info", str(path)]) == 1
+    line = one_error_line(capsys, "info")
+    assert "\x1b" not in line and len(line) < 3_000
+
+
+def test_info_on_a_folder_says_so(tmp_path, capsys):
+    assert main(["info", str(tmp_path)]) == 1
+    line = one_error_line(capsys, "info")
+    assert f"{tmp_path} is a folder, not a cache file" in line and "errno" not in line

@@ -123,6 +123,11 @@ def _cache(
     """The cache given, or the one ``[cache]`` describes (built if needed)."""
     if cache is None:
         return build_cache(config.cache, cache_dir, progress=progress)
+    if Path(cache).is_dir():
+        raise ExperimentError(
+            f"--cache {cache} is a folder, not a cache file; give the path of the "
+            ".h5 file itself (e.g. one of the *.h5 files in it)"
+        )
     if not Path(cache).is_file():
         raise ExperimentError(f"cache {cache} does not exist")
     return Path(cache)
