@@ -10,13 +10,17 @@ probe-lab demo [--smoke]                                          # the 5-minute
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["check_out_folder", "interrupted", "main"]
+__all__ = ["check_out_folder", "interrupted", "main", "redeliver_interrupts"]
 
 
 def check_out_folder(path: str | Path | None, flag: str = "--out") -> None:
@@ -171,7 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
+    """Parse ``argv`` and run the chosen subcommand; returns the exit code.
+
+    A Ctrl-C at any point is one line on stderr and exit code 130, never a
+    traceback: while imports run, or inside a callback Python cannot raise from
+    (see `redeliver_interrupts`).
+    """
+    try:
+        with redeliver_interrupts():
+            return _main(argv)
+    except KeyboardInterrupt:  # before the subcommand ran: nothing was written
+        print(
+            "\nprobe-lab: interrupted while starting; nothing was written",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("study", "run", "demo"):
@@ -186,6 +207,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nprobe-lab {args.command}: {interrupted(args)}", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def redeliver_interrupts() -> Iterator[None]:
+    """Raise again, in the main thread, a Ctrl-C that Python had to drop.
+
+    A KeyboardInterrupt raised while a garbage-collection callback runs (JAX
+    registers one) cannot propagate: Python reports it as "unraisable" and goes
+    on, so the command would run to the end and exit 0. For the block, such a
+    report signals SIGINT again 50 ms later, from a timer thread: by then the
+    hook has returned, so it lands in the main thread's own code (or in another
+    callback, which repeats this).
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            timer = threading.Timer(0.05, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 if __name__ == "__main__":

@@ -831,3 +831,57 @@ def test_info_on_a_folder_says_so(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 1
     line = one_error_line(capsys, "info")
     assert f"{tmp_path} is a folder, not a cache file" in line and "errno" not in line
+
+
+@pytest.mark.subprocess
+def test_extract_and_info_never_import_jax():
+    code = (
+        "import sys\nfrom probe_lab.cli import main\n"
+        "for argv in (['extract', '--help'], ['info', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in ('jax', 'torch', 'probe_lab.study') "
+        "if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--overwrite" in done.stdout and done.stdout.strip().endswith("[]")
+
+
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(capsys, monkeypatch):
+    def slow_imports():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("probe_lab.cli.build_parser", slow_imports)
+    assert main(["info", "x.h5"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "probe-lab: interrupted while starting; nothing was written"
+
+
+def test_ctrl_c_inside_a_gc_callback_still_stops_the_command(
+    tmp_path, capsys, monkeypatch
+):
+    import gc
+
+    path = write_synthetic_cache(tmp_path / "c.h5", n=40, d=4)
+    seen = []
+
+    def callback(phase, info):  # as JAX's: Ctrl-C lands while it runs
+        if phase == "start" and not seen:
+            seen.append(phase)
+            raise KeyboardInterrupt
+
+    def info_after_a_collection(args):
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+            for _ in range(100):  # the rest of the work: must not run to the end
+                time.sleep(0.01)
+        finally:
+            gc.callbacks.remove(callback)
+        return 0
+
+    monkeypatch.setattr("activation_cache.cli.run_info", info_after_a_collection)
+    assert main(["info", str(path)]) == 130
+    assert seen and "interrupted" in capsys.readouterr().err
