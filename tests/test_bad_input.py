@@ -885,3 +885,41 @@ def test_ctrl_c_inside_a_gc_callback_still_stops_the_command(
     monkeypatch.setattr("activation_cache.cli.run_info", info_after_a_collection)
     assert main(["info", str(path)]) == 130
     assert seen and "interrupted" in capsys.readouterr().err
+
+
+def test_run_locks_its_out_and_refuses_another_experiments_folder(
+    caches, tmp_path, capsys
+):
+    from probe_lab.experiments import load_experiment
+    from probe_lab.experiments.config import experiment_configs
+    from probe_lab.experiments.run import default_out, lock_out
+
+    out = tmp_path / "out"
+    argv = ["run", "error_structures", "--smoke", "--cache", str(caches["flat"])]
+    argv += ["--out", str(out), "--quiet"]
+    with lock_out(out):  # another run is writing it
+        assert main(argv) == 2
+        line = one_error_line(capsys, "run")
+        assert f"--out {out} is being written by another run (process " in line
+        assert "give another --out" in line and not (out / "summary.csv").exists()
+    assert main(argv) == 0 and not (out / ".lock").exists()
+    assert main(argv) == 0  # the same experiment again: reuses its folder
+    capsys.readouterr()
+    packaged = experiment_configs()["error_structures"].read_text()
+    copy = tmp_path / "error_structures.toml"  # the user's edited copy
+    copy.write_text(packaged.replace("seeds =", "# mine\nseeds =", 1))
+    before = (out / "summary.csv").read_bytes()
+    assert main(["run", str(copy), *argv[2:]]) == 2
+    line = one_error_line(capsys, "run")
+    assert "holds the results of another experiment ('error_structures' from" in line
+    assert f"not 'error_structures' from {copy}; give another --out" in line
+    assert (out / "summary.csv").read_bytes() == before
+    mine = tmp_path / "mymethods.toml"
+    mine.write_text(experiment_configs()["methods"].read_text())
+    assert default_out(load_experiment(mine)) == Path("runs/mymethods")
+    assert default_out(load_experiment("methods")) == Path("runs/methods")
+    linked = tmp_path / "linked.toml"
+    linked.symlink_to(Path(str(experiment_configs()["methods"])))
+    assert default_out(load_experiment(linked, preset="smoke")) == Path(
+        "runs/methods-smoke"
+    )
