@@ -351,6 +351,7 @@ def test_run_refuses_bad_input_in_one_line(caches, tmp_path, capsys, text, patte
     toml = tmp_path / "exp.toml"
     toml.write_text(EXPERIMENT + text)
     argv = ["run", str(toml), "--cache", str(caches["good"]), "--quiet"]
+    argv += ["--cache-dir", str(tmp_path / "caches")]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     line = one_error_line(capsys, "run")
     assert "exp.toml" in line and pd.Series([line]).str.contains(pattern).all(), line
@@ -372,6 +373,7 @@ def test_run_refuses_an_empty_or_broken_file(tmp_path, capsys, text, pattern):
 def test_run_with_no_gap_writes_everything_and_says_why(caches, tmp_path, capsys):
     out = tmp_path / "flat"
     argv = ["run", "error_structures", "--smoke", "--cache", str(caches["flat"])]
+    argv += ["--cache-dir", str(tmp_path / "caches")]
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     summary = pd.read_csv(out / "summary.csv")
     assert summary.pgr.isna().all() and len(summary) > 1
@@ -417,6 +419,7 @@ def test_an_interrupted_run_resumes_by_study(caches, tmp_path, capsys, monkeypat
     toml, out = tmp_path / "sim.toml", tmp_path / "out"
     toml.write_text(SIMULATION)
     argv = ["run", str(toml), "--cache", str(cache), "--out", str(out)]
+    argv += ["--cache-dir", str(tmp_path / "caches")]
 
     def run(*extra: str, stop: int = 0) -> tuple[int, int, str]:
         nonlocal stop_at
@@ -896,7 +899,7 @@ def test_run_locks_its_out_and_refuses_another_experiments_folder(
 
     out = tmp_path / "out"
     argv = ["run", "error_structures", "--smoke", "--cache", str(caches["flat"])]
-    argv += ["--out", str(out), "--quiet"]
+    argv += ["--out", str(out), "--cache-dir", str(tmp_path / "caches"), "--quiet"]
     with lock_out(out):  # another run is writing it
         assert main(argv) == 2
         line = one_error_line(capsys, "run")

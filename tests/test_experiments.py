@@ -99,7 +99,12 @@ def test_every_toml_parses_at_every_size(path):
 @pytest.mark.parametrize("path", NO_MODEL, ids=lambda p: p.stem)
 def test_smoke_run_on_a_synthetic_cache(path, cache, tmp_path):
     result = run_experiment(
-        path, smoke=True, out=tmp_path / path.stem, cache=cache, progress=False
+        path,
+        smoke=True,
+        out=tmp_path / path.stem,
+        cache=cache,
+        cache_dir=tmp_path / "caches",
+        progress=False,
     )
     config = result.config
     n = len(config.references or config.sizes) or 1
@@ -147,6 +152,7 @@ def test_cli_run_smoke_and_errors(cache, tmp_path, capsys):
     path = ROOT / "experiments" / "training_dynamics.toml"
     out = tmp_path / "cli"
     args = ["run", str(path), "--smoke", "--cache", str(cache), "--out", str(out)]
+    args += ["--cache-dir", str(tmp_path / "caches")]
     assert main([*args, "--quiet"]) == 0
     assert (out / "summary.md").is_file() and (out / "training_dynamics.png").is_file()
     assert main(["run", str(tmp_path / "nope.toml")]) == 2
