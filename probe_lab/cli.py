@@ -72,14 +72,14 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from probe_lab.experiments import load_experiment, run_experiment
+    from probe_lab.experiments import findings_table, load_experiment, run_experiment
     from probe_lab.experiments.run import default_out
 
     config = load_experiment(args.config, preset="smoke" if args.smoke else "full")
     args.out = args.out or str(default_out(config))
     check_out_folder(args.out)
     check_out_folder(args.cache_dir, "--cache-dir")
-    run_experiment(
+    result = run_experiment(
         config,
         out=args.out,
         cache=args.cache,
@@ -87,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         fresh=args.fresh,
     )
+    print(findings_table([result]))
     return 0
 
 

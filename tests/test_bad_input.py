@@ -906,6 +906,9 @@ def test_run_locks_its_out_and_refuses_another_experiments_folder(
         assert f"--out {out} is being written by another run (process " in line
         assert "give another --out" in line and not (out / "summary.csv").exists()
     assert main(argv) == 0 and not (out / ".lock").exists()
+    printed = capsys.readouterr().out  # the findings block says what smoke is
+    assert "error_structures (Fig. 25 analog) [smoke: not evidence;" in printed
+    assert "**Smoke: not evidence.**" in (out / "summary.md").read_text()
     assert main(argv) == 0  # the same experiment again: reuses its folder
     capsys.readouterr()
     packaged = experiment_configs()["error_structures"].read_text()
