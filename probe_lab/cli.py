@@ -5,7 +5,7 @@ probe-lab info cities.h5                                         # describe a ca
 probe-lab study config.toml --out results/                       # run a study
 probe-lab run experiments/error_structures.toml [--smoke]         # a paper figure
 probe-lab run error_structures [--smoke]                          # the same, by name
-probe-lab demo [--smoke]                                          # the 5-minute demo
+probe-lab demo [--smoke]                  # the demo: about a minute on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -161,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
     demo = sub.add_parser(
-        "demo", help="simulation difficulty and error structures on MiniLM (~5 min)"
+        "demo",
+        help="simulation difficulty and error structures on MiniLM (about a minute "
+        "on 2 CPU cores, the cache included)",
     )
     demo.add_argument("--smoke", action="store_true", help="tiny size, seconds")
     demo.add_argument("--out", help="output folder (default runs/demo[-smoke])")
