@@ -48,6 +48,7 @@ def check_out_folder(path: str | Path | None, flag: str = "--out") -> None:
 def _study(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from probe_lab.experiments.run import lock_out
     from probe_lab.study import StudyConfig, run_study
 
     check_out_folder(args.out)
@@ -57,8 +58,9 @@ def _study(args: argparse.Namespace) -> int:
         if str(args.config) in str(err):
             raise
         raise ValueError(f"{args.config}: {err}") from None
-    result = run_study(config, progress=not args.quiet)
-    out = result.save(args.out)
+    with lock_out(Path(args.out)):  # two studies never write one folder at once
+        result = run_study(config, progress=not args.quiet)
+        out = result.save(args.out)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary().round(3).to_string(index=False))
     fit = result.misfit_fit()

@@ -890,6 +890,18 @@ def test_ctrl_c_inside_a_gc_callback_still_stops_the_command(
     assert seen and "interrupted" in capsys.readouterr().err
 
 
+def test_two_studies_into_one_out_are_refused(caches, tmp_path, capsys):
+    from probe_lab.experiments.run import lock_out
+
+    toml, out = tmp_path / "study.toml", tmp_path / "res"
+    toml.write_text(study_text(str(caches["good"])))
+    with lock_out(out):  # another study is running into it
+        assert main(["study", str(toml), "--out", str(out), "--quiet"]) == 2
+    line = one_error_line(capsys, "study")
+    assert f"--out {out} is being written by another run (process " in line
+    assert not (out / "table.parquet").exists()
+
+
 def test_run_locks_its_out_and_refuses_another_experiments_folder(
     caches, tmp_path, capsys
 ):
