@@ -58,9 +58,15 @@ def _study(args: argparse.Namespace) -> int:
         if str(args.config) in str(err):
             raise
         raise ValueError(f"{args.config}: {err}") from None
-    with lock_out(Path(args.out)):  # two studies never write one folder at once
-        result = run_study(config, progress=not args.quiet)
-        out = result.save(args.out)
+    made = not Path(args.out).exists()
+    try:
+        with lock_out(Path(args.out)):  # two studies never write one folder at once
+            result = run_study(config, progress=not args.quiet)
+            out = result.save(args.out)
+    except BaseException:
+        if made and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
+            Path(args.out).rmdir()  # a failed study leaves no folder behind
+        raise
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary().round(3).to_string(index=False))
     fit = result.misfit_fit()
