@@ -25,6 +25,7 @@ from activation_cache.store import (
     Cache,
     CacheError,
     open_cache,
+    printable,
     read_plan,
     read_state,
 )
@@ -34,7 +35,6 @@ from activation_cache.throughput import Throughput
 __all__ = [
     "check_out_file",
     "describe_tasks",
-    "printable",
     "register",
     "register_extract",
     "register_info",
@@ -335,33 +335,6 @@ def _valid_line(cache: Cache) -> str:
         "before they were added), so changed finite values cannot be detected; "
         "re-extract it to add them"
     )
-
-
-_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|.)?")
-
-
-def printable(value: object, limit: int = 300) -> str:
-    """``value`` as text safe for a terminal: terminal escape sequences removed,
-    other control characters shown escaped (``\\x07``), and cut to ``limit``
-    characters with a note of the full length (a cache's attributes are anyone's
-    text).
-
-    Args:
-        value: any value (converted with ``str``).
-        limit: characters kept at most.
-
-    Returns:
-        One line of at most about ``limit`` characters.
-    """
-    full = str(value)
-    text = _ESCAPES.sub("", full[: limit + 4096])  # cut first: it may be huge
-    text = "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-        for c in text
-    )
-    if len(text) > limit or len(full) > limit + 4096:
-        return f"{text[:limit]}... ({len(full):,} characters, cut)"
-    return text
 
 
 def describe_tasks() -> list[dict[str, object]]:

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ __all__ = [
     "feature_name",
     "join",
     "open_cache",
+    "printable",
     "read_micro_batches",
     "read_plan",
     "read_state",
@@ -96,6 +98,33 @@ def feature_digests(f: h5py.File, layers: Sequence[int]) -> str:
     return json.dumps({str(layer): _digest(f[feature_name(layer)]) for layer in layers})
 
 
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|.)?")
+
+
+def printable(value: object, limit: int = 300) -> str:
+    """``value`` as text safe for a terminal: terminal escape sequences removed,
+    other control characters shown escaped (``\\x07``), and cut to ``limit``
+    characters with a note of the full length (a cache's attributes are anyone's
+    text).
+
+    Args:
+        value: any value (converted with ``str``).
+        limit: characters kept at most.
+
+    Returns:
+        One line of at most about ``limit`` characters.
+    """
+    full = str(value)
+    text = _ESCAPES.sub("", full[: limit + 4096])  # cut first: it may be huge
+    text = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+    if len(text) > limit or len(full) > limit + 4096:
+        return f"{text[:limit]}... ({len(full):,} characters, cut)"
+    return text
+
+
 def _to_python(value: object) -> object:
     if isinstance(value, bytes):
         return value.decode("utf-8")
@@ -127,8 +156,8 @@ def _check_format(path: Path, attrs: dict[str, object]) -> None:
     if attrs.get("format") != FORMAT:
         raise CacheError(
             f"{path} is an HDF5 file but not a probe-lab cache (its 'format' attribute "
-            f"is {attrs.get('format')!r}, expected {FORMAT!r}); write caches with "
-            "activation_cache.extract or `probe-lab extract`"
+            f"is {printable(repr(attrs.get('format')), 80)}, expected {FORMAT!r}); "
+            "write caches with activation_cache.extract or `probe-lab extract`"
         )
     if attrs.get("format_version") != FORMAT_VERSION:
         raise CacheError(
@@ -606,8 +635,10 @@ class Cache:
 
     def __repr__(self) -> str:
         return (
-            f"Cache({str(self.path)!r}, model={self.meta.get('model')!r}, "
-            f"task={self.meta.get('task')!r}, n={self.n}, d={self.d}, "
+            f"Cache({str(self.path)!r}, "
+            f"model={printable(repr(self.meta.get('model')), 80)}, "
+            f"task={printable(repr(self.meta.get('task')), 80)}, "
+            f"n={self.n}, d={self.d}, "
             f"layers={self.layers})"
         )
 
@@ -809,9 +840,9 @@ def join(a: Cache, b: Cache) -> tuple[np.ndarray, np.ndarray]:
     )
     if idx_a.size == 0:
         raise CacheError(
-            f"{a.path} (task {a.meta.get('task')!r}) and {b.path} (task "
-            f"{b.meta.get('task')!r}) share no example ids; extract both from the "
-            "same task"
+            f"{a.path} (task {printable(repr(a.meta.get('task')), 80)}) and {b.path} "
+            f"(task {printable(repr(b.meta.get('task')), 80)}) share no example ids; "
+            "extract both from the same task"
         )
     keep = np.argsort(idx_a)
     idx_a, idx_b = idx_a[keep].astype(np.int64), idx_b[keep].astype(np.int64)
