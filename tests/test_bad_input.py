@@ -93,6 +93,12 @@ def _version(f: h5py.File) -> None:
     f.attrs["format_version"] = 99
 
 
+def _short_labels(f: h5py.File) -> None:
+    y = f["labels"][()]
+    del f["labels"]
+    f["labels"] = y[:300]
+
+
 def _other_ids(f: h5py.File) -> None:
     f["ids"][...] = np.array([f"x{i}" for i in range(400)], dtype=object)
 
@@ -105,6 +111,7 @@ BROKEN = {
     "one_class": _one_class,
     "version": _version,
     "other_ids": _other_ids,
+    "short_labels": _short_labels,
 }
 """Copies of the good cache with one thing wrong, by name."""
 
@@ -205,6 +212,9 @@ STUDY_CASES = [
      study_text(sups=PROBE + '[[supervisors]]\nkind = "probe"\nname = "other"\n'
                 'cache = "{other_ids}"\nlayer = 2'),
      [r"share no example ids"]),
+    ("short-labels", study_text("{short_labels}"),
+     [r"short_labels.h5 is inconsistent: its datasets hold different numbers of "
+      r"rows \(ids 400, texts 400, labels 300"]),
     ("nan-rows", study_text("{nan}"),
      [r"nan.h5, layer 2: NaN or inf features in 2 of the 400 rows",
       r"cache rows 10 \(id 'row-00010'\), 20 \(id 'row-00020'\)"]),
