@@ -58,6 +58,11 @@ def _study(args: argparse.Namespace) -> int:
         if str(args.config) in str(err):
             raise
         raise ValueError(f"{args.config}: {err}") from None
+    if (Path(args.out) / "experiment.json").is_file():
+        raise ValueError(
+            f"--out {args.out} holds the results of an experiment (probe-lab run), "
+            "whose summary.csv the study's would replace; give another --out"
+        )
     made = not Path(args.out).exists()
     try:
         with lock_out(Path(args.out)):  # two studies never write one folder at once

@@ -942,6 +942,15 @@ def test_run_locks_its_out_and_refuses_another_experiments_folder(
     assert "holds the results of another experiment ('error_structures' from" in line
     assert f"not 'error_structures' from {copy}; give another --out" in line
     assert (out / "summary.csv").read_bytes() == before
+    toml = tmp_path / "study.toml"  # a study into the experiment's folder
+    toml.write_text(study_text(str(caches["good"])))
+    assert main(["study", str(toml), "--out", str(out), "--quiet"]) == 2
+    assert "holds the results of an experiment" in one_error_line(capsys, "study")
+    assert main(["study", str(toml), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([*argv[:5], "--out", str(tmp_path / "s"), *argv[7:]]) == 2
+    assert "holds the results of a study" in one_error_line(capsys, "run")
+    assert (out / "summary.csv").read_bytes() == before
     mine = tmp_path / "mymethods.toml"
     mine.write_text(experiment_configs()["methods"].read_text())
     assert default_out(load_experiment(mine)) == Path("runs/mymethods")

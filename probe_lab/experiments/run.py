@@ -75,13 +75,18 @@ def _same_experiment(found: dict, config: ExperimentConfig) -> bool:
 
 def check_out(out: Path, config: ExperimentConfig) -> None:
     """Refuse an output folder holding another experiment's results (its
-    ``experiment.json`` names another experiment or file).
+    ``experiment.json`` names another experiment or file) or a study's.
 
     Raises:
         ExperimentError: naming both experiments and what to give instead.
     """
     record = out / "experiment.json"
     if not record.is_file():
+        if (out / "config.json").is_file() and (out / "fingerprints.json").is_file():
+            raise ExperimentError(
+                f"--out {out} holds the results of a study (probe-lab study), "
+                "which this run's summary.csv would replace; give another --out"
+            )
         return
     try:
         found = json.loads(record.read_text(encoding="utf-8"))["config"]
