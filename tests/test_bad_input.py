@@ -847,11 +847,17 @@ def test_info_on_a_folder_says_so(tmp_path, capsys):
 
 
 @pytest.mark.subprocess
-def test_extract_and_info_never_import_jax():
+def test_extract_and_info_never_import_jax(tmp_path):
+    task, out = tmp_path / "t.jsonl", tmp_path / "c.h5"
+    rows = [{"text": f"w{i}", "label": i % 2} for i in range(8)]
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code = (
         "import sys\nfrom probe_lab.cli import main\n"
         "for argv in (['extract', '--help'], ['info', '--help']):\n"
         "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        f"assert main(['extract', '--model', 'bow', '--task', {str(task)!r}, "
+        f"'--out', {str(out)!r}, '--quiet']) == 0\n"
+        f"assert main(['info', {str(out)!r}, '--validate']) == 0\n"
         "print(sorted(m for m in ('jax', 'torch', 'probe_lab.study') "
         "if m in sys.modules))\n"
     )
