@@ -54,7 +54,7 @@ import pandas as pd
 
 from probe_lab import metrics
 
-__all__ = ["Leaderboard", "rank_methods"]
+__all__ = ["Leaderboard", "cell_rule", "rank_methods"]
 
 CELL = ["task", "supervisor", "student"]
 CHANCE = 0.5
@@ -161,11 +161,31 @@ class Leaderboard:
         )
 
 
-def _cell_rule(
-    table: pd.DataFrame, confidence: float, min_gap: float, n_test: float | None
+def cell_rule(
+    table: pd.DataFrame,
+    *,
+    confidence: float = 0.95,
+    min_gap: float = metrics.SMALL_GAP,
+    n_test: float | None = None,
 ) -> pd.DataFrame:
-    """Per cell: the supervisor's accuracy and the gap with their t-intervals,
-    whether the cell is kept, and why not."""
+    """Which cells a comparison can use: the leaderboard's rule (module doc), for
+    any study table (a summary can warn with it too).
+
+    Args:
+        table: per-seed rows with ``supervisor``, ``student``, ``seed``,
+            ``weak_acc``, ``ceiling_acc`` (``task`` optional; ``n_test`` used when
+            present).
+        confidence: coverage of the t-intervals.
+        min_gap: the smallest mean ``ceiling - weak`` kept.
+        n_test: test rows per seed (overrides the ``n_test`` column).
+
+    Returns:
+        One row per cell: ``task, supervisor, student, weak_acc, gap`` (means over
+        seeds), ``excluded`` (``""``, :data:`NEAR_CHANCE` or :data:`NO_REAL_GAP`)
+        and ``kept``.
+    """
+    if "task" not in table:
+        table = table.assign(task=ONE_TASK)
     columns = ["weak_acc", "ceiling_acc"] + (["n_test"] if "n_test" in table else [])
     seeds = table.groupby([*CELL, "seed"], sort=False)[columns].mean().reset_index()
     rows = []
@@ -362,7 +382,7 @@ def rank_methods(
         The :class:`Leaderboard`.
     """
     table = _check(table, baseline)
-    rule = _cell_rule(table, confidence, min_gap, n_test)
+    rule = cell_rule(table, confidence=confidence, min_gap=min_gap, n_test=n_test)
     cells = _paired(table, baseline, confidence, rule)
     kept = cells[cells.kept]
     usable = table.merge(rule[rule.kept][CELL], on=CELL)

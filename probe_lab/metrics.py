@@ -47,6 +47,7 @@ __all__ = [
     "pgr_interval",
     "pgr_reason",
     "positive",
+    "row_metrics",
     "t_interval",
 ]
 
@@ -661,3 +662,28 @@ def expected_calibration_error(
     count = onehot.sum(axis=-2)
     gap = np.abs(np.einsum("...nb,...n->...b", onehot, y - p))
     return _out(gap.sum(axis=-1) / np.maximum(count.sum(axis=-1), 1))
+
+
+def row_metrics(
+    student: Any, weak: Any, labels: Any, rows: Any = None, *, bins: int = 10
+) -> dict[str, Any]:
+    """The per-row columns of a student table in one call.
+
+    Args:
+        student: ``(..., n)`` the students' probabilities.
+        weak: ``(..., n)`` their weak labels (probabilities or hard).
+        labels: ``(n,)`` or ``(..., n)`` ground truth.
+        rows: optional bool rows to score (the test rows).
+        bins: bins of :func:`expected_calibration_error`.
+
+    Returns:
+        ``correction``, ``corruption`` (:func:`correction_rate`,
+        :func:`corruption_rate`), ``auroc`` and ``ece`` of the students, each
+        ``(...)``.
+    """
+    return dict(
+        correction=correction_rate(student, weak, labels, rows),
+        corruption=corruption_rate(student, weak, labels, rows),
+        auroc=auroc(student, labels, rows),
+        ece=expected_calibration_error(student, labels, rows, bins=bins),
+    )

@@ -161,3 +161,12 @@ def test_refuses_tables_without_columns_or_baseline():
         rank_methods(table.drop(columns="student_acc"))
     with pytest.raises(ValueError, match="baseline method 'xent' is not"):
         rank_methods(table[table.loss != "xent"])
+
+
+def test_cell_rule_reads_one_study_table():
+    from probe_lab.leaderboard import cell_rule
+
+    table = planted(weak_of={("a", "s2"): 0.5})
+    one = table[table.task == "a"].drop(columns=["task"])
+    rule = cell_rule(one).set_index("supervisor")
+    assert rule.loc["s2", "excluded"] == NEAR_CHANCE and rule.loc["s1", "kept"]

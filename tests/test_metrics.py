@@ -131,3 +131,16 @@ def test_expected_calibration_error_against_calibration_curve():
     assert metrics.expected_calibration_error([0.0, 1.0], [0, 1]) == 0.0
     with pytest.raises(ValueError, match="sigmoid"):
         metrics.expected_calibration_error([2.0], [1])
+
+
+def test_row_metrics_gathers_the_per_row_columns():
+    rng = np.random.default_rng(3)
+    labels = rng.random(64) < 0.5
+    student, weak = rng.random((2, 64)), rng.random((2, 64))
+    rows = rng.random(64) < 0.5
+    out = metrics.row_metrics(student, weak, labels, rows)
+    assert set(out) == {"correction", "corruption", "auroc", "ece"}
+    np.testing.assert_allclose(
+        out["auroc"], metrics.auroc(student, labels, rows), equal_nan=True
+    )
+    assert out["ece"].shape == (2,)
