@@ -150,3 +150,21 @@ def test_minimum_detectable_effect_has_the_stated_power():
     assert strict > mde
     with pytest.raises(ValueError, match="seeds >= 2"):
         metrics.minimum_detectable_effect(sd, 1)
+
+
+def test_the_coverage_check_fails_the_old_percentile_bootstrap():
+    """The same check has power: the percentile bootstrap of PGR over 5 normal
+    seeds covers far below the band."""
+    rng = np.random.default_rng(7)
+    reps, rho = 1_000, 0.4
+    weak = 0.6 + 0.02 * rng.standard_normal((reps, 5))
+    gaps = 0.15 + 0.03 * rng.standard_normal((reps, 5))
+    student = weak + rho * gaps + 0.02 * rng.standard_normal((reps, 5))
+    hits = 0
+    for w, s, c in zip(weak, student, weak + gaps, strict=True):
+        values, _ = metrics.bootstrap_pgr_samples(w, s, c, n_boot=400, seed=0)
+        low, high = np.quantile(values, [0.025, 0.975])
+        hits += low <= rho <= high
+    assert hits / reps < 0.9
+    fieller = metrics.pgr_interval(weak, student, weak + gaps)
+    assert covered(fieller.low, fieller.high, rho) > 0.92
