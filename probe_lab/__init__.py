@@ -1,6 +1,6 @@
 """probe-lab: a fast linear-probe sandbox for weak-to-strong generalization."""
 
-from probe_lab import metrics
+from probe_lab import metrics, theory
 from probe_lab.config import TrainConfig
 from probe_lab.devices import use_cpu_cores
 from probe_lab.label_methods import LabelMethod, register_label_method
@@ -30,6 +30,7 @@ __all__ = [
     "register_loss",
     "register_supervisor",
     "run_study",
+    "theory",
     "train_probes",
     "use_cpu_cores",
 ]
