@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Iterator, Mapping
@@ -34,9 +35,11 @@ import numpy as np
 __all__ = [
     "METHOD_NAMES",
     "Namespace",
+    "NoSettings",
     "Plugin",
     "Registry",
     "RegistryError",
+    "SettingsPlugin",
     "is_number",
     "load_path",
 ]
@@ -84,7 +87,8 @@ class Plugin:
 
     check: Callable[[Mapping[str, Any]], None] | None = None
     """``check(values)`` raises ``ValueError`` naming what is wrong with a whole set
-    of values (each within its range), e.g. two that must differ."""
+    of values (each within its range), e.g. two that must differ; for a numeric
+    plug-in given a grid, it sees each point of the grid."""
 
     def __post_init__(self) -> None:
         where = f"{self.what} {self.name!r}"
@@ -157,11 +161,77 @@ class Plugin:
         for key, value in values.items():
             self.check_values(key, value)
         if self.check is not None:
-            try:
-                self.check(values)
-            except ValueError as err:
-                raise ValueError(f"{self.what} {self.name!r}: {err}") from None
+            for point in _grid_points(values) if self.numeric else [values]:
+                try:
+                    self.check(point)
+                except ValueError as err:
+                    raise ValueError(f"{self.what} {self.name!r}: {err}") from None
         return values
+
+
+def _grid_points(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of a grid's values (a list value is a grid axis)."""
+    axes = [v if isinstance(v, list | tuple) else [v] for v in values.values()]
+    return [dict(zip(values, p, strict=True)) for p in itertools.product(*axes)]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NoSettings:
+    """The settings of a kind that has none of its own."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class SettingsPlugin(Plugin):
+    """A plug-in whose parameters are the fields of a settings dataclass.
+
+    For kinds with typed settings of any type (an experiment kind's
+    ``[experiment]`` keys, a supervisor kind's settings): the declared parameters
+    are the fields of :attr:`settings` with their defaults (each field needs one),
+    so ``params`` is not given; ``ranges`` apply to the numeric ones and ``check``
+    to a whole set of values, as for any :class:`Plugin`.
+    """
+
+    numeric: ClassVar[bool] = False
+
+    settings: type = NoSettings
+    """A frozen, keyword-only dataclass: one field per setting, with a default."""
+
+    def __post_init__(self) -> None:
+        where = f"{self.what} {self.name!r}"
+        if not dataclasses.is_dataclass(self.settings):
+            raise RegistryError(
+                f"{where}: settings must be a dataclass, got {self.settings!r}"
+            )
+        if self.params:
+            raise RegistryError(
+                f"{where}: declare its parameters as fields of its settings "
+                f"dataclass, not as params"
+            )
+        declared = {}
+        for field in dataclasses.fields(self.settings):
+            if field.default is not dataclasses.MISSING:
+                declared[field.name] = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                declared[field.name] = field.default_factory()
+            else:
+                raise RegistryError(f"{where}: setting {field.name} needs a default")
+        object.__setattr__(self, "params", declared)
+        super().__post_init__()
+
+    def check_settings(self, settings: Any) -> None:
+        """Refuse settings of another class, outside their ranges, or that
+        :attr:`check` refuses.
+
+        Raises:
+            ValueError: naming the plug-in and the setting.
+        """
+        if not isinstance(settings, self.settings):
+            raise ValueError(
+                f"{self.what} {self.name!r} takes {self.settings.__name__} settings, "
+                f"got {type(settings).__name__}"
+            )
+        fields = dataclasses.fields(settings)
+        self.resolve({f.name: getattr(settings, f.name) for f in fields})
 
 
 def _finite_number(value: Any) -> bool:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from probe_lab.loader import ConfigError, from_mapping
-from probe_lab.registry import Plugin, Registry, RegistryError
+from probe_lab.registry import NoSettings, Registry, RegistryError, SettingsPlugin
 from probe_lab.study import StudyConfig, StudyError, Supervisor
 
 __all__ = [
@@ -59,13 +59,8 @@ class ExperimentError(ValueError):
     """An experiment file or run that cannot proceed; the message says the fix."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class NoSettings:
-    """The settings of a kind that has none of its own."""
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
-class ExperimentKind(Plugin):
+class ExperimentKind(SettingsPlugin):
     """An analysis: its settings, its claim, and ``run`` (studies, checks, figure).
 
     The declared parameters are the fields of :attr:`settings` with their defaults
@@ -75,7 +70,6 @@ class ExperimentKind(Plugin):
     """
 
     what: ClassVar[str] = "experiment kind"
-    numeric: ClassVar[bool] = False
 
     claim: str
     """The paper's finding (or what the project expects), in words; the report
@@ -87,7 +81,8 @@ class ExperimentKind(Plugin):
 
     settings: type = NoSettings
     """A frozen, keyword-only dataclass of the kind's ``[experiment]`` keys, each
-    with a default and a docstring (types are checked when a file is read)."""
+    with a default and a docstring (types are checked when a file is read); the
+    default has none."""
 
     supervisor_sets: Callable[[Any], list[list[Any]]] | None = None
     """For a kind that builds its own supervisors instead of reading
@@ -95,25 +90,8 @@ class ExperimentKind(Plugin):
     study it runs (checked when the file loads)."""
 
     def __post_init__(self) -> None:
-        if not dataclasses.is_dataclass(self.settings):
-            raise RegistryError(
-                f"experiment kind {self.name!r}: settings must be a dataclass, got "
-                f"{self.settings!r}"
-            )
         if not callable(self.run):
             raise RegistryError(f"experiment kind {self.name!r}: run is not callable")
-        declared = {}
-        for field in dataclasses.fields(self.settings):
-            if field.default is not dataclasses.MISSING:
-                declared[field.name] = field.default
-            elif field.default_factory is not dataclasses.MISSING:
-                declared[field.name] = field.default_factory()
-            else:
-                raise RegistryError(
-                    f"experiment kind {self.name!r}: setting {field.name} needs a "
-                    f"default"
-                )
-        object.__setattr__(self, "params", declared)
         super().__post_init__()
 
     def read_settings(self, data: Mapping[str, Any], where: str = "experiment") -> Any:
@@ -134,20 +112,10 @@ class ExperimentKind(Plugin):
         Raises:
             ExperimentError: naming the kind and the setting.
         """
-        if not isinstance(settings, self.settings):
-            raise ExperimentError(
-                f"experiment kind {self.name!r} takes {self.settings.__name__} "
-                f"settings, got {type(settings).__name__}"
-            )
         try:
-            self.resolve(_fields(settings))
+            super().check_settings(settings)
         except ValueError as err:
             raise ExperimentError(str(err)) from None
-
-
-def _fields(settings: Any) -> dict[str, Any]:
-    """A settings dataclass's values by field name (not recursed into)."""
-    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
 
 
 def _as_kind(item: Any, name: str) -> ExperimentKind:
