@@ -1,8 +1,11 @@
-"""Figures of the paper-figure experiments (Burns et al. 2023, Fig. 23-27).
+"""Drawing helpers shared by the figures, and the study's gain-against-misfit figure.
 
-Each function takes a study's tidy table (one row per seed, or a summary with
-bootstrap intervals) and returns a :class:`matplotlib.figure.Figure` built without
-pyplot, so no display or global backend is involved; :func:`save` writes it as a PNG.
+Each experiment kind draws its own figure in its module (``plot`` in
+:mod:`probe_lab.experiments.simulation_difficulty`, ...) with these helpers: the
+style (:func:`style`), panel grids, per-seed bands and lines, grouped bars, the
+strong-ceiling band and :func:`save`. Figures take tidy tables (one row per seed,
+or a summary with bootstrap intervals) and are built without pyplot, so no display
+or global backend is involved; :func:`save` writes one as a PNG.
 Intervals: bands are the mean over seeds with a 95% Student-t interval (n - 1
 degrees of freedom; with 3-10 seeds 1.96 standard errors would be too narrow); PGR
 error bars are the study's percentile bootstrap interval over seeds.
@@ -50,6 +53,7 @@ K_LABEL = "student features k (principal components, log scale)"
 
 @contextlib.contextmanager
 def style() -> Iterator[None]:
+    """The figures' matplotlib settings, for the duration of a ``with``."""
     with matplotlib.rc_context(
         {
             "font.size": 11,
@@ -105,12 +109,14 @@ def band(frame: pd.DataFrame, by: Sequence[str] | str, column: str) -> pd.DataFr
 
 
 def line(ax: Axes, stats: pd.DataFrame, x: str, **style) -> None:
+    """A mean line over ``x`` with its interval band (:func:`band`'s columns)."""
     ax.plot(stats[x], stats["mean"], **({"marker": "o", "markersize": 4} | style))
     color = ax.lines[-1].get_color()
     ax.fill_between(stats[x], stats["low"], stats["high"], color=color, alpha=0.18)
 
 
 def k_axis(ax: Axes, ks: Sequence[int]) -> None:
+    """A log-2 x axis of student feature counts ``ks``."""
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(ks), [str(k) for k in ks])
     ax.minorticks_off()
@@ -118,11 +124,13 @@ def k_axis(ax: Axes, ks: Sequence[int]) -> None:
 
 
 def ceiling(table: pd.DataFrame) -> pd.DataFrame:
+    """The strong ceiling's accuracy per student size, one value per seed."""
     per_seed = table.drop_duplicates(["student", "seed"])
     return band(per_seed, "student", "ceiling_acc")
 
 
 def colors(n: int, cmap: str = "viridis") -> list:
+    """``n`` colours from ``cmap``, avoiding its lightest end."""
     colormap = matplotlib.colormaps[cmap]
     return [colormap(v) for v in np.linspace(0.0, 0.85, max(n, 1))]
 
@@ -135,6 +143,9 @@ def pretty(name: str) -> str:
 def bars(
     ax: Axes, summary: pd.DataFrame, order: Sequence[str], column: str, *, errors: bool
 ) -> None:
+    """Bars of ``column`` per supervisor in ``order``, one per loss (xent,
+    confidence); ``errors``: PGR's bootstrap interval as error bars; n/a where
+    undefined."""
     losses = [loss for loss in LOSS_NAMES if loss in set(summary.loss)]
     width = 0.8 / len(losses)
     x = np.arange(len(order))
