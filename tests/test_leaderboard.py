@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probe_lab import metrics, plots
+from probe_lab import metrics
+from probe_lab.experiments import methods
 from probe_lab.leaderboard import NEAR_CHANCE, NO_REAL_GAP, rank_methods
 
 
@@ -151,7 +152,7 @@ def test_saves_markdown_parquet_and_a_figure(tmp_path):
     assert all(p.exists() for p in paths)
     back = pd.read_parquet(tmp_path / "leaderboard_overall.parquet")
     assert list(back.method) == list(board.overall.method)
-    fig = plots.plot_leaderboard(board, title="t")
+    fig = methods.plot(board, title="t")
     assert len(fig.axes) == 3 and fig.get_suptitle() == "t"
 
 
