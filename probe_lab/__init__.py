@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time: __getattr__
-    from probe_lab import metrics
+    from probe_lab import metrics, theory
     from probe_lab.config import TrainConfig
     from probe_lab.devices import use_cpu_cores
     from probe_lab.label_methods import LabelMethod, register_label_method
@@ -41,6 +41,7 @@ _HOMES = {
     "register_loss": "probe_lab.losses",
     "register_supervisor": "probe_lab.supervisors",
     "run_study": "probe_lab.study",
+    "theory": "probe_lab.theory",
     "train_probes": "probe_lab.train",
     "use_cpu_cores": "probe_lab.devices",
 }
@@ -64,6 +65,7 @@ __all__ = [
     "register_loss",
     "register_supervisor",
     "run_study",
+    "theory",
     "train_probes",
     "use_cpu_cores",
 ]

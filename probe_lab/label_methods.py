@@ -25,13 +25,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from probe_lab.registry import Registry, RegistryError
+from probe_lab.registry import METHOD_NAMES, Plugin, Registry, RegistryError
 
 __all__ = [
     "LABEL_METHODS",
@@ -43,40 +43,29 @@ __all__ = [
 ]
 
 
+MIN_KEPT = 2
+"""Fewest labelled rows a label method may keep (weight > 0) for a probe: one to
+train a student on and one to validate it on."""
+
+
 class LabelMethodError(ValueError):
     """A label method that cannot apply, or broke its contract; names the method."""
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class LabelMethod:
-    """A filter or relabeller: a name, declared parameters and one function."""
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class LabelMethod(Plugin):
+    """A filter or relabeller: a name, declared parameters and one function
+    (``params`` and ``ranges`` as for every :class:`~probe_lab.registry.Plugin`)."""
 
-    name: str
+    what: ClassVar[str] = "label method"
+
     fn: Callable[..., tuple[Any, Any]]
-    params: tuple[tuple[str, float], ...] = ()
-    ranges: tuple[tuple[str, float, float], ...] = ()
+    """``relabel(features, weak, rows, key, params) -> (targets, weights)``."""
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise RegistryError(f"label method {self.name!r}: fn is not callable")
-        params = tuple((str(k), float(v)) for k, v in dict(self.params).items())
-        object.__setattr__(self, "params", params)
-        ranges = tuple((str(k), float(lo), float(hi)) for k, lo, hi in self.ranges)
-        object.__setattr__(self, "ranges", ranges)
-
-    @property
-    def defaults(self) -> dict[str, float]:
-        return dict(self.params)
-
-    def check_values(self, name: str, values: Any) -> None:
-        """Refuse a parameter value outside its declared range."""
-        for key, low, high in self.ranges:
-            array = np.asarray(values, np.float64)
-            if key == name and np.any((array < low) | (array > high)):
-                raise ValueError(
-                    f"label method {self.name!r}: parameter {name} must lie in "
-                    f"[{low:g}, {high:g}], got {values!r}"
-                )
+        super().__post_init__()
 
     def __call__(
         self,
@@ -115,6 +104,16 @@ class LabelMethod:
             raise LabelMethodError(
                 f"label method {self.name!r} returned negative weights"
             )
+        kept = ((weights > 0) & rows).sum(axis=1)
+        starved = np.flatnonzero(kept < MIN_KEPT)
+        if starved.size:
+            raise LabelMethodError(
+                f"label method {self.name!r} kept {int(kept[starved[0]])} of "
+                f"{int(rows[starved[0]].sum())} labelled rows (weight > 0) for "
+                f"{starved.size} of {len(kept)} probes; a student needs at least "
+                f"{MIN_KEPT} (rows to train on and rows to validate on): keep more "
+                f"rows (e.g. drop a smaller share)"
+            )
         return targets, weights
 
 
@@ -129,7 +128,9 @@ def _as_method(item: Any, name: str) -> LabelMethod:
     )
 
 
-LABEL_METHODS: Registry[LabelMethod] = Registry("label method", _as_method)
+LABEL_METHODS: Registry[LabelMethod] = Registry(
+    "label method", _as_method, namespace=METHOD_NAMES
+)
 """Every label method by name; :func:`get_label_method` also loads import paths."""
 
 
@@ -146,8 +147,8 @@ def register_label_method(
         method = LabelMethod(
             name=name,
             fn=fn,
-            params=tuple((params or {}).items()),
-            ranges=tuple((k, lo, hi) for k, (lo, hi) in (ranges or {}).items()),
+            params=params or {},
+            ranges=ranges or {},
         )
         return LABEL_METHODS.register(name, method, overwrite=overwrite)
 

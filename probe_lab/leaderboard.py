@@ -1,20 +1,47 @@
 """Rank student methods across tasks, supervisors and seeds.
 
-Input: the per-seed tables of one or more studies (one per task), stacked with a
+Input: the per-seed table of one study (one task), or of several stacked with a
 ``task`` column. A **cell** is one (task, supervisor, student size); a **method** is
 a study condition (the table's ``loss`` column: a loss or label method with its
-parameters). Every number comes from test rows no probe trained on.
+parameters). Every number comes from test rows no probe trained on. The intervals
+are :mod:`probe_lab.metrics`' (coverage checked by simulation, docs/statistics.md).
 
-* **PGR per method**: for each seed, the mean PGR over the cells where the gap
-  ``ceiling - weak`` (mean over seeds) is at least ``min_gap`` (tiny gaps make PGR
-  explode; the excluded cells are counted); then the mean over seeds with a
-  Student-t interval. Seeds resample the data split when the studies ``resplit``
-  (the default), so the interval covers split and minibatch-order noise.
-* **Rank per task**: methods ordered by their mean PGR on that task (1 = best).
-* **Wins, ties, losses against the baseline** (``xent``): per cell, the paired
-  per-seed difference in student accuracy, with its t-interval: a win when the
-  interval lies above 0, a loss when below, a tie otherwise.
-* **Misfit and gain**: means over cells and seeds (Charikar et al. 2024).
+* **Which cells count** (the cell rule; weak and ceiling accuracies per seed):
+  the supervisor is better than chance (the t-interval over seeds of its accuracy
+  lies above 0.5) and the gap ``ceiling - weak`` is real (its t-interval lies above
+  0 and its mean is at least ``min_gap``); where the number of test rows ``n`` is
+  known (an ``n_test`` column or argument), also ``weak - 0.5 > 2 sqrt(0.25 / n)``
+  and ``gap > 2 sqrt((c (1 - c) + w (1 - w)) / n)``: above two binomial standard
+  errors of one seed's test accuracy (difference), so a cell is not kept on seeds
+  that share one noisy test set. Other cells are listed with the reason and left
+  out of everything below.
+* **PGR per method** (and per task): the ratio of summed gains,
+  ``sum(student - weak) / sum(ceiling - weak)`` over the kept cells and seeds, a
+  gap-weighted mean of per-cell PGRs, so cells with small gaps cannot dominate
+  (a mean of per-cell ratios lets a 0.02 gap swing it by its noise / 0.02). Its
+  interval is Fieller's (:func:`probe_lab.metrics.pgr_interval`) on the per-seed
+  sums; "undefined at this precision" where the summed gap's own interval holds 0.
+* **Wins, ties, losses against the baseline** (``xent``): per kept cell, the
+  paired per-seed difference in student accuracy and its t-test; Holm's
+  correction over the kept cells of each method (family-wise level
+  ``1 - confidence``); a win or loss when the adjusted p-value is at most that
+  level, by the sign of the mean difference; a tie otherwise.
+  ``cells = wins + ties + losses`` for every method but the baseline.
+* **Accuracy difference overall**: per seed, the method's mean student accuracy
+  over its kept cells minus the baseline's on the same cells, with its paired
+  t-interval over seeds.
+* **Minimum detectable effect**: the per-cell accuracy difference a paired t-test
+  over the study's seeds detects with power 0.8 (alpha 0.05 two-sided, ``mde``;
+  at Holm's strictest level ``0.05 / cells``, ``mde_holm``), from the median over
+  kept cells of the per-cell SD of the paired differences.
+* **Misfit and gain**: the table's means over kept cells and seeds.
+
+Output columns (:class:`Leaderboard`): ``overall``: method, pgr, pgr_low, pgr_high,
+pgr_note, seeds, cells, wins, ties, losses, acc_diff, acc_diff_low, acc_diff_high,
+mde, mde_holm, misfit, gain, mean_rank. ``per_task``: task, method, pgr, low, high,
+pgr_note, rank. ``cells``: task, supervisor, student, method, weak_acc, gap,
+kept, excluded (the reason), pgr, pgr_low, pgr_high, diff, diff_low, diff_high,
+p_value, p_holm, sd, verdict (win, tie, loss, baseline, excluded).
 """
 
 from __future__ import annotations
@@ -27,28 +54,38 @@ import pandas as pd
 
 from probe_lab import metrics
 
-__all__ = ["Leaderboard", "rank_methods"]
+__all__ = ["Leaderboard", "cell_rule", "rank_methods"]
 
 CELL = ["task", "supervisor", "student"]
+CHANCE = 0.5
+ONE_TASK = "study"
+"""The task name given to a table without a ``task`` column."""
+NEAR_CHANCE = "supervisor within noise of chance"
+NO_REAL_GAP = "ceiling - weak gap within noise"
+NO_CELL = "no cell passes the chance and gap rule"
 
 
 @dataclasses.dataclass(frozen=True)
 class Leaderboard:
-    """The ranking tables of :func:`rank_methods`."""
+    """The ranking tables of :func:`rank_methods` (columns: the module doc)."""
 
     overall: pd.DataFrame
-    """One row per method: PGR with its interval, seeds, cells, wins / ties /
-    losses against the baseline, misfit, gain and mean rank over tasks; sorted
-    best first."""
+    """One row per method: pooled PGR with its interval, seeds, kept cells,
+    Holm-corrected wins / ties / losses against the baseline, the overall paired
+    accuracy difference, the minimum detectable effect, misfit, gain and mean rank
+    over tasks; sorted best first."""
     per_task: pd.DataFrame
-    """One row per (task, method): PGR with its interval and the rank."""
+    """One row per (task, method): pooled PGR with its interval and the rank."""
     cells: pd.DataFrame
-    """One row per (cell, method): mean PGR, the paired accuracy difference to the
-    baseline with its interval, and the verdict (win, tie, loss)."""
+    """One row per (cell, method): the cell rule, the cell's PGR, the paired
+    accuracy difference to the baseline with its interval and p-values, and the
+    verdict."""
     baseline: str
     confidence: float
     excluded_cells: int
-    """Cells left out of the PGR averages for a gap below ``min_gap``."""
+    """Cells left out by the cell rule (chance or gap)."""
+    seeds: int
+    """Seeds per cell (the most any method has): the ``S`` of the MDE."""
 
     def save(self, out: str | Path) -> list[Path]:
         """Write ``leaderboard.md`` and the three tables as Parquet into ``out``."""
@@ -64,22 +101,34 @@ class Leaderboard:
         return [path, *paths]
 
     def markdown(self) -> str:
-        """The overall table and the per-task ranks, as Markdown."""
+        """The overall table, the per-task ranks and the rules, as Markdown."""
         level = f"{self.confidence:.0%}"
         lines = [
-            "| rank | method | PGR | " + level + " interval | seeds | cells | "
-            f"wins / ties / losses vs {self.baseline} | misfit | gain |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f"| rank | method | PGR | {level} interval | seeds | cells | "
+            f"wins / ties / losses vs {self.baseline} (Holm) | accuracy - "
+            f"{self.baseline} [{level}] | MDE | misfit | gain |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for i, row in enumerate(self.overall.itertuples(), start=1):
-            lines.append(
-                f"| {i} | {row.method} | {row.pgr:.3f} | [{row.pgr_low:.3f}, "
-                f"{row.pgr_high:.3f}] | {row.seeds} | {row.cells} | {row.wins} / "
-                f"{row.ties} / {row.losses} | {row.misfit:.3f} | {row.gain:+.3f} |"
+            interval = (
+                f"[{row.pgr_low:.3f}, {row.pgr_high:.3f}]"
+                if not row.pgr_note
+                else row.pgr_note
             )
+            lines.append(
+                f"| {i} | {row.method} | {row.pgr:.3f} | {interval} | {row.seeds} | "
+                f"{row.cells} | {row.wins} / {row.ties} / {row.losses} | "
+                f"{row.acc_diff:+.4f} [{row.acc_diff_low:+.4f}, "
+                f"{row.acc_diff_high:+.4f}] | {row.mde:.4f} | {row.misfit:.3f} | "
+                f"{row.gain:+.3f} |"
+            )
+        lines += [*self._ranks(), "", self._rules()]
+        return "\n".join(lines) + "\n"
+
+    def _ranks(self) -> list[str]:
         ranks = self.per_task.pivot(index="method", columns="task", values="rank")
         ranks = ranks.loc[self.overall.method]
-        lines += ["", "Rank per task (1 = highest mean PGR):", ""]
+        lines = ["", "Rank per task (1 = highest PGR):", ""]
         lines.append("| method | " + " | ".join(ranks.columns) + " |")
         lines.append("|---|" + "---|" * len(ranks.columns))
         for method, row in ranks.iterrows():
@@ -88,43 +137,225 @@ class Leaderboard:
                 + " | ".join("n/a" if np.isnan(v) else f"{int(v)}" for v in row.values)
                 + " |"
             )
-        lines += [
-            "",
-            f"PGR: per seed, the mean over cells (task x supervisor x student) of "
-            f"(student - weak) / (ceiling - weak) on test rows; then the mean over "
-            f"seeds and a {level} Student-t interval over seeds. "
-            f"{self.excluded_cells} cell(s) with a ceiling - weak gap below "
-            f"{metrics.SMALL_GAP} are left out of PGR. Wins / ties / losses: per "
-            f"cell, the {level} t-interval of the paired per-seed difference in "
-            f"test accuracy against {self.baseline} lies above 0 / contains 0 / "
-            f"lies below 0.",
-        ]
-        return "\n".join(lines) + "\n"
+        return lines
+
+    def _rules(self) -> str:
+        level = f"{self.confidence:.0%}"
+        alpha = f"{1 - self.confidence:.2g}"
+        return (
+            f"Cells: a (task, supervisor, student) counts when the supervisor's "
+            f"{level} t-interval of test accuracy over seeds lies above 0.5 and the "
+            f"ceiling - weak gap's lies above 0, with a mean gap of at least the "
+            f"minimum (and, where the test-row count n is known, both above two "
+            f"binomial standard errors of one seed's test accuracy); "
+            f"{self.excluded_cells} cell(s) failed and are left out. PGR: "
+            f"sum(student - weak) / sum(ceiling - weak) over the kept cells and "
+            f"seeds (small gaps cannot dominate), with Fieller's {level} interval "
+            f"over seeds. Wins / ties / losses: per kept cell, the paired t-test of "
+            f"the per-seed test-accuracy difference against {self.baseline}, "
+            f"Holm-corrected over each method's cells at family-wise level {alpha}. "
+            f"Accuracy - {self.baseline}: per seed, the mean over kept cells, with "
+            f"its paired {level} t-interval. MDE: the per-cell difference a paired "
+            f"t-test over {self.seeds} seeds detects with power 0.8 (alpha 0.05 "
+            f"two-sided), from the median per-cell SD of the paired differences."
+        )
 
 
-def _paired(cells: pd.DataFrame, baseline: str, confidence: float) -> pd.DataFrame:
-    """Per cell and method: the baseline-paired accuracy difference and verdict."""
-    base = cells[cells.loss == baseline][[*CELL, "seed", "student_acc"]]
-    merged = cells.merge(base, on=[*CELL, "seed"], suffixes=("", "_base"))
-    merged["diff"] = merged.student_acc - merged.student_acc_base
+def cell_rule(
+    table: pd.DataFrame,
+    *,
+    confidence: float = 0.95,
+    min_gap: float = metrics.SMALL_GAP,
+    n_test: float | None = None,
+) -> pd.DataFrame:
+    """Which cells a comparison can use: the leaderboard's rule (module doc), for
+    any study table (a summary can warn with it too).
+
+    Args:
+        table: per-seed rows with ``supervisor``, ``student``, ``seed``,
+            ``weak_acc``, ``ceiling_acc`` (``task`` optional; ``n_test`` used when
+            present).
+        confidence: coverage of the t-intervals.
+        min_gap: the smallest mean ``ceiling - weak`` kept.
+        n_test: test rows per seed (overrides the ``n_test`` column).
+
+    Returns:
+        One row per cell: ``task, supervisor, student, weak_acc, gap`` (means over
+        seeds), ``excluded`` (``""``, :data:`NEAR_CHANCE` or :data:`NO_REAL_GAP`)
+        and ``kept``.
+    """
+    if "task" not in table:
+        table = table.assign(task=ONE_TASK)
+    columns = ["weak_acc", "ceiling_acc"] + (["n_test"] if "n_test" in table else [])
+    seeds = table.groupby([*CELL, "seed"], sort=False)[columns].mean().reset_index()
+    rows = []
+    for key, group in seeds.groupby(CELL, sort=False):
+        weak, ceiling = group.weak_acc.to_numpy(), group.ceiling_acc.to_numpy()
+        w, w_low, _ = metrics.t_interval(weak, confidence=confidence)
+        gap, gap_low, _ = metrics.t_interval(ceiling - weak, confidence=confidence)
+        n = group.n_test.min() if n_test is None and "n_test" in group else n_test
+        c = float(np.mean(ceiling))
+        chance_ok = w_low > CHANCE
+        gap_ok = gap_low > 0 and gap >= min_gap
+        if n is not None and np.isfinite(n):
+            chance_ok = chance_ok and w - CHANCE > 2 * np.sqrt(0.25 / n)
+            gap_ok = gap_ok and gap > 2 * np.sqrt((c * (1 - c) + w * (1 - w)) / n)
+        reason = NEAR_CHANCE if not chance_ok else "" if gap_ok else NO_REAL_GAP
+        rows.append(
+            dict(zip(CELL, key, strict=True), weak_acc=w, gap=gap, excluded=reason)
+        )
+    cells = pd.DataFrame(rows)
+    cells["kept"] = cells.excluded == ""
+    return cells
+
+
+def _paired(
+    table: pd.DataFrame, baseline: str, confidence: float, rule: pd.DataFrame
+) -> pd.DataFrame:
+    """Per cell and method: the cell's PGR, the baseline-paired accuracy
+    difference, its p-value, Holm's adjustment within the method, the verdict."""
+    base = table[table.loss == baseline][[*CELL, "seed", "student_acc"]]
+    merged = table.merge(base, on=[*CELL, "seed"], suffixes=("", "_base"))
     rows = []
     for key, group in merged.groupby([*CELL, "loss"], sort=False):
-        mean, low, high = metrics.t_interval(group["diff"], confidence=confidence)
-        verdict = "win" if low > 0 else "loss" if high < 0 else "tie"
-        if key[-1] == baseline:
-            verdict = "baseline"
+        diff = metrics.paired_difference(
+            group.student_acc, group.student_acc_base, confidence=confidence
+        )
+        cell_pgr = metrics.pgr_interval(
+            group.weak_acc, group.student_acc, group.ceiling_acc, confidence=confidence
+        )
         rows.append(
             dict(
                 zip([*CELL, "method"], key, strict=True),
-                pgr=group.pgr.mean(),
-                gap=(group.ceiling_acc - group.weak_acc).mean(),
-                diff=mean,
-                diff_low=low,
-                diff_high=high,
-                verdict=verdict,
+                pgr=cell_pgr.pgr,
+                pgr_low=cell_pgr.low,
+                pgr_high=cell_pgr.high,
+                diff=diff.mean,
+                diff_low=diff.low,
+                diff_high=diff.high,
+                p_value=diff.p_value,
+                sd=diff.sd,
             )
         )
-    return pd.DataFrame(rows)
+    cells = rule.merge(pd.DataFrame(rows), on=CELL)
+    alpha = 1 - confidence
+    cells["p_holm"] = np.nan
+    cells["verdict"] = "excluded"
+    for method, group in cells[cells.kept].groupby("method", sort=False):
+        adjusted = metrics.holm(group.p_value)
+        verdict = np.where(
+            adjusted <= alpha, np.where(group["diff"] > 0, "win", "loss"), "tie"
+        )
+        cells.loc[group.index, "p_holm"] = adjusted
+        cells.loc[group.index, "verdict"] = (
+            "baseline" if method == baseline else verdict
+        )
+    return cells
+
+
+def _pooled(rows: pd.DataFrame, confidence: float) -> tuple[metrics.PGRInterval, int]:
+    """The ratio of summed gains over cells with Fieller's interval over seeds
+    (seeds present in every cell only), and the seed count."""
+    cells = rows.groupby(CELL, sort=False).ngroups
+    by_seed = rows.assign(
+        gain=rows.student_acc - rows.weak_acc, gap=rows.ceiling_acc - rows.weak_acc
+    ).groupby("seed")
+    sums = by_seed[["gain", "gap"]].sum()[by_seed.size() == cells]
+    if cells == 0 or sums.empty:
+        return metrics.PGRInterval(np.nan, np.nan, np.nan, NO_CELL), 0
+    zero = np.zeros(len(sums))
+    out = metrics.pgr_interval(zero, sums.gain, sums.gap, confidence=confidence)
+    return out, len(sums)
+
+
+def _method_row(
+    method: str,
+    rows: pd.DataFrame,
+    base: pd.DataFrame,
+    cells: pd.DataFrame,
+    confidence: float,
+    seeds: int,
+) -> dict:
+    """One method's overall row (``rows`` and ``base``: its and the baseline's
+    table rows on its kept cells)."""
+    pooled, n_seeds = _pooled(rows, confidence)
+    mine = rows.groupby("seed").student_acc.mean()
+    theirs = base.groupby("seed").student_acc.mean().reindex(mine.index)
+    diff = metrics.paired_difference(mine, theirs, confidence=confidence)
+    verdicts = cells.verdict
+    sd = float(np.nanmedian(cells.sd)) if cells.sd.notna().any() else np.nan
+    kept = int(len(cells))
+    mde = mde_holm = np.nan
+    if seeds >= 2 and kept and not (verdicts == "baseline").any():
+        mde = float(metrics.minimum_detectable_effect(sd, seeds))
+        mde_holm = float(
+            metrics.minimum_detectable_effect(sd, seeds, alpha=0.05 / kept)
+        )
+    return dict(
+        method=method,
+        pgr=float(pooled.pgr),
+        pgr_low=float(pooled.low),
+        pgr_high=float(pooled.high),
+        pgr_note=str(pooled.reason),
+        seeds=n_seeds,
+        cells=kept,
+        wins=int((verdicts == "win").sum()),
+        ties=int((verdicts == "tie").sum()),
+        losses=int((verdicts == "loss").sum()),
+        acc_diff=float(diff.mean),
+        acc_diff_low=float(diff.low),
+        acc_diff_high=float(diff.high),
+        mde=mde,
+        mde_holm=mde_holm,
+        misfit=float(rows.misfit.mean()) if "misfit" in rows else np.nan,
+        gain=float(rows.gain.mean()) if "gain" in rows else np.nan,
+    )
+
+
+def _per_task(
+    usable: pd.DataFrame, tasks: list[str], methods: list[str], confidence: float
+) -> pd.DataFrame:
+    """Pooled PGR per (task, method) and the rank within each task."""
+    rows = []
+    for task in tasks:
+        for method in methods:
+            part = usable[(usable.task == task) & (usable.loss == method)]
+            pooled, _ = _pooled(part, confidence)
+            rows.append(
+                dict(
+                    task=task,
+                    method=method,
+                    pgr=float(pooled.pgr),
+                    low=float(pooled.low),
+                    high=float(pooled.high),
+                    pgr_note=str(pooled.reason),
+                )
+            )
+    per_task = pd.DataFrame(rows)
+    per_task["rank"] = per_task.groupby("task").pgr.rank(ascending=False, method="min")
+    return per_task
+
+
+def _check(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    need = {"supervisor", "student", "loss", "seed"}
+    need |= {"weak_acc", "student_acc", "ceiling_acc"}
+    if missing := sorted(need - set(table.columns)):
+        raise ValueError(
+            f"rank_methods needs the study table's columns {missing} (pass "
+            f"StudyResult.table, or several stacked with a 'task' column)"
+        )
+    if baseline not in set(table.loss):
+        raise ValueError(
+            f"the baseline method {baseline!r} is not in the table's methods "
+            f"{sorted(set(table.loss))}"
+        )
+    table = table if "task" in table else table.assign(task=ONE_TASK)
+    if table.duplicated([*CELL, "loss", "seed"]).any():
+        raise ValueError(
+            "the table has several rows per (task, supervisor, student, loss, seed); "
+            "stack several studies with a 'task' column naming each"
+        )
+    return table
 
 
 def rank_methods(
@@ -133,67 +364,40 @@ def rank_methods(
     baseline: str = "xent",
     confidence: float = 0.95,
     min_gap: float = metrics.SMALL_GAP,
+    n_test: float | None = None,
 ) -> Leaderboard:
-    """Rank the methods (the ``loss`` column) of stacked study tables.
+    """Rank the methods (the ``loss`` column) of study tables (rules: module doc).
 
     Args:
-        table: per-seed study rows with a ``task`` column (one study per task).
+        table: per-seed study rows: one study's table, or several stacked with a
+            ``task`` column (one study per task).
         baseline: the method wins and losses are counted against.
-        confidence: coverage of every interval.
-        min_gap: cells whose mean ``ceiling - weak`` is below this are left out of
-            PGR averages.
+        confidence: coverage of every interval; ``1 - confidence`` is the
+            family-wise level of Holm's correction.
+        min_gap: cells whose mean ``ceiling - weak`` is below this are left out.
+        n_test: test rows per seed, for the binomial part of the cell rule
+            (default: the table's ``n_test`` column, else that part is skipped).
 
     Returns:
         The :class:`Leaderboard`.
     """
-    if "task" not in table:
-        raise ValueError("rank_methods needs a 'task' column (one study per task)")
-    if baseline not in set(table.loss):
-        raise ValueError(
-            f"the baseline method {baseline!r} is not in the table's methods "
-            f"{sorted(set(table.loss))}"
-        )
-    cells = _paired(table, baseline, confidence)
-    kept = cells[cells.gap >= min_gap][CELL].drop_duplicates()
-    usable = table.merge(kept, on=CELL)
-    excluded = len(cells[CELL].drop_duplicates()) - len(kept)
-    per_seed = usable.groupby(["loss", "seed"], sort=False).pgr.mean()
-    task_seed = usable.groupby(["task", "loss", "seed"], sort=False).pgr.mean()
-    per_task = []
-    for (task, method), group in task_seed.groupby(level=[0, 1], sort=False):
-        mean, low, high = metrics.t_interval(group.values, confidence=confidence)
-        per_task.append(dict(task=task, method=method, pgr=mean, low=low, high=high))
-    # every (task, method), PGR NaN where no cell of the task has a gap
+    table = _check(table, baseline)
+    rule = cell_rule(table, confidence=confidence, min_gap=min_gap, n_test=n_test)
+    cells = _paired(table, baseline, confidence, rule)
+    kept = cells[cells.kept]
+    usable = table.merge(rule[rule.kept][CELL], on=CELL)
+    seeds = int(table.groupby([*CELL, "loss"]).seed.nunique().max())
     methods = list(dict.fromkeys(table.loss))
-    every = pd.MultiIndex.from_product(
-        [list(dict.fromkeys(table.task)), methods], names=["task", "method"]
-    )
-    columns = ["task", "method", "pgr", "low", "high"]
-    per_task = pd.DataFrame(per_task, columns=columns).set_index(["task", "method"])
-    per_task = per_task.reindex(every).reset_index()
-    per_task["rank"] = per_task.groupby("task").pgr.rank(ascending=False, method="min")
+    tasks = list(dict.fromkeys(table.task))
+    per_task = _per_task(usable, tasks, methods, confidence)
     overall = []
     for method in methods:
-        group = per_seed[per_seed.index.get_level_values(0) == method]
-        mean, low, high = metrics.t_interval(group.values, confidence=confidence)
-        verdicts = cells[cells.method == method].verdict
-        rows = table[table.loss == method]
-        overall.append(
-            dict(
-                method=method,
-                pgr=mean,
-                pgr_low=low,
-                pgr_high=high,
-                seeds=int(group.size),
-                cells=int(len(kept)),
-                wins=int((verdicts == "win").sum()),
-                ties=int((verdicts == "tie").sum()),
-                losses=int((verdicts == "loss").sum()),
-                misfit=float(rows.misfit.mean()) if "misfit" in rows else np.nan,
-                gain=float(rows.gain.mean()) if "gain" in rows else np.nan,
-                mean_rank=float(per_task[per_task.method == method]["rank"].mean()),
-            )
-        )
+        mine = kept[kept.method == method]
+        rows = usable[usable.loss == method].merge(mine[CELL], on=CELL)
+        base = usable[usable.loss == baseline].merge(mine[CELL], on=CELL)
+        row = _method_row(method, rows, base, mine, confidence, seeds)
+        row["mean_rank"] = float(per_task[per_task.method == method]["rank"].mean())
+        overall.append(row)
     overall = pd.DataFrame(overall).sort_values("pgr", ascending=False)
     return Leaderboard(
         overall=overall.reset_index(drop=True),
@@ -201,5 +405,6 @@ def rank_methods(
         cells=cells,
         baseline=baseline,
         confidence=confidence,
-        excluded_cells=excluded,
+        excluded_cells=int((~rule.kept).sum()),
+        seeds=seeds,
     )

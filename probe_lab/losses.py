@@ -37,13 +37,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from probe_lab.registry import Registry, RegistryError
+from probe_lab.registry import METHOD_NAMES, Plugin, Registry, RegistryError
 
 __all__ = [
     "LOSSES",
@@ -61,16 +61,18 @@ __all__ = [
 KINDS = ("loss", "targets")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class LossMethod:
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class LossMethod(Plugin):
     """A student loss: a name, declared parameters and one pure function.
 
     Instances hash by identity, so the compiled trainer specializes on the method
     object itself (re-registering a name with a new function compiles anew).
+    ``params`` are ``(name, default)`` pairs and ``ranges`` ``(name, low, high)``
+    triples (:class:`~probe_lab.registry.Plugin`); each value a config names is
+    checked against its range.
     """
 
-    name: str
-    """The name results carry in their ``loss`` column."""
+    what: ClassVar[str] = "loss method"
 
     fn: Callable[..., jax.Array]
     """``fn(logits, targets, mask, progress, params) -> (B, P)`` (module doc)."""
@@ -79,14 +81,12 @@ class LossMethod:
     """``"loss"``: ``fn`` returns the per-example loss. ``"targets"``: ``fn``
     returns targets in [0, 1] and the loss is the cross-entropy against them."""
 
-    params: tuple[tuple[str, float], ...] = ()
-    """Declared parameters and their defaults, in order."""
-
-    ranges: tuple[tuple[str, float, float], ...] = ()
-    """Allowed closed intervals ``(name, low, high)`` of parameters, checked when
-    a config names values (use ``math.nextafter`` for an open end)."""
-
     def __post_init__(self) -> None:
+        if self.kind == "label":
+            raise RegistryError(
+                f"loss method {self.name!r} has kind = 'label': it is a label "
+                f"method; name it in a study's methods, not as a loss"
+            )
         if self.kind not in KINDS:
             raise RegistryError(
                 f"loss method {self.name!r}: kind must be one of {KINDS}, got "
@@ -94,31 +94,7 @@ class LossMethod:
             )
         if not callable(self.fn):
             raise RegistryError(f"loss method {self.name!r}: fn is not callable")
-        params = tuple((str(k), float(v)) for k, v in dict(self.params).items())
-        object.__setattr__(self, "params", params)
-        ranges = tuple((str(k), float(lo), float(hi)) for k, lo, hi in self.ranges)
-        object.__setattr__(self, "ranges", ranges)
-        undeclared = sorted({k for k, _, _ in ranges} - set(self.defaults))
-        if undeclared:
-            raise RegistryError(
-                f"loss method {self.name!r}: ranges name undeclared parameters "
-                f"{undeclared}"
-            )
-
-    def check_values(self, name: str, values: Any) -> None:
-        """Refuse a parameter value outside its declared range, naming both."""
-        for key, low, high in self.ranges:
-            array = np.asarray(values, np.float64)
-            if key == name and np.any((array < low) | (array > high)):
-                raise ValueError(
-                    f"loss method {self.name!r}: parameter {name} must lie in "
-                    f"[{low:g}, {high:g}], got {values!r}"
-                )
-
-    @property
-    def defaults(self) -> dict[str, float]:
-        """``{parameter: default}``."""
-        return dict(self.params)
+        super().__post_init__()
 
     def __call__(self, logits, targets, mask, progress, params) -> jax.Array:
         return self.fn(logits, targets, mask, progress, params)
@@ -137,7 +113,9 @@ def _as_method(item: Any, name: str) -> LossMethod:
     )
 
 
-LOSSES: Registry[LossMethod] = Registry("loss method", _as_method)
+LOSSES: Registry[LossMethod] = Registry(
+    "loss method", _as_method, namespace=METHOD_NAMES
+)
 """Every loss method by name; :func:`get_loss` also loads ``"module:function"``."""
 
 
@@ -169,8 +147,8 @@ def register_loss(
             name=name,
             fn=fn,
             kind=kind,
-            params=tuple((params or {}).items()),
-            ranges=tuple((k, lo, hi) for k, (lo, hi) in (ranges or {}).items()),
+            params=params or {},
+            ranges=ranges or {},
         )
         return LOSSES.register(name, method, overwrite=overwrite)
 
@@ -397,6 +375,11 @@ def check_method(
             f"{where} failed on a (B, P) = {targets.shape} minibatch: "
             f"{type(err).__name__}: {err}"
         ) from err
+    if isinstance(shape, tuple):
+        raise LossMethodError(
+            f"{where} returned a tuple, not one (B, P) array; if it is a label "
+            f'method (returning targets and weights), set `fn.kind = "label"`'
+        )
     if getattr(shape, "shape", None) != targets.shape:
         raise LossMethodError(
             f"{where} must return one value per example and probe, shape "

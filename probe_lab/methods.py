@@ -20,6 +20,7 @@ each parameter in a ``param_<name>`` column, so a leaderboard is a group-by.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -67,27 +68,22 @@ class Method:
                 f"method {self.name!r}: kind must be 'loss' or 'label', got "
                 f"{self.kind!r}"
             )
-        spec = self.resolve()
-        declared = spec.defaults
-        unknown = sorted(set(self.params) - set(declared))
-        if unknown:
+        if not isinstance(self.params, Mapping):
             raise MethodError(
-                f"method {self.name!r} does not declare parameter(s) {unknown}; it "
-                f"declares {sorted(declared)}"
+                f"method {self.name!r}: params must be a table of parameter values "
+                f"(e.g. {{q = 0.5}}), got {self.params!r}"
             )
+        spec = self.resolve()
         for key, values in self.params.items():
-            grid = values if isinstance(values, list | tuple) else [values]
-            if not grid or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in grid
-            ):
+            if isinstance(values, list | tuple) and not values:
                 raise MethodError(
                     f"method {self.name!r}: parameter {key} must be a number or a "
                     f"non-empty list of numbers, got {values!r}"
                 )
-            try:
-                spec.check_values(key, grid)
-            except ValueError as err:
-                raise MethodError(str(err)) from None
+        try:
+            spec.resolve(self.params)
+        except ValueError as err:
+            raise MethodError(str(err)) from None
         if isinstance(spec, LabelMethod):
             try:
                 get_loss(self.loss)
@@ -96,28 +92,57 @@ class Method:
 
     def resolve(self) -> LossMethod | LabelMethod:
         """The loss method or label method this names."""
-        kind = self.kind
-        if not kind and ":" in self.name:
-            try:
-                loaded = load_path(self.name, "method")
-            except RegistryError as err:
-                raise MethodError(str(err)) from None
-            kind = "label" if isinstance(loaded, LabelMethod) else "loss"
-        elif not kind:
-            kind = "loss" if self.name in LOSSES else "label"
-            if self.name not in LOSSES and self.name not in LABEL_METHODS:
-                raise MethodError(
-                    f"unknown method {self.name!r}: loss methods "
-                    f"{list(LOSSES.names())}, label methods "
-                    f"{list(LABEL_METHODS.names())}, or an import path "
-                    f"'package.module:function'"
-                )
+        kind = self.kind or self._found_kind()
         try:
             return (
                 get_loss(self.name) if kind == "loss" else get_label_method(self.name)
             )
         except RegistryError as err:
             raise MethodError(f"method {self.name!r}: {err}") from None
+
+    def _found_kind(self) -> str:
+        """``"loss"`` or ``"label"`` from the name (registered, or what an import
+        path loads: a label method, or a function with ``kind = "label"``)."""
+        if ":" in self.name:
+            try:
+                loaded = load_path(self.name, "method")
+            except RegistryError as err:
+                raise MethodError(str(err)) from None
+            if (
+                isinstance(loaded, LabelMethod)
+                or getattr(loaded, "kind", "") == "label"
+            ):
+                return "label"
+            if _label_signature(loaded):
+                raise MethodError(
+                    f"method {self.name!r} takes a label method's arguments "
+                    f"{LABEL_ARGUMENTS} but does not say it is one: set "
+                    f'`{self.name.partition(":")[2]}.kind = "label"` next to it '
+                    f'(or kind = "label" in the method\'s table)'
+                )
+            return "loss"
+        if self.name in LOSSES:
+            return "loss"
+        if self.name in LABEL_METHODS:
+            return "label"
+        raise MethodError(
+            f"unknown method {self.name!r}: loss methods {list(LOSSES.names())}, "
+            f"label methods {list(LABEL_METHODS.names())}, or an import path "
+            f"'package.module:function'"
+        )
+
+
+LABEL_ARGUMENTS = ("features", "weak", "rows", "key", "params")
+"""A label method's arguments, in order (:mod:`probe_lab.label_methods`)."""
+
+
+def _label_signature(fn: Any) -> bool:
+    """Whether ``fn``'s positional parameters are named as a label method's."""
+    try:
+        names = tuple(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return names[:3] == LABEL_ARGUMENTS[:3]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,12 @@
-"""Accuracy, agreement, performance gap recovered (PGR) and bootstrap intervals.
+"""Accuracy, agreement, PGR, per-row metrics, and the project's intervals and tests.
+
+Intervals (one implementation each, coverage checked by simulation in
+tests/test_intervals.py, documented in docs/statistics.md): :func:`t_interval`
+(a mean over seeds), :func:`pgr_interval` (PGR of mean performances, Fieller),
+:func:`paired_difference` (A vs B on the same seeds); :func:`holm` corrects a family
+of paired tests and :func:`minimum_detectable_effect` says what a seed count can
+detect. The percentile bootstrap functions are kept for old callers only: they
+under-cover at 3-10 seeds and are not what the project reports.
 
 Every function is vectorized over leading axes: predictions ``(P, n)`` give ``(P,)``
 results; ``(n,)`` gives a scalar. Predictions may be probabilities (hardened at 0.5),
@@ -13,21 +21,33 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
+    "Interval",
+    "PGRInterval",
     "PGRWarning",
+    "Paired",
     "accuracy",
     "agreement",
+    "auroc",
     "bootstrap_interval",
     "bootstrap_pgr",
     "bootstrap_pgr_samples",
+    "correction_rate",
+    "corruption_rate",
+    "expected_calibration_error",
+    "holm",
+    "minimum_detectable_effect",
     "misfit_fit",
+    "paired_difference",
     "pgr",
+    "pgr_interval",
     "pgr_reason",
     "positive",
+    "row_metrics",
     "t_interval",
 ]
 
@@ -147,6 +167,9 @@ def bootstrap_interval(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of a statistic over seeds (axis 0).
 
+    Not used for reported intervals: with 3-10 seeds it covers well below its
+    nominal level (docs/statistics.md); use :func:`t_interval`.
+
     Args:
         values: ``(S,)`` one value per seed (NaNs are dropped).
         statistic: called as ``statistic(resamples, axis=1)`` on the resampled
@@ -211,7 +234,9 @@ def bootstrap_pgr(
     (the paper's PGR of averaged performances, :func:`bootstrap_pgr_samples`).
 
     Resamples without a gap are dropped; a :class:`PGRWarning` says how many (the
-    interval then covers only resamples where PGR exists).
+    interval then covers only resamples where PGR exists). Superseded by
+    :func:`pgr_interval` (near-nominal coverage at 3-10 seeds, nothing dropped);
+    kept for old callers.
 
     Args:
         weak, student, ceiling: ``(S,)`` accuracies per seed.
@@ -237,14 +262,20 @@ def bootstrap_pgr(
 
 
 def misfit_fit(gain: Any, misfit: Any) -> dict[str, float]:
-    """How a study's gains line up with its misfits (Charikar et al. 2024).
+    """How a study's gains line up with its misfits, across conditions.
 
-    For a convex student class, the student's gain over its supervisor is at least
-    its misfit to the weak labels; across conditions the two should rise together.
+    A descriptive fit, not a test of Charikar et al. (2024). Their theorem is about
+    squared loss (Bregman divergences in later work): for a convex student class
+    containing the target and a student that is the projection of the weak
+    model's soft predictions onto that class, ``gain >= misfit`` in those losses
+    (:mod:`probe_lab.theory` computes them). With accuracy (0-1 loss) on the same
+    rows, ``acc(s) - acc(w) <= P(s != w)`` always, so ``share_above`` near 0 for
+    accuracy gains and disagreement misfits is definitional, not evidence against
+    the theorem.
 
     Args:
-        gain: ``(N,)`` student accuracy minus weak accuracy, one per condition.
-        misfit: ``(N,)`` the student's disagreement with the weak labels.
+        gain: ``(N,)`` gains, one per condition (any loss; say which).
+        misfit: ``(N,)`` the matching misfits (same loss).
 
     Returns:
         ``n`` (finite pairs), Pearson ``correlation``, least-squares ``slope`` and
@@ -266,30 +297,393 @@ def misfit_fit(gain: Any, misfit: Any) -> dict[str, float]:
     return out
 
 
-def t_interval(values: Any, *, confidence: float = 0.95) -> tuple[float, float, float]:
+# ----------------------------------------------------------------- intervals
+#
+# Every interval the project reports comes from the three functions below
+# (``t_interval``, ``pgr_interval``, ``paired_difference``); their coverage at 3-10
+# seeds is checked by simulation in tests/test_intervals.py and tabled in
+# docs/statistics.md (``benchmarks/coverage.py``).
+
+
+class Interval(NamedTuple):
+    """A point estimate with its two-sided interval (arrays over leading axes)."""
+
+    mean: Any
+    low: Any
+    high: Any
+
+
+class PGRInterval(NamedTuple):
+    """PGR of mean performances with Fieller's interval (:func:`pgr_interval`)."""
+
+    pgr: Any
+    """``mean(student - weak) / mean(ceiling - weak)``; NaN where undefined."""
+    low: Any
+    high: Any
+    reason: Any
+    """``""`` where defined, else why not (:data:`UNDEFINED`, :data:`NO_GAP`,
+    :data:`FEW_SEEDS`)."""
+
+
+class Paired(NamedTuple):
+    """A paired per-seed difference ``a - b`` (:func:`paired_difference`)."""
+
+    mean: Any
+    low: Any
+    high: Any
+    p_value: Any
+    """Two-sided p-value of the paired t-test of ``mean(a - b) = 0``."""
+    sd: Any
+    """Standard deviation (``ddof=1``) of the per-seed differences."""
+    seeds: Any
+    """Finite pairs used."""
+
+
+UNDEFINED = "the gap's t-interval includes 0: PGR undefined at this precision"
+FEW_SEEDS = "fewer than 2 seeds: no interval"
+
+
+def _t_quantile(confidence: float, dof: Any) -> np.ndarray:
+    from scipy import stats
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    dof = np.asarray(dof, np.float64)
+    safe = np.where(dof >= 1, dof, 1.0)
+    return np.where(dof >= 1, stats.t.ppf(0.5 + confidence / 2, safe), np.nan)
+
+
+def _seed_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count, mean and variance (``ddof=1``) of the finite values along the last
+    axis; NaN mean without values, NaN variance with fewer than 2."""
+    finite = np.isfinite(x)
+    n = finite.sum(axis=-1)
+    z = np.where(finite, x, 0.0)
+    mean = np.where(n > 0, z.sum(axis=-1) / np.maximum(n, 1), np.nan)
+    dev = np.where(finite, x - mean[..., None], 0.0)
+    var = np.where(n > 1, (dev**2).sum(axis=-1) / np.maximum(n - 1, 1), np.nan)
+    return n, mean, var
+
+
+def _out(value: np.ndarray) -> Any:
+    """Numpy scalar (a ``float``) for 0-d results, the array otherwise."""
+    return value[()] if value.ndim == 0 else value
+
+
+def t_interval(values: Any, *, confidence: float = 0.95) -> Interval:
     """Mean and Student-t interval over independent repetitions (seeds).
 
-    With the 3-10 seeds of a study, ``1.96`` standard errors is too narrow; the
-    t-quantile with ``n - 1`` degrees of freedom is the right width when the
-    per-seed values are roughly normal. NaNs are dropped.
+    ``mean +- t_{S-1} * sd / sqrt(S)``: exact coverage for normal per-seed values
+    at any seed count; with 3-10 seeds ``1.96`` standard errors (or a percentile
+    bootstrap) is too narrow (at 5 seeds the bootstrap covers 0.78-0.85 for a
+    claimed 95%). Simulated coverage, normal and skewed: docs/statistics.md.
 
     Args:
-        values: ``(S,)`` one value per seed.
+        values: ``(..., S)`` one value per seed along the last axis (NaNs dropped).
         confidence: central coverage.
 
     Returns:
-        ``(mean, low, high)``; NaN bounds with fewer than 2 finite values.
+        :class:`Interval` ``(mean, low, high)`` of shape ``(...)`` (floats for
+        ``(S,)``); NaN bounds with fewer than 2 finite values, NaN mean with none.
+    """
+    x = np.asarray(values, np.float64)
+    n, mean, var = _seed_moments(x)
+    half = _t_quantile(confidence, n - 1) * np.sqrt(var / np.maximum(n, 1))
+    return Interval(_out(mean), _out(mean - half), _out(mean + half))
+
+
+def paired_difference(a: Any, b: Any, *, confidence: float = 0.95) -> Paired:
+    """The paired per-seed difference ``a - b`` with its t-interval and p-value.
+
+    Pairing removes what the two conditions share within a seed (split, weak
+    labels, minibatch order), so it is the test for "A beats B" whenever both ran
+    on the same seeds; seeds where either value is NaN are dropped.
+
+    Args:
+        a, b: ``(..., S)`` one value per seed along the last axis, same seeds.
+        confidence: central coverage of the interval.
+
+    Returns:
+        :class:`Paired` ``(mean, low, high, p_value, sd, seeds)``; the interval is
+        :func:`t_interval` of the differences; the p-value is the two-sided paired
+        t-test's (0 or 1 where all differences are equal: no spread).
     """
     from scipy import stats
 
-    x = np.asarray(values, np.float64).reshape(-1)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return (float("nan"),) * 3
-    mean = float(x.mean())
-    if x.size < 2:
-        return mean, float("nan"), float("nan")
-    half = (
-        stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    diff = a - b
+    n, _, var = _seed_moments(diff)
+    mean, low, high = t_interval(diff, confidence=confidence)
+    mean = np.asarray(mean)
+    sd = np.sqrt(var)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = mean / (sd / np.sqrt(n))
+        t = np.where(sd > 0, t, np.where(mean == 0, 0.0, np.inf))
+    dof = np.where(n > 1, n - 1, 1)
+    p = np.where(n > 1, 2 * stats.t.sf(np.abs(t), dof), np.nan)
+    return Paired(_out(mean), low, high, _out(p), _out(sd), _out(n))
+
+
+def pgr_interval(
+    weak: Any, student: Any, ceiling: Any, *, confidence: float = 0.95
+) -> PGRInterval:
+    """PGR of mean performances over seeds with Fieller's interval.
+
+    The estimand is the paper's PGR of averaged performances,
+    ``rho = E[student - weak] / E[ceiling - weak]``, estimated by the ratio of the
+    mean per-seed gain to the mean per-seed gap (paired within each seed). Why
+    Fieller's interval: it inverts the t-test of ``E[gain] - rho * E[gap] = 0``,
+    whose per-seed values ``gain - rho * gap`` are a paired difference, so its
+    coverage is exact for normal per-seed values at any seed count (no
+    linearization as in the delta method, no resampling that needs many seeds as
+    the bootstrap does). The set is a bounded interval exactly when the gap's own
+    t-interval excludes 0; otherwise it is unbounded, and the result says
+    :data:`UNDEFINED` with NaN bounds instead of dropping anything. A mean PGR of
+    per-seed ratios is not used: seeds with small gaps dominate it.
+
+    Args:
+        weak, student, ceiling: ``(..., S)`` accuracies per seed (last axis),
+            paired: entry ``s`` of each comes from seed ``s``.
+        confidence: central coverage.
+
+    Returns:
+        :class:`PGRInterval` ``(pgr, low, high, reason)`` of shape ``(...)``:
+        NaN bounds (and NaN ``pgr`` where the mean gap is not positive) with the
+        reason where PGR is undefined.
+    """
+    w, s, c = (np.asarray(v, np.float64) for v in (weak, student, ceiling))
+    w, s, c = np.broadcast_arrays(w, s, c)
+    gain, gap = s - w, c - w
+    ok = np.isfinite(gain) & np.isfinite(gap)
+    gain, gap = np.where(ok, gain, np.nan), np.where(ok, gap, np.nan)
+    n, a, v11 = _seed_moments(gain)
+    _, b, v22 = _seed_moments(gap)
+    dev = (np.nan_to_num(gain - a[..., None])) * np.nan_to_num(gap - b[..., None])
+    v12 = dev.sum(axis=-1) / np.maximum(n - 1, 1)
+    t2 = _t_quantile(confidence, n - 1) ** 2
+    m = np.maximum(n, 1)
+    v11, v22, v12 = v11 / m, v22 / m, v12 / m
+    lead = b**2 - t2 * v22  # > 0 iff the gap's t-interval excludes 0
+    mid = a * b - t2 * v12
+    with np.errstate(invalid="ignore", divide="ignore"):
+        root = np.sqrt(np.maximum(mid**2 - lead * (a**2 - t2 * v11), 0.0))
+        low, high = (mid - root) / lead, (mid + root) / lead
+        point = np.where(b > 0, a / b, np.nan)
+    reason = np.where(
+        n < 2,
+        FEW_SEEDS,
+        np.where(b <= 0, NO_GAP, np.where((lead > 0) & (b > 0), "", UNDEFINED)),
     )
-    return mean, mean - float(half), mean + float(half)
+    defined = reason == ""
+    low, high = np.where(defined, low, np.nan), np.where(defined, high, np.nan)
+    return PGRInterval(_out(point), _out(low), _out(high), _out(reason))
+
+
+def holm(p_values: Any) -> np.ndarray:
+    """Holm's step-down adjusted p-values over one family of tests.
+
+    Sort the ``m`` p-values ascending; the ``i``-th smallest (from 0) is multiplied
+    by ``m - i``, then made non-decreasing along the order and capped at 1. A test
+    is rejected at family-wise error ``alpha`` when its adjusted p-value is at
+    most ``alpha``: this controls the chance of any false rejection in the family
+    under any dependence between the tests. NaN p-values stay NaN and are not
+    counted in ``m``.
+
+    Args:
+        p_values: ``(m,)`` p-values of one family.
+
+    Returns:
+        ``(m,)`` adjusted p-values, in the input order.
+    """
+    p = np.asarray(p_values, np.float64).reshape(-1)
+    finite = np.flatnonzero(np.isfinite(p))
+    out = np.full(p.shape, np.nan)
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    scaled = p[order] * (m - np.arange(m))
+    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return out
+
+
+def minimum_detectable_effect(
+    sd: Any, seeds: int, *, alpha: float = 0.05, power: float = 0.8
+) -> Any:
+    """The smallest true mean paired difference a two-sided paired t-test over
+    ``seeds`` seeds detects with the given power at level ``alpha``.
+
+    Solves ``P(|T| > t_{1-alpha/2, S-1}) = power`` for the noncentral t
+    distribution with ``S - 1`` degrees of freedom and noncentrality
+    ``effect * sqrt(S) / sd``; for many seeds it tends to
+    ``(z_{1-alpha/2} + z_{power}) * sd / sqrt(S)`` (2.80 sd / sqrt(S) at the
+    defaults).
+
+    Args:
+        sd: standard deviation of the per-seed paired differences (array allowed).
+        seeds: seed count ``S >= 2``.
+        alpha: two-sided level (pass ``alpha / m`` for the strictest step of
+            Holm's correction over ``m`` tests).
+        power: probability of detection.
+
+    Returns:
+        The effect in the units of ``sd`` (NaN where ``sd`` is NaN).
+    """
+    from scipy import optimize, stats
+
+    if seeds < 2:
+        raise ValueError(f"the minimum detectable effect needs seeds >= 2, got {seeds}")
+    dof = seeds - 1
+    crit = stats.t.ppf(1 - alpha / 2, dof)
+
+    def gap(delta: float) -> float:
+        # the far lower tail can come back NaN where it underflows: it is 0 there
+        lower = np.nan_to_num(stats.nct.cdf(-crit, dof, delta))
+        return stats.nct.sf(crit, dof, delta) + lower - power
+
+    high = crit + 4.0
+    while gap(high) < 0:  # power rises with the noncentrality
+        high *= 2
+    delta = optimize.brentq(gap, 0.0, high)
+    return np.asarray(sd, np.float64) * delta / np.sqrt(seeds)
+
+
+# ------------------------------------------------------------ per-row metrics
+
+
+def _conditional_rate(hits: np.ndarray, given: np.ndarray) -> np.ndarray:
+    count = given.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (hits & given).sum(axis=-1) / count, np.nan)
+
+
+def _rows(rows: Any, shape: tuple[int, ...]) -> np.ndarray:
+    if rows is None:
+        return np.ones(shape, bool)
+    return np.broadcast_to(np.asarray(rows, bool), shape)
+
+
+def correction_rate(student: Any, weak: Any, labels: Any, rows: Any = None) -> Any:
+    """Share of the rows the weak labels got wrong that the student gets right.
+
+    With :func:`corruption_rate` it splits the gain exactly:
+    ``acc(student) - acc(weak) = correction * (1 - acc(weak)) - corruption *
+    acc(weak)`` on the same rows.
+
+    Args:
+        student, weak: ``(..., n)`` probabilities or hard labels (hardened at 0.5).
+        labels: ``(n,)`` or ``(..., n)`` ground truth in {0, 1}.
+        rows: optional bool rows to score.
+
+    Returns:
+        ``(...)`` rates in [0, 1]; NaN where the weak labels make no error.
+    """
+    truth = _hard(labels)
+    student_right = _hard(student) == truth
+    weak_wrong = _hard(weak) != truth
+    shape = np.broadcast_shapes(student_right.shape, weak_wrong.shape)
+    given = np.broadcast_to(weak_wrong, shape) & _rows(rows, shape)
+    return _out(_conditional_rate(np.broadcast_to(student_right, shape), given))
+
+
+def corruption_rate(student: Any, weak: Any, labels: Any, rows: Any = None) -> Any:
+    """Share of the rows the weak labels got right that the student gets wrong.
+
+    Args and returns as :func:`correction_rate` (NaN where the weak labels make no
+    correct prediction).
+    """
+    truth = _hard(labels)
+    student_wrong = _hard(student) != truth
+    weak_right = _hard(weak) == truth
+    shape = np.broadcast_shapes(student_wrong.shape, weak_right.shape)
+    given = np.broadcast_to(weak_right, shape) & _rows(rows, shape)
+    return _out(_conditional_rate(np.broadcast_to(student_wrong, shape), given))
+
+
+def auroc(scores: Any, labels: Any, rows: Any = None) -> Any:
+    """Area under the ROC curve of scores against binary labels, batched.
+
+    The Mann-Whitney form: the probability that a random positive row scores
+    above a random negative one, ties counted one half (mid-ranks), which equals
+    ``sklearn.metrics.roc_auc_score``.
+
+    Args:
+        scores: ``(..., n)`` probabilities or logits (any monotone score).
+        labels: ``(n,)`` or ``(..., n)`` labels in {0, 1}.
+        rows: optional bool rows to score.
+
+    Returns:
+        ``(...)`` AUROC in [0, 1]; NaN where the rows hold one class only.
+    """
+    from scipy import stats
+
+    s = np.asarray(scores, np.float64)
+    y = _hard(labels)
+    shape = np.broadcast_shapes(s.shape, y.shape)
+    use = _rows(rows, shape) & np.isfinite(np.broadcast_to(s, shape))
+    s = np.where(use, np.broadcast_to(s, shape), np.nan)
+    ranks = stats.rankdata(s, axis=-1, nan_policy="omit")
+    pos = np.broadcast_to(y, shape) & use
+    n1, n0 = pos.sum(axis=-1), (use & ~pos).sum(axis=-1)
+    rank_sum = np.where(pos, ranks, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return _out(np.where((n1 > 0) & (n0 > 0), out, np.nan))
+
+
+def expected_calibration_error(
+    proba: Any, labels: Any, rows: Any = None, *, bins: int = 10
+) -> Any:
+    """Expected calibration error of predicted probabilities of class 1.
+
+    Binning: ``bins`` equal-width bins of the predicted probability ``p`` of
+    class 1 on [0, 1] (bin ``min(floor(p * bins), bins - 1)``, so ``p = 1`` falls
+    in the last); ECE is the row-weighted mean over non-empty bins of
+    ``|share of label 1 - mean p|``. (Class-1 binning, not top-label confidence.)
+
+    Args:
+        proba: ``(..., n)`` probabilities in [0, 1].
+        labels: ``(n,)`` or ``(..., n)`` labels in {0, 1}.
+        rows: optional bool rows to score.
+        bins: number of bins.
+
+    Returns:
+        ``(...)`` ECE in [0, 1].
+    """
+    p = np.asarray(proba, np.float64)
+    if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1):
+        raise ValueError("proba must be probabilities in [0, 1] (apply a sigmoid)")
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    y = _hard(labels).astype(np.float64)
+    shape = np.broadcast_shapes(p.shape, y.shape)
+    use = _rows(rows, shape).astype(np.float64)
+    p, y = np.broadcast_to(p, shape), np.broadcast_to(y, shape)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    onehot = (which[..., None] == np.arange(bins)) * use[..., None]  # (..., n, B)
+    count = onehot.sum(axis=-2)
+    gap = np.abs(np.einsum("...nb,...n->...b", onehot, y - p))
+    return _out(gap.sum(axis=-1) / np.maximum(count.sum(axis=-1), 1))
+
+
+def row_metrics(
+    student: Any, weak: Any, labels: Any, rows: Any = None, *, bins: int = 10
+) -> dict[str, Any]:
+    """The per-row columns of a student table in one call.
+
+    Args:
+        student: ``(..., n)`` the students' probabilities.
+        weak: ``(..., n)`` their weak labels (probabilities or hard).
+        labels: ``(n,)`` or ``(..., n)`` ground truth.
+        rows: optional bool rows to score (the test rows).
+        bins: bins of :func:`expected_calibration_error`.
+
+    Returns:
+        ``correction``, ``corruption`` (:func:`correction_rate`,
+        :func:`corruption_rate`), ``auroc`` and ``ece`` of the students, each
+        ``(...)``.
+    """
+    return dict(
+        correction=correction_rate(student, weak, labels, rows),
+        corruption=corruption_rate(student, weak, labels, rows),
+        auroc=auroc(student, labels, rows),
+        ece=expected_calibration_error(student, labels, rows, bins=bins),
+    )

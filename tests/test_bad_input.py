@@ -1,4 +1,4 @@
-"""The bad-input sweep (issue 13): what a hostile but realistic user gives the
+"""The bad-input sweep: what a hostile but realistic user gives the
 ``probe-lab`` command, and the good behaviours that must stay good.
 
 Every case runs the command in-process (``probe_lab.cli.main``) and checks what the
@@ -48,9 +48,11 @@ from probe_lab.experiments import (
     methods,
     sample_size,
     simulation_difficulty,
+    task_suite,
     training_dynamics,
     trivial_imitation,
 )
+from probe_lab.experiments.config import KINDS
 from probe_lab.experiments.saved import MARKER
 from probe_lab.leaderboard import rank_methods
 from probe_lab.study_data import fingerprint_cache
@@ -505,12 +507,17 @@ def _kind_checks():
         ),
         "methods": lambda: methods.check(rank_methods(table)),
         "sample_size": lambda: sample_size.check(sizes, "M_2"),
+        "task_suite": lambda: task_suite.check(
+            _summary(["bow", "random@bow"]).assign(task="t")
+        ),
     }
 
 
-@pytest.mark.parametrize("kind", sorted(_kind_checks()))
+@pytest.mark.parametrize("kind", KINDS.names())
 def test_claims_with_undefined_pgr_are_not_judged(kind):
-    findings = _kind_checks()[kind]()
+    checks = _kind_checks()
+    assert kind in checks, f"add a no-gap case of the experiment kind {kind} here"
+    findings = checks[kind]()
     judged = [f for f in findings if f.held is not None and "PGR" in f.claim]
     assert findings and not judged, findings
     if kind != "simulation_difficulty":  # its agreement check needs no PGR
@@ -523,12 +530,12 @@ def test_figures_with_undefined_pgr_still_draw(tmp_path):
         [summary.assign(task="t", seed=s) for s in (0, 1)], ignore_index=True
     )
     figures = {
-        "structures": plots.plot_error_structures(summary),
-        "imitation": plots.plot_imitation(_summary(["weak", "weak as feature"])),
-        "sizes": plots.plot_sample_size(
+        "structures": error_structures.plot(summary),
+        "imitation": trivial_imitation.plot(_summary(["weak", "weak as feature"])),
+        "sizes": sample_size.plot(
             pd.concat([summary.assign(labelled=n) for n in (50, 100)])
         ),
-        "leaderboard": plots.plot_leaderboard(rank_methods(table)),
+        "leaderboard": methods.plot(rank_methods(table)),
     }
     for name, fig in figures.items():
         assert plots.save(fig, tmp_path / f"{name}.png").stat().st_size > 10_000

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import write_synthetic_cache
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from probe_lab.cli import main
@@ -18,12 +19,16 @@ from probe_lab.experiments import (
     KINDS,
     CacheSpec,
     ExperimentError,
+    ExperimentKind,
+    Finding,
     build_cache,
     caches,
     experiment_configs,
     load_experiment,
+    register_kind,
     run_experiment,
 )
+from probe_lab.experiments.base import Analysis, Context
 
 pytest_plugins = ["cache_fixtures"]
 
@@ -59,7 +64,7 @@ def check_outputs(result, n_studies: int = 1) -> None:
     assert result.findings and (out / "experiment.json").is_file()
 
 
-def test_the_five_experiments_exist():
+def test_every_experiment_kind_has_its_toml():
     assert sorted(p.stem for p in TOMLS) == sorted(KINDS)
     for path in TOMLS:
         header = path.read_text().splitlines()[:12]
@@ -111,7 +116,8 @@ def test_smoke_run_on_a_synthetic_cache(path, cache, tmp_path):
         progress=False,
     )
     config = result.config
-    n = len(config.references or config.sizes) or 1
+    settings = config.to_dict()["experiment"]
+    n = len(settings.get("references") or settings.get("sizes") or ()) or 1
     check_outputs(result, n_studies=n)
     assert result.cache == cache
 
@@ -281,3 +287,104 @@ def test_probe_lab_never_imports_torch():
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------ a new experiment: one module + TOML
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TinySettings:
+    """The ``[experiment]`` keys of the tiny kind."""
+
+    bar: float = 0.6
+    """The test accuracy the best student must reach."""
+
+
+def tiny_run(ctx: Context) -> Analysis:
+    """One study; the best student's accuracy against ``bar``; a bar chart."""
+    result = ctx.study()
+    summary = result.summary()
+    best = float(summary.student_acc.max())
+    fig = Figure(figsize=(4, 3))
+    fig.add_subplot().bar(range(len(summary)), summary.student_acc)
+    finding = Finding(
+        claim=f"Some student reaches test accuracy {ctx.config.settings.bar}.",
+        measured=f"best student accuracy {best:.3f}",
+        held=best >= ctx.config.settings.bar,
+    )
+    return Analysis({"study": result}, [finding], [ctx.save(fig)])
+
+
+TINY = ExperimentKind(
+    name="tiny_accuracy",
+    claim="A student on the planted features beats chance.",
+    run=tiny_run,
+    settings=TinySettings,
+    ranges={"bar": (0.0, 1.0)},
+)
+"""A kind a TOML names by import path (``kind = "test_experiments:TINY"``)."""
+
+TINY_TOML = """
+[experiment]
+name = "tiny"
+figure = "a tiny check"
+kind = "{kind}"
+bar = {bar}
+
+[study]
+layer = 2
+students = [8]
+seeds = 2
+
+[study.train]
+epochs = 3
+batch_size = 64
+
+[[study.supervisors]]
+kind = "probe"
+k = 2
+
+[smoke.study]
+seeds = 2
+"""
+
+
+@pytest.fixture
+def tiny_kind():
+    kind = register_kind(
+        name="tiny_registered", claim=TINY.claim, run=tiny_run, settings=TinySettings
+    )
+    yield kind
+    KINDS.unregister(kind.name)
+
+
+def test_a_kind_registered_from_a_test_file_runs_end_to_end(tiny_kind, cache, tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML.format(kind="tiny_registered", bar=0.55))
+    result = run_experiment(
+        path, smoke=True, out=tmp_path / "out", cache=cache, progress=False
+    )
+    check_outputs(result)
+    assert result.config.settings == TinySettings(bar=0.55)
+    assert result.findings[0].held is True
+    record = json.loads((result.out / "experiment.json").read_text())
+    assert record["config"]["experiment"]["bar"] == 0.55
+    assert tiny_kind.claim in (result.out / "summary.md").read_text()
+
+
+def test_a_kind_named_by_import_path_and_its_settings_checked(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML.format(kind="test_experiments:TINY", bar=0.7))
+    assert load_experiment(path).settings == TinySettings(bar=0.7)
+    path.write_text(TINY_TOML.format(kind="test_experiments:TINY", bar=1.5))
+    with pytest.raises(
+        ExperimentError,
+        match=r"kind 'tiny_accuracy': parameter bar must lie in \[0, 1\]",
+    ):
+        load_experiment(path)
+    path.write_text(TINY_TOML.format(kind="test_experiments:TINY", bar="'x'"))
+    with pytest.raises(ExperimentError, match=r"experiment\.bar must be a number"):
+        load_experiment(path)
+    path.write_text(TINY_TOML.format(kind="test_experiments:tiny_run", bar=0.7))
+    with pytest.raises(ExperimentError, match="not an ExperimentKind"):
+        load_experiment(path)

@@ -1,4 +1,5 @@
-"""The leaderboard: PGR per method with t-intervals, ranks, wins against xent."""
+"""The leaderboard: the cell rule, pooled PGR with Fieller intervals, Holm-corrected
+paired verdicts against xent, the minimum detectable effect, ranks."""
 
 from __future__ import annotations
 
@@ -7,22 +8,24 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
-from probe_lab import metrics, plots
-from probe_lab.leaderboard import rank_methods
+from probe_lab import metrics
+from probe_lab.experiments import methods
+from probe_lab.leaderboard import NEAR_CHANCE, NO_REAL_GAP, rank_methods
 
 
-def planted(seeds: int = 5) -> pd.DataFrame:
+def planted(seeds: int = 5, weak_of=None, ceiling_of=None) -> pd.DataFrame:
     """Two tasks x two supervisors; 'better' gains 0.05 accuracy over xent in
     every cell, 'same' matches xent up to noise; task b's second supervisor has
     no gap (ceiling = weak + 0.01)."""
+    weak_of = weak_of or {}
+    ceiling_of = ceiling_of or {("b", "s2"): 0.71}
     rng = np.random.default_rng(0)
     rows = []
     for task, sup, seed in itertools.product("ab", ("s1", "s2"), range(seeds)):
-        weak = 0.70
-        ceiling = 0.71 if (task, sup) == ("b", "s2") else 0.90
-        base = 0.78 + 0.01 * rng.normal()
+        weak = weak_of.get((task, sup), 0.70) + 0.005 * rng.normal()
+        ceiling = ceiling_of.get((task, sup), 0.90) + 0.005 * rng.normal()
+        base = weak + 0.4 * (ceiling - weak) + 0.01 * rng.normal()
         for loss, shift in (("xent", 0.0), ("better", 0.05), ("same", 0.0)):
             noise = 0.002 * rng.normal() if loss == "same" else 0.0
             student = base + shift + noise
@@ -44,50 +47,127 @@ def planted(seeds: int = 5) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_wins_ranks_and_intervals():
+def test_wins_ranks_and_pooled_pgr():
     table = planted()
     board = rank_methods(table)
     overall = board.overall.set_index("method")
     assert board.overall.method.iloc[0] == "better"
     assert board.excluded_cells == 1
-    assert (overall.loc["better", ["wins", "ties", "losses"]] == [4, 0, 0]).all()
+    excluded = board.cells[~board.cells.kept]
+    assert set(excluded.excluded) == {NO_REAL_GAP}
+    assert (overall.loc["better", ["wins", "ties", "losses"]] == [3, 0, 0]).all()
     assert overall.loc["same", "wins"] == 0 and overall.loc["same", "losses"] == 0
     assert overall.loc["xent", ["wins", "ties", "losses"]].sum() == 0
-    # The interval is the t-interval over seeds of the per-seed mean PGR over the
-    # 3 kept cells.
+    # counts agree: every kept cell gets one verdict
+    for method in ("better", "same"):
+        row = overall.loc[method]
+        assert row.cells == 3 == row.wins + row.ties + row.losses
+    # PGR: summed gains over summed gaps on the 3 kept cells, Fieller over seeds
     kept = table[~((table.task == "b") & (table.supervisor == "s2"))]
-    per_seed = kept[kept.loss == "better"].groupby("seed").pgr.mean()
-    half = stats.t.ppf(0.975, 4) * per_seed.std(ddof=1) / np.sqrt(5)
-    assert overall.loc["better", "pgr"] == pytest.approx(per_seed.mean())
-    assert overall.loc["better", "pgr_high"] == pytest.approx(per_seed.mean() + half)
+    mine = kept[kept.loss == "better"]
+    sums = (
+        mine.assign(
+            gain=mine.student_acc - mine.weak_acc, gap=mine.ceiling_acc - mine.weak_acc
+        )
+        .groupby("seed")[["gain", "gap"]]
+        .sum()
+    )
+    ref = metrics.pgr_interval(np.zeros(5), sums.gain, sums.gap)
+    assert overall.loc["better", "pgr"] == pytest.approx(
+        sums.gain.sum() / sums.gap.sum()
+    )
+    assert overall.loc["better", "pgr_high"] == pytest.approx(ref.high)
     ranks = board.per_task.set_index(["task", "method"])["rank"]
     assert ranks[("a", "better")] == 1 and ranks[("b", "better")] == 1
 
 
-def test_t_interval_is_wider_than_the_normal_one_for_few_seeds():
-    values = np.array([0.1, 0.3, 0.2])
-    mean, low, high = metrics.t_interval(values)
-    normal = 1.96 * values.std(ddof=1) / np.sqrt(3)
-    assert mean == pytest.approx(0.2) and high - mean > 2 * normal
-    assert mean - low == pytest.approx(high - mean)
-    assert np.isnan(metrics.t_interval([0.5])[1])
+def test_holm_within_each_method_and_the_mde():
+    board = rank_methods(planted())
+    cells = board.cells[board.cells.kept & (board.cells.method == "same")]
+    np.testing.assert_allclose(cells.p_holm, metrics.holm(cells.p_value))
+    row = board.overall.set_index("method").loc["same"]
+    mde = metrics.minimum_detectable_effect(np.median(cells.sd), 5)
+    assert row.mde == pytest.approx(mde) and row.mde_holm > row.mde
+    assert board.seeds == 5
+
+
+def test_holm_turns_marginal_wins_into_ties():
+    """A method a little better in every cell: unadjusted t-tests win some cells
+    that Holm's family-wise correction does not."""
+    table = planted(seeds=4)
+    rng = np.random.default_rng(2)
+    extra = table[table.loss == "xent"].copy()
+    extra["loss"] = "slight"
+    extra["student_acc"] += 0.004 + 0.004 * rng.normal(size=len(extra))
+    board = rank_methods(pd.concat([table, extra], ignore_index=True))
+    cells = board.cells[board.cells.kept & (board.cells.method == "slight")]
+    raw = int(((cells.p_value <= 0.05) & (cells["diff"] > 0)).sum())
+    wins = int((cells.verdict == "win").sum())
+    assert wins == int(((cells.p_holm <= 0.05) & (cells["diff"] > 0)).sum())
+    assert raw == 2 and wins == 0  # p = 0.025, 0.049 of 3: Holm needs 0.017
+
+
+def test_supervisors_at_chance_and_gaps_within_test_noise_are_left_out():
+    table = planted(weak_of={("a", "s2"): 0.5}, ceiling_of={("b", "s2"): 0.73})
+    board = rank_methods(table)
+    reasons = board.cells.drop_duplicates(["task", "supervisor"]).set_index(
+        ["task", "supervisor"]
+    )["excluded"]
+    assert reasons[("a", "s2")] == NEAR_CHANCE and reasons[("b", "s2")] == ""
+    # with 400 test rows, a 0.03 gap is below 2 binomial SEs (about 0.063)
+    small = rank_methods(table, n_test=400)
+    reasons = small.cells.set_index(["task", "supervisor"])["excluded"]
+    assert (reasons.loc[("b", "s2")] == NO_REAL_GAP).all()
+    assert small.excluded_cells == 2
+    same = rank_methods(table.assign(n_test=400))
+    assert same.excluded_cells == 2
+
+
+def test_small_gap_cells_cannot_dominate_the_pooled_pgr():
+    table = planted(ceiling_of={("b", "s2"): 0.73})
+    hit = (table.task == "b") & (table.supervisor == "s2") & (table.loss == "same")
+    table.loc[hit, "student_acc"] += 0.06  # PGR about +2 in a 0.03-gap cell
+    board = rank_methods(table)
+    overall = board.overall.set_index("method")
+    mean_of_ratios = board.cells[board.cells.method == "same"].pgr.mean()
+    assert overall.loc["same", "pgr"] < 0.6 < mean_of_ratios
+
+
+def test_one_study_without_a_task_column():
+    table = planted()
+    one = table[table.task == "a"].drop(columns="task")
+    board = rank_methods(one)
+    assert list(board.per_task.task.unique()) == ["study"]
+    assert board.overall.set_index("method").loc["better", "cells"] == 2
+    with pytest.raises(ValueError, match="several rows per"):
+        rank_methods(table.drop(columns="task"))
 
 
 def test_saves_markdown_parquet_and_a_figure(tmp_path):
     board = rank_methods(planted())
     paths = board.save(tmp_path)
     text = (tmp_path / "leaderboard.md").read_text()
-    assert "wins / ties / losses vs xent" in text and "| 1 | better |" in text
+    assert "wins / ties / losses vs xent (Holm)" in text and "| 1 | better |" in text
+    assert "Fieller" in text and "1 cell(s) failed" in text
     assert all(p.exists() for p in paths)
     back = pd.read_parquet(tmp_path / "leaderboard_overall.parquet")
     assert list(back.method) == list(board.overall.method)
-    fig = plots.plot_leaderboard(board, title="t")
+    fig = methods.plot(board, title="t")
     assert len(fig.axes) == 3 and fig.get_suptitle() == "t"
 
 
-def test_refuses_tables_without_tasks_or_baseline():
+def test_refuses_tables_without_columns_or_baseline():
     table = planted()
-    with pytest.raises(ValueError, match="'task' column"):
-        rank_methods(table.drop(columns="task"))
+    with pytest.raises(ValueError, match="'student_acc'"):
+        rank_methods(table.drop(columns="student_acc"))
     with pytest.raises(ValueError, match="baseline method 'xent' is not"):
         rank_methods(table[table.loss != "xent"])
+
+
+def test_cell_rule_reads_one_study_table():
+    from probe_lab.leaderboard import cell_rule
+
+    table = planted(weak_of={("a", "s2"): 0.5})
+    one = table[table.task == "a"].drop(columns=["task"])
+    rule = cell_rule(one).set_index("supervisor")
+    assert rule.loc["s2", "excluded"] == NEAR_CHANCE and rule.loc["s1", "kept"]

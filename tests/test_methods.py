@@ -11,11 +11,15 @@ from reference import adam_reference
 
 from probe_lab import TrainConfig, metrics, train_probes
 from probe_lab.label_methods import (
+    LabelMethod,
     LabelMethodError,
     get_label_method,
     knn_disagreement,
+    register_label_method,
 )
-from probe_lab.methods import Method
+from probe_lab.losses import LossMethodError, check_method, get_loss, register_loss
+from probe_lab.methods import Method, MethodError, expand
+from probe_lab.registry import RegistryError
 from probe_lab.study import (
     StudyConfig,
     StudyError,
@@ -276,3 +280,109 @@ def test_ensemble_supervisor_averages_its_members(cache):
         Supervisor(kind="ensemble", params={"members": [{"k": 2}]})
     with pytest.raises(StudyError, match="unknown keys"):
         Supervisor(kind="ensemble", params={"members": [{"k": 2, "depth": 1}] * 2})
+
+
+# ------------------------------------------------- plug-ins that break the spec
+
+
+def relabel_without_kind(features, weak, rows, key, params):
+    """A label method named by import path that does not say it is one."""
+    del features, key, params
+    return weak, rows.astype(np.float32)
+
+
+def zero_weights(features, weak, rows, key, params):
+    """A label method that drops every row."""
+    del features, key, params
+    return weak, np.zeros(rows.shape, np.float32)
+
+
+zero_weights.kind = "label"
+
+
+def _loss_with(params):
+    def fn(logits, targets, mask, progress, values):
+        return jnp.zeros_like(logits)
+
+    fn.params = params
+    return fn
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"gamma": "two"}, "parameter gamma must be a finite number, got 'two'"),
+        ([1, 2], r"params must be a mapping .* got \[1, 2\]"),
+        ({"gamma": None}, "parameter gamma must be a finite number, got None"),
+    ],
+)
+def test_bad_declared_params_name_the_method_and_parameter(
+    monkeypatch, params, message
+):
+    import test_methods as here
+
+    monkeypatch.setattr(here, "declared", _loss_with(params), raising=False)
+    with pytest.raises(StudyError, match=r"'test_methods:declared'.*" + message):
+        StudyConfig(cache="x.h5", methods=({"name": "test_methods:declared"},))
+
+
+def test_a_loss_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "broken_losses.py").write_text("def loss(:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MethodError) as info:
+        Method(name="broken_losses:loss")
+    text = str(info.value)
+    assert "'broken_losses'" in text and "SyntaxError" in text
+    assert len(text.splitlines()) == 1
+
+
+def test_parameter_values_nan_and_numpy_scalars():
+    with pytest.raises(MethodError, match=r"'gce': parameter q must be a number"):
+        Method(name="gce", params={"q": float("nan")})
+    with pytest.raises(MethodError, match=r"'knn_clean': parameter q"):
+        Method(name="knn_clean", params={"q": [0.1, float("nan")]})
+    method = Method(name="gce", params={"q": np.float32(0.5)})
+    assert expand(method)[0].loss_params == {"q": 0.5}
+    assert Method(name="knn_clean", params={"k": np.int64(5)}).resolve().name
+
+
+def test_a_name_is_one_method_across_the_loss_and_label_registries():
+    with pytest.raises(RegistryError, match="'gce' is already a loss method"):
+        register_label_method("gce")(zero_weights)
+    with pytest.raises(RegistryError, match="'knn_clean' is already a label method"):
+        register_loss("knn_clean", overwrite=True)(_loss_with({}))
+    assert Method(name="gce").resolve() is get_loss("gce")
+    assert Method(name="knn_clean").resolve() is get_label_method("knn_clean")
+
+
+def test_a_label_method_without_kind_is_told_to_set_it():
+    with pytest.raises(MethodError, match=r'set `relabel_without_kind.kind = "label"`'):
+        Method(name="test_methods:relabel_without_kind")
+    labelled = Method(name="test_methods:relabel_without_kind", kind="label")
+    assert isinstance(labelled.resolve(), LabelMethod)
+    with pytest.raises(LossMethodError, match=r"set `fn.kind = \"label\"`"):
+        check_method(
+            get_loss("test_methods:relabel_without_kind"),
+            np.zeros((4, 2), np.float32),
+            {},
+        )
+
+
+def test_label_methods_that_keep_no_rows_are_named(cache):
+    rows = np.ones((2, 50), bool)
+    weak = np.zeros((2, 50), np.float32)
+    method = get_label_method("test_methods:zero_weights")
+    with pytest.raises(LabelMethodError, match="'test_methods:zero_weights' kept 0"):
+        method(None, weak, rows, jax.random.key(0), {})
+    config = StudyConfig(
+        cache=cache,
+        layer=2,
+        supervisors=(Supervisor(kind="probe", k=3),),
+        students=(8,),
+        losses=(),
+        methods=(Method(name="knn_clean", params={"q": 0.999}),),
+        seeds=1,
+        train=QUICK,
+    )
+    with pytest.raises(StudyError, match="label method 'knn_clean' kept 1 of"):
+        run_study(config, progress=False)

@@ -11,6 +11,13 @@ from matplotlib.image import imread
 from matplotlib.text import Text
 
 from probe_lab import plots
+from probe_lab.experiments import (
+    error_structures,
+    linear_probe_w2s,
+    simulation_difficulty,
+    training_dynamics,
+    trivial_imitation,
+)
 
 KS = (4, 8, 16)
 SEEDS = range(3)
@@ -91,15 +98,15 @@ def simulation() -> pd.DataFrame:
 
 
 FIGURES = {
-    "weak_to_strong": lambda: plots.plot_weak_to_strong(
+    "weak_to_strong": lambda: linear_probe_w2s.plot(
         runs(("M_2", "layer 0")), title="t"
     ),
-    "simulation": lambda: plots.plot_simulation(simulation(), title="t"),
-    "error_structures": lambda: plots.plot_error_structures(
+    "simulation": lambda: simulation_difficulty.plot(simulation(), title="t"),
+    "error_structures": lambda: error_structures.plot(
         summary(("M_4", "random", "strong_unconfident")), title="t"
     ),
-    "dynamics": lambda: plots.plot_dynamics(dynamics(), title="t"),
-    "imitation": lambda: plots.plot_imitation(
+    "dynamics": lambda: training_dynamics.plot(dynamics(), title="t"),
+    "imitation": lambda: trivial_imitation.plot(
         summary(("weak", "weak as feature", "weak in prompt")), title="t"
     ),
     "gain_vs_misfit": lambda: plots.plot_gain_vs_misfit(misfits(), title="t"),
@@ -152,7 +159,7 @@ def test_figure_is_labelled_readable_and_saves(name, tmp_path):
 
 
 def test_axis_units_name_the_student_size():
-    fig = plots.plot_weak_to_strong(runs(("M_2",)))
+    fig = linear_probe_w2s.plot(runs(("M_2",)))
     assert fig.axes[0].get_xlabel() == plots.K_LABEL
     assert fig.axes[0].get_ylabel() == "test accuracy"
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["4", "8", "16"]

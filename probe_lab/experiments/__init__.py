@@ -18,17 +18,16 @@ The package's modules, in import order (each imports only those before it):
   interrupted run);
 * ``base``: what kinds share: the run :class:`Context`, :class:`Finding`, the
   :class:`ExperimentResult` record and table helpers;
-* one module per kind (``linear_probe_w2s``, ``simulation_difficulty``,
-  ``error_structures``, ``training_dynamics``, ``trivial_imitation``): its studies,
-  claim checks, generated supervisors and figure;
-* ``kinds``: the registry of kinds and :func:`load_experiment`;
+* one module per kind (``linear_probe_w2s``, ``simulation_difficulty``, ...,
+  named as its TOML file): its settings, studies, claim checks, generated
+  supervisors and figure, registered in :data:`KINDS`;
+* ``kinds``: imports the built-in kinds; :func:`load_experiment`;
 * ``report``: ``summary.md``, ``experiment.json`` and the terminal table;
 * ``run``: :func:`run_experiment` and :func:`run_demo`.
 
-A new experiment is a new kind module (``CLAIM`` and ``run``; see
-:mod:`probe_lab.experiments.kinds`), its name added to :data:`KINDS` (any settings
-of its own added to :class:`ExperimentConfig`), and a TOML file in ``configs/``
-(linked from the repository's ``experiments/`` folder).
+A new experiment is one new kind module (its settings dataclass, ``run`` and
+figure, registered with :func:`register_kind`) and a TOML file in ``configs/`` of
+the same name (linked from the repository's ``experiments/`` folder).
 """
 
 from probe_lab.experiments.base import ExperimentResult, Finding
@@ -38,24 +37,29 @@ from probe_lab.experiments.config import (
     CacheSpec,
     ExperimentConfig,
     ExperimentError,
+    ExperimentKind,
+    NoSettings,
     experiment_configs,
+    register_kind,
 )
-from probe_lab.experiments.kinds import CLAIMS, load_experiment
+from probe_lab.experiments.kinds import load_experiment
 from probe_lab.experiments.report import findings_table
 from probe_lab.experiments.run import run_demo, run_experiment
 
 __all__ = [
-    "CLAIMS",
     "KINDS",
     "CacheSpec",
     "ExperimentConfig",
     "ExperimentError",
+    "ExperimentKind",
     "ExperimentResult",
     "Finding",
+    "NoSettings",
     "build_cache",
     "experiment_configs",
     "findings_table",
     "load_experiment",
+    "register_kind",
     "run_demo",
     "run_experiment",
 ]

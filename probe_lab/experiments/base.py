@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from activation_cache import TASKS
 from probe_lab import plots
 from probe_lab.experiments.config import ExperimentConfig
 from probe_lab.experiments.saved import load_saved, save_study, study_key
@@ -23,6 +24,7 @@ __all__ = [
     "ExperimentResult",
     "Finding",
     "analog",
+    "check_tasks",
     "fmt",
     "judged",
     "mean",
@@ -249,3 +251,14 @@ def pgr_text(row: pd.Series | None) -> str:
     if row is None:
         return "n/a"
     return f"{fmt(row.pgr, 2)} [{fmt(row.pgr_low, 2)}, {fmt(row.pgr_high, 2)}]"
+
+
+def check_tasks(values: Mapping[str, Any]) -> None:
+    """Built-in task names, or ``["all"]``, known before any cache is built."""
+    tasks = list(values["tasks"])
+    unknown = sorted(set(tasks) - set(TASKS))
+    if tasks != ["all"] and unknown:
+        raise ValueError(
+            f"[experiment] tasks {unknown} are not built-in tasks; use some of "
+            f"{sorted(TASKS)}, or ['all']"
+        )

@@ -1,18 +1,20 @@
-"""Experiment files: what they hold, where they live and how one is read.
+"""Experiment files: what they hold, where they live and how one is read, and the
+registry of experiment kinds.
 
 An experiment file has four tables:
 
-* ``[experiment]``: ``name``, ``figure``, ``kind`` (one of :data:`KINDS`) and the
-  kind's own settings (``references`` and ``levels`` for ``simulation_difficulty``;
-  ``hint_k``, ``hint_words``, ``hint_template``, ``scale`` for ``trivial_imitation``);
+* ``[experiment]``: ``name``, ``figure``, ``kind`` (a registered experiment kind,
+  see :data:`KINDS`, or an import path ``"package.module:KIND"``) and the kind's
+  own settings (its :class:`ExperimentKind` ``settings`` dataclass: ``references``
+  and ``levels`` for ``simulation_difficulty``, ...);
 * ``[cache]``: the features to build when no cache is given (:class:`CacheSpec`);
 * ``[study]`` with ``[study.train]`` and ``[[study.supervisors]]``: passed to
   :class:`~probe_lab.study.StudyConfig` (the cache is filled in at run time);
 * ``[smoke]`` (and optionally ``[demo]``): overrides merged into the tables above
   (tables merge key by key, lists and values replace) for a seconds-long run.
 
-The five experiments ship inside this package (``configs/<name>.toml``, read with
-:mod:`importlib.resources`), so an installed wheel runs them by name; the
+The packaged experiments ship inside this package (``configs/<name>.toml``, read
+with :mod:`importlib.resources`), so an installed wheel runs them by name; the
 repository's ``experiments/`` folder links to the same files.
 """
 
@@ -24,12 +26,13 @@ import importlib.resources
 import json
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from probe_lab.loader import ConfigError, from_mapping
+from probe_lab.registry import NoSettings, Registry, RegistryError, SettingsPlugin
 from probe_lab.study import StudyConfig, StudyError, Supervisor
 
 __all__ = [
@@ -38,23 +41,12 @@ __all__ = [
     "CacheSpec",
     "ExperimentConfig",
     "ExperimentError",
+    "ExperimentKind",
+    "NoSettings",
     "experiment_configs",
     "read_experiment",
+    "register_kind",
 ]
-
-KINDS = (
-    "linear_probe_w2s",
-    "simulation_difficulty",
-    "error_structures",
-    "training_dynamics",
-    "trivial_imitation",
-    "methods",
-    "sample_size",
-    "task_suite",
-)
-"""The analyses: one per paper figure (Fig. 23, 24, 25, 26, 27), the method
-leaderboard, Fig. 24's comparison against data size, and the task suite; each is
-the module of this package with its name."""
 
 PRESETS = ("full", "smoke", "demo")
 """Sizes of an experiment: as written, or with the ``[smoke]`` or ``[demo]`` table
@@ -65,6 +57,112 @@ _TABLES = ("experiment", "cache", "study", *PRESETS[1:])
 
 class ExperimentError(ValueError):
     """An experiment file or run that cannot proceed; the message says the fix."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class ExperimentKind(SettingsPlugin):
+    """An analysis: its settings, its claim, and ``run`` (studies, checks, figure).
+
+    The declared parameters are the fields of :attr:`settings` with their defaults
+    (the ``[experiment]`` keys besides name, figure and kind); ``ranges`` and
+    ``check`` (:class:`~probe_lab.registry.Plugin`) refuse bad values when a file
+    is read. A kind module builds one and registers it with :func:`register_kind`.
+    """
+
+    what: ClassVar[str] = "experiment kind"
+
+    claim: str
+    """The paper's finding (or what the project expects), in words; the report
+    prints it next to what was measured."""
+
+    run: Callable[[Any], Any]
+    """``run(ctx: Context) -> Analysis``: run the studies, check the claims, draw
+    and save the figure (:mod:`probe_lab.experiments.base`)."""
+
+    settings: type = NoSettings
+    """A frozen, keyword-only dataclass of the kind's ``[experiment]`` keys, each
+    with a default and a docstring (types are checked when a file is read); the
+    default has none."""
+
+    supervisor_sets: Callable[[Any], list[list[Any]]] | None = None
+    """For a kind that builds its own supervisors instead of reading
+    ``[[study.supervisors]]``: ``supervisor_sets(config)``, the supervisors of each
+    study it runs (checked when the file loads)."""
+
+    def __post_init__(self) -> None:
+        if not callable(self.run):
+            raise RegistryError(f"experiment kind {self.name!r}: run is not callable")
+        super().__post_init__()
+
+    def read_settings(self, data: Mapping[str, Any], where: str = "experiment") -> Any:
+        """The kind's settings from the ``[experiment]`` keys besides name, figure
+        and kind, types and values checked.
+
+        Raises:
+            ConfigError: an unknown key or a value of the wrong type.
+            ExperimentError: a value the kind refuses.
+        """
+        settings = from_mapping(self.settings, data, where=where)
+        self.check_settings(settings)
+        return settings
+
+    def check_settings(self, settings: Any) -> None:
+        """Refuse settings outside their ranges or that :attr:`check` refuses.
+
+        Raises:
+            ExperimentError: naming the kind and the setting.
+        """
+        try:
+            super().check_settings(settings)
+        except ValueError as err:
+            raise ExperimentError(str(err)) from None
+
+
+def _as_kind(item: Any, name: str) -> ExperimentKind:
+    if isinstance(item, ExperimentKind):
+        return item
+    raise RegistryError(
+        f"experiment kind {name!r} is a {type(item).__name__}, not an "
+        f"ExperimentKind (build one and name it 'package.module:KIND')"
+    )
+
+
+KINDS: Registry[ExperimentKind] = Registry("experiment kind", _as_kind)
+"""The analyses, by name: one per paper figure (Fig. 23, 24, 25, 26, 27), the
+method leaderboard, Fig. 24's comparison against data size, and the task suite;
+each built-in kind is the module of this package with its name, registered when
+the package is imported."""
+
+
+def register_kind(**fields: Any) -> ExperimentKind:
+    """Build an :class:`ExperimentKind` and register it under its ``name``.
+
+    Args:
+        **fields: the :class:`ExperimentKind` fields (``name``, ``claim``, ``run``,
+            ``settings``, ``ranges``, ``check``, ``supervisor_sets``).
+
+    Returns:
+        The registered kind.
+    """
+    kind = ExperimentKind(**fields)
+    return KINDS.register(kind.name, kind)
+
+
+def get_kind(name: str) -> ExperimentKind:
+    """A registered experiment kind, or one loaded from ``"module:KIND"``.
+
+    Raises:
+        ExperimentError: an unknown name or an import path that does not load.
+    """
+    try:
+        return KINDS.get(name)
+    except RegistryError as err:
+        if isinstance(name, str) and ":" in name:
+            raise ExperimentError(f"[experiment] {err}") from None
+        raise ExperimentError(
+            f"[experiment] kind {name!r} is unknown; use one of {', '.join(KINDS)}, "
+            f"or an import path 'package.module:KIND'"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -159,7 +257,7 @@ class ExperimentConfig:
     """The paper figure it reproduces, e.g. ``Fig. 24``."""
 
     kind: str
-    """Which analysis and plot: one of :data:`KINDS`."""
+    """Which analysis and plot: a name in :data:`KINDS` or ``"module:KIND"``."""
 
     cache: CacheSpec = dataclasses.field(default_factory=CacheSpec)
     """Features to build when the run gets no cache."""
@@ -167,38 +265,9 @@ class ExperimentConfig:
     study: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """The ``[study]`` table: :class:`StudyConfig` settings without ``cache``."""
 
-    references: tuple[int, ...] = ()
-    """``simulation_difficulty``: the weak M_k2 supervisors, one study each."""
-
-    levels: tuple[float, ...] = ()
-    """``simulation_difficulty``: mixture levels (share of random errors)."""
-
-    hint_k: int | None = None
-    """``trivial_imitation``: the weak probe whose prediction becomes the hint
-    (first k principal components; None: all features)."""
-
-    hint_words: tuple[str, str] = ("false", "true")
-    """``trivial_imitation``: how the hint reads for weak label 0 and 1."""
-
-    hint_template: str = "{text} I think this is {hint}. What do you think?"
-    """``trivial_imitation``: prompt of the re-extraction (``{text}`` is the
-    original prompt)."""
-
-    scale: float = 1.0
-    """``trivial_imitation``: size of the weak label as an extra feature (in units
-    of the standardized features)."""
-
-    sizes: tuple[int, ...] = ()
-    """``sample_size``: rows of the task per study (``max_rows``), smallest first;
-    sizes beyond the cache use the whole cache."""
-
-    tasks: tuple[str, ...] = ()
-    """``methods``, ``task_suite``: the built-in tasks to run on (``["all"]``: every
-    one), one cache each (``[cache]`` with its task replaced); a run given
-    ``--cache`` runs on that cache alone."""
-
-    k: int = 32
-    """``task_suite``: the M_k probe supervisor (first k principal components)."""
+    settings: Any = None
+    """The kind's own settings (an instance of its ``settings`` dataclass; None:
+    its defaults)."""
 
     preset: str = "full"
     """Which size this is: ``full``, ``smoke`` or ``demo``."""
@@ -207,16 +276,10 @@ class ExperimentConfig:
     """The TOML file it was read from."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "references", tuple(self.references))
-        object.__setattr__(self, "levels", tuple(self.levels))
-        object.__setattr__(self, "hint_words", tuple(self.hint_words))
-        object.__setattr__(self, "tasks", tuple(self.tasks))
-        object.__setattr__(self, "sizes", tuple(self.sizes))
-        if self.kind not in KINDS:
-            raise ExperimentError(
-                f"[experiment] kind {self.kind!r} is unknown; use one of "
-                f"{', '.join(KINDS)}"
-            )
+        spec = get_kind(self.kind)
+        if self.settings is None:
+            object.__setattr__(self, "settings", spec.settings())
+        spec.check_settings(self.settings)
         if self.preset not in PRESETS:
             raise ExperimentError(f"preset must be one of {PRESETS}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
@@ -224,42 +287,23 @@ class ExperimentConfig:
                 f"[experiment] name {self.name!r} must be a plain file name "
                 "(letters, digits, _ . -)"
             )
-        if self.kind == "simulation_difficulty":
-            self._check_simulation()
-        if self.kind == "trivial_imitation":
-            self._check_imitation()
-        if self.kind == "sample_size" and (
-            not self.sizes or list(self.sizes) != sorted(set(self.sizes))
-        ):
-            raise ExperimentError(
-                "sample_size needs [experiment] sizes, an increasing list of row "
-                "counts (e.g. sizes = [500, 1000, 2000, 4850])"
-            )
 
-    def _check_simulation(self) -> None:
-        if not self.references or any(k < 1 for k in self.references):
-            raise ExperimentError(
-                "simulation_difficulty needs [experiment] references, a list of "
-                "M_k2 sizes >= 1 (e.g. references = [32, 64])"
-            )
-        if any(not 0 < lv < 1 for lv in self.levels):
-            raise ExperimentError(
-                "[experiment] levels must lie in (0, 1) (0 and 1 are the "
-                "simulatable and random supervisors, always included)"
-            )
+    @property
+    def spec(self) -> ExperimentKind:
+        """The experiment kind (its claim, ``run`` and settings)."""
+        return get_kind(self.kind)
 
-    def _check_imitation(self) -> None:
-        if len(set(self.hint_words)) != 2:
-            raise ExperimentError(
-                "[experiment] hint_words must be two different words, for weak "
-                "label 0 and 1 (e.g. ['false', 'true'])"
-            )
-        if "{text}" not in self.hint_template or "{hint}" not in self.hint_template:
-            raise ExperimentError(
-                "[experiment] hint_template must contain {text} and {hint}"
-            )
-        if self.scale <= 0:
-            raise ExperimentError("[experiment] scale must be > 0")
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the file's layout: the ``[experiment]`` keys (the kind's
+        settings among them), ``cache``, ``study``, ``preset`` and ``source``."""
+        experiment = dict(name=self.name, figure=self.figure, kind=self.kind)
+        return dict(
+            experiment=experiment | dataclasses.asdict(self.settings),
+            cache=dataclasses.asdict(self.cache),
+            study=self.study,
+            preset=self.preset,
+            source=self.source,
+        )
 
     def study_config(
         self, cache: str | Path, supervisors: Sequence[Supervisor] | None = None
@@ -416,11 +460,16 @@ def read_experiment(
     try:
         spec = from_mapping(CacheSpec, data.get("cache", {}), where="cache")
         fixed = dict(cache=spec, study=data.get("study", {}), preset=preset)
+        table = dict(data.get("experiment", {}))
+        base = {k: table.pop(k) for k in ("name", "figure", "kind") if k in table}
+        if isinstance(base.get("kind"), str):
+            fixed["settings"] = get_kind(base["kind"]).read_settings(table)
+        elif table:
+            raise ExperimentError(
+                "[experiment] needs kind (its other keys are that kind's settings)"
+            )
         return from_mapping(
-            ExperimentConfig,
-            data.get("experiment", {}),
-            where="experiment",
-            fixed=dict(fixed, source=source),
+            ExperimentConfig, base, where="experiment", fixed=dict(fixed, source=source)
         )
     except (ConfigError, ExperimentError) as err:
         raise ExperimentError(f"{source}: {err}") from err

@@ -9,6 +9,7 @@ largest student learns from each, with cross-entropy and the confidence loss.
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from probe_lab import plots
 from probe_lab.experiments.base import (
@@ -21,8 +22,9 @@ from probe_lab.experiments.base import (
     pgr_text,
     strongest,
 )
+from probe_lab.experiments.config import register_kind
 
-__all__ = ["CLAIM", "check", "run"]
+__all__ = ["CLAIM", "KIND", "check", "plot", "run"]
 
 CLAIM = (
     "At matched weak accuracy, PGR depends strongly on how the weak errors are "
@@ -38,7 +40,7 @@ def run(ctx: Context) -> Analysis:
     result = ctx.study()
     summary = strongest(result.summary())
     findings = check(summary, result.config.reference_name)
-    fig = plots.plot_error_structures(summary, title=ctx.title)
+    fig = plot(summary, title=ctx.title)
     return Analysis({"study": result}, findings, [ctx.save(fig)])
 
 
@@ -101,3 +103,44 @@ def _spread(xent: pd.DataFrame) -> Finding:
         f"to {fmt(best.pgr, 2)} ({best.supervisor}); intervals {overlap}",
         held=apart,
     )
+
+
+def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """Fig. 25 analog: PGR per weak-error structure at matched weak accuracy, for
+    each loss, with bootstrap intervals; and how much the student agrees with the
+    weak labels where they are wrong.
+
+    Args:
+        summary: ``StudyResult.summary()`` rows of one student size.
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    order = list(dict.fromkeys(summary.supervisor))
+    weak = summary.groupby("supervisor", sort=False).weak_acc.mean()
+    student = int(summary.student.iloc[0])
+    with plots.style():
+        fig = plots.pgr_and_agreement(
+            summary,
+            order,
+            "agreement_weak_wrong",
+            titles=(
+                "PGR per error structure (95% bootstrap interval over seeds)",
+                "imitation of the weak errors",
+            ),
+            agreement_label=(
+                "student agrees with the weak label\nwhere it is wrong (test)"
+            ),
+            top=1.0,
+        )
+        fig.suptitle(
+            (title or "Weak-error structures")
+            + f"\nweak accuracy {weak.min():.2f}-{weak.max():.2f} (matched); "
+            f"student k = {student}"
+        )
+    return fig
+
+
+KIND = register_kind(name="error_structures", claim=CLAIM, run=run)
+"""The experiment kind (no settings of its own)."""

@@ -1,14 +1,13 @@
-"""The registry of experiment kinds, and loading an experiment checked against its
-kind.
+"""The built-in experiment kinds, registered, and loading an experiment checked
+against its kind.
 
-Each name in :data:`~probe_lab.experiments.config.KINDS` is a module of this
-package that defines:
-
-* ``CLAIM``: the paper's finding, in words (the report prints it);
-* ``run(ctx: Context) -> Analysis``: run the studies, check the claims, draw the
-  figure;
-* optionally ``supervisor_sets(config)``: the supervisors of each study, for a kind
-  that builds its own instead of reading ``[[study.supervisors]]``.
+A kind is an :class:`~probe_lab.experiments.config.ExperimentKind` in
+:data:`~probe_lab.experiments.config.KINDS`. Each packaged experiment
+(``configs/<name>.toml``) has a module of this package with the same name that
+registers its kind when imported (:func:`~probe_lab.experiments.config.register_kind`);
+this module imports them, so adding an experiment is that module and its TOML file.
+A kind defined elsewhere is registered by its own module, or named in a TOML file by
+import path (``kind = "package.module:KIND"``).
 """
 
 from __future__ import annotations
@@ -16,24 +15,18 @@ from __future__ import annotations
 import importlib
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from types import ModuleType
 
 from probe_lab.experiments.config import (
-    KINDS,
     ExperimentConfig,
     ExperimentError,
+    experiment_configs,
     read_experiment,
 )
 
-__all__ = ["CLAIMS", "MODULES", "check", "load_experiment"]
+__all__ = ["check", "load_experiment"]
 
-MODULES: dict[str, ModuleType] = {
-    kind: importlib.import_module(f"{__package__}.{kind}") for kind in KINDS
-}
-"""Each kind's module."""
-
-CLAIMS: dict[str, str] = {kind: module.CLAIM for kind, module in MODULES.items()}
-"""The paper's qualitative finding per kind (Burns et al. 2023, Fig. 23-27)."""
+for _name in experiment_configs():
+    importlib.import_module(f"{__package__}.{_name}")
 
 
 def check(config: ExperimentConfig) -> None:
@@ -42,8 +35,7 @@ def check(config: ExperimentConfig) -> None:
     Raises:
         ExperimentError: naming the file and what to change.
     """
-    module = MODULES[config.kind]
-    generate = getattr(module, "supervisor_sets", None)
+    generate = config.spec.supervisor_sets
     if generate is not None and config.study.get("supervisors"):
         raise ExperimentError(
             f"{config.source or 'experiment'}: {config.kind} builds its own "

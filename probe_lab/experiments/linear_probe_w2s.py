@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from probe_lab import plots
 from probe_lab.experiments.base import Analysis, Context, Finding, fmt, judged, mean
+from probe_lab.experiments.config import register_kind
 
-__all__ = ["CLAIM", "check", "run"]
+__all__ = ["CLAIM", "KIND", "check", "plot", "run"]
 
 CLAIM = (
     "Linear probes on weak representations (earlier layers, few principal "
@@ -28,7 +30,7 @@ CLAIM = (
 def run(ctx: Context) -> Analysis:
     """One study with the configured supervisors; the PGR grid figure."""
     result = ctx.study()
-    fig = plots.plot_weak_to_strong(result.table, title=ctx.title)
+    fig = plot(result.table, title=ctx.title)
     return Analysis({"study": result}, check(result.summary()), [ctx.save(fig)])
 
 
@@ -83,3 +85,56 @@ def check(summary: pd.DataFrame) -> list[Finding]:
             )
         )
     return findings
+
+
+def plot(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Fig. 23 analog: test accuracy against student size, one line per weak
+    supervisor (its own accuracy dashed), the ground-truth ceiling in black; one
+    panel per loss.
+
+    Args:
+        table: a study's per-seed table (``StudyResult.table``).
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    losses = [loss for loss in plots.LOSS_NAMES if loss in set(table.loss)]
+    sups = list(dict.fromkeys(table.supervisor))
+    colors = dict(zip(sups, plots.colors(len(sups), "plasma"), strict=True))
+    ks = sorted(set(table.student))
+    with plots.style():
+        fig = Figure(figsize=(5.2 * len(losses), 5.0), layout="constrained")
+        axes = fig.subplots(1, len(losses), sharey=True, squeeze=False)[0]
+        for ax, loss in zip(axes, losses, strict=True):
+            rows = table[table.loss == loss]
+            plots.line(ax, plots.ceiling(rows), "student", color="black", lw=2.2)
+            ax.lines[-1].set_label("strong ceiling (ground truth)")
+            for sup in sups:
+                sub = rows[rows.supervisor == sup]
+                weak = sub.drop_duplicates("seed").weak_acc.mean()
+                plots.line(
+                    ax,
+                    plots.band(sub, "student", "student_acc"),
+                    "student",
+                    color=colors[sup],
+                )
+                ax.lines[-1].set_label(f"weak {sup} (acc {weak:.2f})")
+                ax.axhline(weak, color=colors[sup], ls=":", lw=1.5)
+            ax.set_title(f"students trained with {plots.LOSS_NAMES[loss]}")
+            ax.set_ylabel("test accuracy")
+            plots.k_axis(ax, ks)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=min(3, len(labels)),
+            title="dotted: the weak supervisor's own test accuracy",
+        )
+        fig.suptitle(title or "Weak-to-strong generalization with linear probes")
+    return fig
+
+
+KIND = register_kind(name="linear_probe_w2s", claim=CLAIM, run=run)
+"""The experiment kind (no settings of its own)."""

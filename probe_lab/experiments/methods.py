@@ -12,16 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from activation_cache import TASKS
 from probe_lab import plots
-from probe_lab.experiments.base import Analysis, Context, Finding, fmt, judged
+from probe_lab.experiments.base import (
+    Analysis,
+    Context,
+    Finding,
+    check_tasks,
+    fmt,
+    judged,
+)
 from probe_lab.experiments.caches import build_cache
+from probe_lab.experiments.config import register_kind
 from probe_lab.leaderboard import Leaderboard, rank_methods
 from probe_lab.study import StudyResult
 
-__all__ = ["CLAIM", "check", "run"]
+__all__ = ["CLAIM", "KIND", "Settings", "check", "plot", "run"]
 
 CLAIM = (
     "The auxiliary confidence loss improves weak-to-strong generalization over "
@@ -36,10 +46,14 @@ def run(ctx: Context) -> Analysis:
     """One study per task, then the leaderboard over all of them."""
     studies: dict[str, StudyResult] = {}
     caches = {}
-    if ctx.cache_given or not ctx.config.tasks:
+    if ctx.cache_given or not ctx.config.settings.tasks:
         caches[ctx.cache.stem] = ctx.cache
     else:
-        tasks = TASKS if ctx.config.tasks == ("all",) else ctx.config.tasks
+        tasks = (
+            TASKS
+            if ctx.config.settings.tasks == ("all",)
+            else ctx.config.settings.tasks
+        )
         for task in tasks:
             spec = dataclasses.replace(ctx.config.cache, task=task)
             caches[task] = build_cache(spec, ctx.cache_dir, progress=ctx.progress)
@@ -51,7 +65,7 @@ def run(ctx: Context) -> Analysis:
     )
     board = rank_methods(table)
     board.save(ctx.out)
-    fig = plots.plot_leaderboard(board, title=ctx.title)
+    fig = plot(board, title=ctx.title)
     return Analysis(studies, check(board), [ctx.save(fig)])
 
 
@@ -85,3 +99,80 @@ def check(board: Leaderboard) -> list[Finding]:
         )
     )
     return findings
+
+
+def plot(board, *, title: str = "") -> Figure:
+    """Mean PGR per method with its interval over seeds: one panel for all tasks
+    (the leaderboard's order, best on top), one per task; the baseline's PGR as a
+    dashed line. ``board`` is a :class:`probe_lab.leaderboard.Leaderboard`."""
+    methods = list(board.overall.method)
+    tasks = list(dict.fromkeys(board.per_task.task))
+    panels = [
+        (
+            "all tasks",
+            board.overall.rename(columns={"pgr_low": "low", "pgr_high": "high"}),
+        )
+    ]
+    panels += [(task, board.per_task[board.per_task.task == task]) for task in tasks]
+    y = np.arange(len(methods))[::-1]
+    cols = min(len(panels), 5)
+    rows = -(-len(panels) // cols)
+    with plots.style():
+        width = max(3.4 * cols + 2.5, 10.5)
+        height = rows * (1.0 + 0.45 * len(methods)) + 0.8
+        fig = Figure(figsize=(width, height), layout="constrained")
+        grid = plots.panels(fig, len(panels), cols, sharey=True).reshape(-1)
+        axes = grid[: len(panels)]
+        for ax, (name, frame) in zip(axes, panels, strict=True):
+            frame = frame.set_index("method").reindex(methods)
+            err = np.vstack([frame.pgr - frame.low, frame.high - frame.pgr])
+            colors = ["#cc6677" if m == board.baseline else "#4477aa" for m in methods]
+            ax.errorbar(
+                frame.pgr,
+                y,
+                xerr=np.nan_to_num(err),
+                fmt="none",
+                ecolor="0.5",
+                capsize=3,
+            )
+            ax.scatter(frame.pgr, y, c=colors, zorder=3, s=30, label="mean PGR")
+            base = frame.pgr.get(board.baseline, np.nan)
+            if np.isfinite(base):
+                ax.axvline(
+                    base, color="#cc6677", ls="--", lw=1, label=f"{board.baseline}"
+                )
+            ax.axvline(0, color="0.6", lw=0.8)
+            if frame.pgr.isna().all():
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no cell with a gap",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                )
+            ax.set_title(name)
+            ax.set_xlabel("PGR")
+        axes[0].set_yticks(y, methods)
+        for ax in grid[::cols]:
+            ax.set_ylabel("method")
+        axes[0].legend(loc="lower right")
+        level = f"{board.confidence:.0%}"
+        fig.suptitle(title or f"Methods ranked by PGR ({level} t-intervals over seeds)")
+    return fig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The ``[experiment]`` keys of ``methods``."""
+
+    tasks: tuple[str, ...] = ()
+    """The built-in tasks to rank on (``["all"]``: every one), one cache each
+    (``[cache]`` with its task replaced); a run given ``--cache`` ranks on that
+    cache alone."""
+
+
+KIND = register_kind(
+    name="methods", claim=CLAIM, run=run, settings=Settings, check=check_tasks
+)
+"""The experiment kind."""

@@ -14,7 +14,6 @@ import pandas as pd
 
 from probe_lab import metrics
 from probe_lab.experiments.base import ExperimentResult, Finding, analog, fmt, strongest
-from probe_lab.experiments.kinds import CLAIMS
 
 __all__ = [
     "findings_table",
@@ -86,7 +85,7 @@ def write_summary(result: ExperimentResult) -> Path:
         f"Cache `{result.cache}`, {config.preset} size, "
         f"{result.seconds:.0f} s on this machine. Config: `{config.source}`.",
         "",
-        f"**The paper's finding** ({config.figure}): {CLAIMS[config.kind]}",
+        f"**The paper's finding** ({config.figure}): {config.spec.claim}",
         "",
         ("**Smoke: not evidence.** " if config.preset == "smoke" else "")
         + f"**Here the finding {verdict}** ("
@@ -157,7 +156,7 @@ def write_record(result: ExperimentResult) -> Path:
         The file written.
     """
     record = dict(
-        config=dataclasses.asdict(result.config),
+        config=result.config.to_dict(),
         cache=str(result.cache),
         seconds=result.seconds,
         findings=[dataclasses.asdict(f) for f in result.findings],

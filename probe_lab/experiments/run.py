@@ -17,7 +17,7 @@ from probe_lab.experiments import report
 from probe_lab.experiments.base import Context, ExperimentResult, summary_frame
 from probe_lab.experiments.caches import build_cache
 from probe_lab.experiments.config import ExperimentConfig, ExperimentError, slug
-from probe_lab.experiments.kinds import MODULES, check, load_experiment
+from probe_lab.experiments.kinds import check, load_experiment
 from probe_lab.study import StudyResult
 
 __all__ = ["check_out", "default_out", "lock_out", "run_demo", "run_experiment"]
@@ -187,7 +187,7 @@ def _run_locked(
         fresh=fresh,
     )
     ctx.log(f"{config.kind} on {ctx.cache} ({config.preset} size)")
-    studies, findings, figures = MODULES[config.kind].run(ctx)
+    studies, findings, figures = config.spec.run(ctx)
     folders = _save_studies(studies, out)
     result = ExperimentResult(
         config=config,

@@ -10,9 +10,13 @@ enough rows); the run finds the size from which it holds here and says so.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from probe_lab import plots
 from probe_lab.experiments.base import (
@@ -23,9 +27,10 @@ from probe_lab.experiments.base import (
     judged,
     summary_frame,
 )
+from probe_lab.experiments.config import register_kind
 from probe_lab.study import StudyResult
 
-__all__ = ["CLAIM", "check", "run"]
+__all__ = ["CLAIM", "KIND", "Settings", "check", "check_settings", "plot", "run"]
 
 CLAIM = (
     "Random weak errors are easier to generalize past than the simulatable errors "
@@ -39,7 +44,7 @@ def run(ctx: Context) -> Analysis:
     """One study per size; PGR and agreement of the full-width student by size."""
     studies: dict[str, StudyResult] = {}
     frames = []
-    for size in ctx.config.sizes:
+    for size in ctx.config.settings.sizes:
         config = dataclasses.replace(ctx.config.study_config(ctx.cache), max_rows=size)
         result = ctx.run_study(config)
         rows = result.fingerprints["rows"]
@@ -53,7 +58,7 @@ def run(ctx: Context) -> Analysis:
     summary = pd.concat(frames, ignore_index=True)
     summary = summary[summary.student == summary.student.max()]
     ref = next(iter(studies.values())).config.reference_name
-    fig = plots.plot_sample_size(summary[summary.loss == "xent"], title=ctx.title)
+    fig = plot(summary[summary.loss == "xent"], title=ctx.title)
     return Analysis(studies, check(summary, ref), [ctx.save(fig)])
 
 
@@ -122,3 +127,87 @@ def check(summary: pd.DataFrame, ref: str) -> list[Finding]:
             )
         )
     return findings
+
+
+def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """PGR (left) and agreement with the weak labels (right) against the number of
+    weak-labelled training rows, one line per supervisor (the simulatable M_k and
+    random flips at its accuracy), with the bootstrap intervals over seeds.
+
+    Args:
+        summary: ``StudyResult.summary()`` rows with a ``labelled`` column (rows
+            the students learn from) for each study size.
+    """
+    sups = list(dict.fromkeys(summary.supervisor))
+    with plots.style():
+        fig = Figure(figsize=(12.0, 5.0), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        for sup, color in zip(sups, plots.colors(len(sups), "tab10"), strict=True):
+            rows = summary[summary.supervisor == sup].sort_values("labelled")
+            err = np.vstack([rows.pgr - rows.pgr_low, rows.pgr_high - rows.pgr])
+            left.errorbar(
+                rows.labelled,
+                rows.pgr,
+                yerr=np.nan_to_num(err),
+                marker="o",
+                color=color,
+                capsize=3,
+                label=sup,
+            )
+            right.plot(
+                rows.labelled, rows.agreement, marker="o", color=color, label=sup
+            )
+        left.axhline(0, color="0.5", lw=0.8)
+        span = summary.labelled.min() / 1.3, summary.labelled.max() * 1.3
+        sizes = sorted({int(v) for v in summary.labelled})
+        for ax in (left, right):
+            ax.set_xscale("log")
+            ax.set_xlim(*span)  # also where every PGR is NaN (no data to scale)
+            ax.set_xticks(sizes, [str(v) for v in sizes])
+            ax.minorticks_off()
+            ax.set_xlabel("weak-labelled training rows (student split)")
+        left.set_ylabel("PGR")
+        low = summary.pgr_low.min() if summary.pgr_low.notna().any() else 0.0
+        cut = " (axis cut at -1.5)" if low < -1.5 else ""
+        if cut:
+            left.set_ylim(bottom=-1.55)
+        left.set_title(
+            f"PGR (95% bootstrap interval over seeds){cut}"
+            if summary.pgr.notna().any()
+            else "PGR undefined: the ceiling is not above the weak accuracy"
+        )
+        right.set_ylabel("student agrees with the weak labels (test)")
+        right.set_title("imitation of the weak labels")
+        left.legend(loc="best")
+        fig.suptitle(title or "PGR against data size")
+    return fig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The ``[experiment]`` keys of ``sample_size``."""
+
+    sizes: tuple[int, ...] = ()
+    """Rows of the task per study (``max_rows``), smallest first; sizes beyond the
+    cache use the whole cache."""
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    """An increasing, non-empty list of sizes."""
+    sizes = list(values["sizes"])
+    if not sizes or sizes != sorted(set(sizes)):
+        raise ValueError(
+            "sample_size needs [experiment] sizes, an increasing list of row "
+            "counts (e.g. sizes = [500, 1000, 2000, 4850])"
+        )
+
+
+KIND = register_kind(
+    name="sample_size",
+    claim=CLAIM,
+    run=run,
+    settings=Settings,
+    ranges={"sizes": (2, math.inf)},
+    check=check_settings,
+)
+"""The experiment kind."""

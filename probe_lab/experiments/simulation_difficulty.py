@@ -9,10 +9,14 @@ errors). A study matches one reference accuracy, hence one study per reference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from probe_lab import plots
 from probe_lab.experiments.base import (
@@ -25,10 +29,20 @@ from probe_lab.experiments.base import (
     stack,
     summary_frame,
 )
-from probe_lab.experiments.config import ExperimentConfig
+from probe_lab.experiments.config import ExperimentConfig, register_kind
 from probe_lab.study import Supervisor
 
-__all__ = ["CLAIM", "check", "run", "supervisor_sets", "supervisors"]
+__all__ = [
+    "CLAIM",
+    "KIND",
+    "Settings",
+    "check",
+    "check_settings",
+    "plot",
+    "run",
+    "supervisor_sets",
+    "supervisors",
+]
 
 CLAIM = (
     "Perfectly simulatable weak errors (M_k2 labels for a student M_k1, k1 >= k2) "
@@ -51,23 +65,24 @@ def supervisors(k: int, levels: Sequence[float]) -> list[Supervisor]:
 
 def supervisor_sets(config: ExperimentConfig) -> list[list[Supervisor]]:
     """The supervisors of each study: one per reference."""
-    return [supervisors(k, config.levels) for k in config.references]
+    settings = config.settings
+    return [supervisors(k, settings.levels) for k in settings.references]
 
 
 def run(ctx: Context) -> Analysis:
     """One study per reference; agreement and PGR by student size and structure."""
-    studies = {}
-    for k in ctx.config.references:
+    studies, settings = {}, ctx.config.settings
+    for k in settings.references:
         ctx.log(f"study with weak supervisor M_{k}")
-        studies[f"M_{k}"] = ctx.study(supervisors(k, ctx.config.levels))
+        studies[f"M_{k}"] = ctx.study(supervisors(k, settings.levels))
     table = stack(studies, "table")
     table["reference"] = table.study.str.slice(2).astype(int)
     summary = pd.concat(
         [summary_frame(r, reference=int(label[2:])) for label, r in studies.items()],
         ignore_index=True,
     )
-    fig = plots.plot_simulation(table, title=ctx.title)
-    findings = check(summary, mixtures=bool(ctx.config.levels))
+    fig = plot(table, title=ctx.title)
+    findings = check(summary, mixtures=bool(settings.levels))
     return Analysis(studies, findings, [ctx.save(fig)])
 
 
@@ -124,3 +139,114 @@ def _mixture_trend(regime: pd.DataFrame) -> Finding:
 def _level(name: str) -> float:
     """The share of random errors of a ``mixture <level>`` supervisor."""
     return float(name.split()[-1]) if name.startswith("mixture ") else np.nan
+
+
+def plot(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Fig. 24 analog: (a) simulatable M_k2 labels, (b) random errors at M_k2's
+    accuracy, (c) mixtures at one M_k2; test accuracy (top) and agreement with the
+    weak labels (bottom) against student size. Cross-entropy students.
+
+    Args:
+        table: the simulation studies' per-seed tables, concatenated, with a
+            ``reference`` column (k2).
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    table = table[table.loss == "xent"]
+    refs = sorted(set(table.reference))
+    mid = refs[len(refs) // 2]
+    ref_colors = dict(zip(refs, plots.colors(len(refs)), strict=True))
+    ks = sorted(set(table.student))
+    mix = table[table.reference == mid]
+    order = (
+        [s for s in mix.supervisor.unique() if s.startswith("M_")]
+        + sorted(s for s in mix.supervisor.unique() if s.startswith("mixture"))
+        + ["random"]
+    )
+    share = {s: 0.0 for s in order if s.startswith("M_")} | {"random": 1.0}
+    share |= {s: float(s.split()[-1]) for s in order if s.startswith("mixture")}
+    mix_colors = dict(zip(order, plots.colors(len(order), "plasma"), strict=True))
+    panels = (
+        ("(a) perfectly simulatable: weak = M_k2", "probe"),
+        ("(b) unsimulatable: random errors\nat M_k2's accuracy", "random"),
+        (f"(c) mixture at M_{mid}'s accuracy", "mixture"),
+    )
+    with plots.style():
+        fig = Figure(figsize=(14, 8.2), layout="constrained")
+        axes = fig.subplots(2, 3, sharex=True, sharey="row")
+        for col, (name, kind) in enumerate(panels):
+            top, bottom = axes[0, col], axes[1, col]
+            if kind == "mixture":
+                groups = [(s, mix[mix.supervisor == s], mix_colors[s]) for s in order]
+                label = lambda s: f"{share[s]:.0%} random"  # noqa: E731
+            else:
+                groups = [
+                    (
+                        r,
+                        table[(table.reference == r) & (table.kind == kind)],
+                        ref_colors[r],
+                    )
+                    for r in refs
+                ]
+                label = lambda r: f"k2 = {r}"  # noqa: E731
+            plots.line(top, plots.ceiling(table), "student", color="black", lw=2.2)
+            top.lines[-1].set_label("strong ceiling")
+            for key, rows, color in groups:
+                weak = rows.drop_duplicates("seed").weak_acc.mean()
+                for ax, column in ((top, "student_acc"), (bottom, "agreement")):
+                    stats = plots.band(rows, "student", column)
+                    plots.line(ax, stats, "student", color=color)
+                top.lines[-1].set_label(f"{label(key)} (weak acc {weak:.2f})")
+                top.axhline(weak, color=color, ls=":", lw=1.3)
+            top.set_title(name)
+            top.set_ylabel("test accuracy")
+            top.legend(loc="lower right")
+            bottom.set_ylabel("agreement with weak labels (test)")
+            bottom.set_ylim(0.45, 1.02)
+            plots.k_axis(bottom, ks)
+            top.tick_params(labelbottom=True)
+        fig.suptitle(
+            (title or "Simulation difficulty")
+            + "\nweak M_k2 = probe on the first k2 principal components; dotted: "
+            "weak accuracy"
+        )
+    return fig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The ``[experiment]`` keys of ``simulation_difficulty``."""
+
+    references: tuple[int, ...] = ()
+    """The weak M_k2 supervisors, one study each."""
+
+    levels: tuple[float, ...] = ()
+    """Mixture levels (share of random errors), each in (0, 1)."""
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    """At least one reference; mixture levels strictly between 0 and 1."""
+    if not values["references"]:
+        raise ValueError(
+            "needs [experiment] references, a list of M_k2 sizes >= 1 (e.g. "
+            "references = [32, 64])"
+        )
+    if any(not 0 < lv < 1 for lv in values["levels"]):
+        raise ValueError(
+            "[experiment] levels must lie in (0, 1) (0 and 1 are the simulatable "
+            "and random supervisors, always included)"
+        )
+
+
+KIND = register_kind(
+    name="simulation_difficulty",
+    claim=CLAIM,
+    run=run,
+    settings=Settings,
+    ranges={"references": (1, math.inf)},
+    check=check_settings,
+    supervisor_sets=supervisor_sets,
+)
+"""The experiment kind."""

@@ -21,10 +21,12 @@ every task where there is a gap to recover.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from activation_cache import TASK_INFO, TASKS, open_cache
 from probe_lab import plots
@@ -32,15 +34,26 @@ from probe_lab.experiments.base import (
     Analysis,
     Context,
     Finding,
+    check_tasks,
     fmt,
     judged,
     summary_frame,
 )
 from probe_lab.experiments.caches import bow_cache, build_cache
+from probe_lab.experiments.config import register_kind
 from probe_lab.metrics import SMALL_GAP
 from probe_lab.study import StudyResult, Supervisor
 
-__all__ = ["CLAIM", "check", "run", "supervisor_sets", "supervisors"]
+__all__ = [
+    "CLAIM",
+    "KIND",
+    "Settings",
+    "check",
+    "plot",
+    "run",
+    "supervisor_sets",
+    "supervisors",
+]
 
 CLAIM = (
     "Students beat their weak supervisors (PGR > 0) also when the weak model is "
@@ -69,7 +82,7 @@ def supervisors(k: int, bow: str | None, rules: tuple[str, ...]) -> list[Supervi
 def supervisor_sets(config) -> list[list[Supervisor]]:
     """The supervisors of a task with a bag of words and a rule (for checking the
     configuration before any cache exists)."""
-    return [supervisors(config.k, "<bow>.h5", ("rule",))]
+    return [supervisors(config.settings.k, "<bow>.h5", ("rule",))]
 
 
 def _rules(task: str, cache: Path) -> tuple[str, ...]:
@@ -81,10 +94,12 @@ def _rules(task: str, cache: Path) -> tuple[str, ...]:
 
 
 def _task_caches(ctx: Context) -> dict[str, Path]:
-    if ctx.cache_given or not ctx.config.tasks:
+    if ctx.cache_given or not ctx.config.settings.tasks:
         task = str(open_cache(ctx.cache).meta.get("task", ctx.cache.stem))
         return {Path(task).stem: ctx.cache}
-    tasks = TASKS if ctx.config.tasks == ("all",) else ctx.config.tasks
+    tasks = (
+        TASKS if ctx.config.settings.tasks == ("all",) else ctx.config.settings.tasks
+    )
     return {
         task: build_cache(
             dataclasses.replace(ctx.config.cache, task=task),
@@ -101,7 +116,7 @@ def run(ctx: Context) -> Analysis:
     frames = []
     for task, cache in _task_caches(ctx).items():
         bow = bow_cache(cache, ctx.cache_dir, progress=ctx.progress)
-        sups = supervisors(ctx.config.k, str(bow), _rules(task, cache))
+        sups = supervisors(ctx.config.settings.k, str(bow), _rules(task, cache))
         ctx.log(f"{task}: {', '.join(s.label for s in sups)}")
         result = ctx.study(sups, cache=cache)
         studies[task] = result
@@ -111,7 +126,7 @@ def run(ctx: Context) -> Analysis:
     largest = summary[
         summary.student == summary.groupby("task").student.transform("max")
     ]
-    fig = plots.plot_task_suite(largest[largest.loss == "xent"], title=ctx.title)
+    fig = plot(largest[largest.loss == "xent"], title=ctx.title)
     return Analysis(studies, check(summary), [ctx.save(fig)])
 
 
@@ -179,3 +194,76 @@ def check(summary: pd.DataFrame) -> list[Finding]:
             )
         )
     return findings
+
+
+def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """PGR per supervisor on every task (largest student), one panel per task:
+    each natural supervisor (a bag-of-words probe, a rule, M_k) in color and the
+    random flips at its accuracy hatched beside it, with the bootstrap intervals;
+    each panel's title gives the MiniLM ceiling. Tasks with no gap show n/a."""
+    tasks = list(dict.fromkeys(summary.task))
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    with plots.style():
+        width = max(5.2 * cols, 10.5)
+        fig = Figure(figsize=(width, 3.6 * rows + 1.2), layout="constrained")
+        axes = plots.panels(fig, len(tasks), cols).reshape(-1)
+        for ax, task in zip(axes, tasks, strict=False):
+            frame = summary[summary.task == task]
+            natural = [s for s in dict.fromkeys(frame.supervisor) if "@" not in s]
+            x = np.arange(len(natural))
+            for offset, prefix, hatch in ((-0.2, "", None), (0.2, "random@", "//")):
+                rows_ = frame.set_index("supervisor").reindex(
+                    [prefix + s for s in natural]
+                )
+                err = np.vstack([rows_.pgr - rows_.pgr_low, rows_.pgr_high - rows_.pgr])
+                ax.bar(
+                    x + offset,
+                    rows_.pgr.fillna(0.0),
+                    width=0.4,
+                    yerr=np.nan_to_num(err),
+                    color=plots.colors(len(natural), "tab10")[: len(natural)],
+                    hatch=hatch,
+                    edgecolor="0.3",
+                    capsize=3,
+                    label="random flips at its accuracy" if prefix else "supervisor",
+                )
+                for xi, value in zip(x + offset, rows_.pgr, strict=True):
+                    if not np.isfinite(value):
+                        ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=10)
+            ax.axhline(0, color="0.5", lw=0.8)
+            ax.set_xticks(x, natural)
+            ax.set_ylabel("PGR")
+            ceiling = frame.ceiling_acc.mean()
+            ax.set_title(f"{task} (ceiling {ceiling:.2f})")
+        axes[0].legend(loc="best")
+        fig.suptitle(
+            (title or "The task suite")
+            + "\nPGR of the largest student (xent), 95% bootstrap intervals over seeds"
+        )
+    return fig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The ``[experiment]`` keys of ``task_suite``."""
+
+    tasks: tuple[str, ...] = ()
+    """The built-in tasks to run on (``["all"]``: every one), one cache each
+    (``[cache]`` with its task replaced); a run given ``--cache`` runs on that
+    cache alone."""
+
+    k: int = 32
+    """The M_k probe supervisor (first k principal components)."""
+
+
+KIND = register_kind(
+    name="task_suite",
+    claim=CLAIM,
+    run=run,
+    settings=Settings,
+    ranges={"k": (1, math.inf)},
+    check=check_tasks,
+    supervisor_sets=supervisor_sets,
+)
+"""The experiment kind."""

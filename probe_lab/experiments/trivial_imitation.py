@@ -14,10 +14,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from activation_cache import Cache, open_cache
 from probe_lab import plots, train_probes
@@ -39,16 +43,24 @@ from probe_lab.experiments.caches import (
     source_model,
     write_task,
 )
-from probe_lab.experiments.config import ExperimentConfig, ExperimentError
+from probe_lab.experiments.config import (
+    ExperimentConfig,
+    ExperimentError,
+    register_kind,
+)
 from probe_lab.study import Supervisor
 from probe_lab.study_data import load_study_data, study_layer
 
 __all__ = [
     "CLAIM",
+    "KIND",
+    "Settings",
     "check",
+    "check_settings",
     "hint_labels",
     "hinted_cache",
     "imitation_supervisors",
+    "plot",
     "prompt_supervisors",
     "run",
     "supervisor_sets",
@@ -85,7 +97,7 @@ def prompt_supervisors() -> list[Supervisor]:
 def supervisor_sets(config: ExperimentConfig) -> list[list[Supervisor]]:
     """The supervisors of both studies (the hinted cache named by a placeholder)."""
     return [
-        imitation_supervisors(config.hint_k, "<cache>", config.scale),
+        imitation_supervisors(config.settings.hint_k, "<cache>", config.settings.scale),
         prompt_supervisors(),
     ]
 
@@ -96,9 +108,11 @@ def run(ctx: Context) -> Analysis:
     config = ctx.config
     ctx.log("training the weak probe that writes the hints")
     weak, acc = hint_labels(config, ctx.cache)
-    ctx.log(f"hint accuracy {acc:.3f} (out-of-fold M_{config.hint_k})")
+    ctx.log(f"hint accuracy {acc:.3f} (out-of-fold M_{config.settings.hint_k})")
     hinted = hinted_cache(ctx, weak)
-    sups = imitation_supervisors(config.hint_k, str(hinted), config.scale)
+    sups = imitation_supervisors(
+        config.settings.hint_k, str(hinted), config.settings.scale
+    )
     studies = {
         "original": ctx.study(sups),
         "in prompt": ctx.study(prompt_supervisors(), cache=hinted),
@@ -107,7 +121,7 @@ def run(ctx: Context) -> Analysis:
         [strongest(summary_frame(r, study=s)) for s, r in studies.items()],
         ignore_index=True,
     )
-    fig = plots.plot_imitation(summary, title=ctx.title)
+    fig = plot(summary, title=ctx.title)
     return Analysis(studies, check(summary), [ctx.save(fig)])
 
 
@@ -131,7 +145,7 @@ def hint_labels(config: ExperimentConfig, cache: Path) -> tuple[np.ndarray, floa
     )
     truth = np.asarray(opened.labels, np.int8)
     n, d = x.shape
-    k = d if config.hint_k is None else config.hint_k
+    k = d if config.settings.hint_k is None else config.settings.hint_k
     if k > d:
         raise ExperimentError(
             f"{config.source}: hint_k = {k} exceeds the {d} features of {cache}"
@@ -171,15 +185,19 @@ def hinted_cache(ctx: Context, weak: np.ndarray) -> Path:
     """
     config = ctx.config
     opened = open_cache(ctx.cache)
-    template = config.hint_template.replace("{text}", str(opened.meta.get("template")))
+    template = config.settings.hint_template.replace(
+        "{text}", str(opened.meta.get("template"))
+    )
     digest = hashlib.sha256(
-        weak.tobytes() + json.dumps([template, *config.hint_words]).encode()
+        weak.tobytes() + json.dumps([template, *config.settings.hint_words]).encode()
     ).hexdigest()[:8]
     path = ctx.cache_dir / f"{ctx.cache.stem}-hint-{digest}.h5"
     if is_complete(path):
         ctx.log(f"reusing the hinted cache {path}")
         return path
-    task = _write_task(opened, weak, config.hint_words, path.with_suffix(".jsonl"))
+    task = _write_task(
+        opened, weak, config.settings.hint_words, path.with_suffix(".jsonl")
+    )
     model = source_model(opened.meta)
     ctx.log(f"re-extracting {model} with the weak label in each prompt")
     try:
@@ -232,3 +250,103 @@ def check(summary: pd.DataFrame) -> list[Finding]:
             )
         )
     return findings
+
+
+def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
+    """Fig. 27 analog: PGR and agreement with the weak labels when the same weak
+    labels are hidden, appended as a feature, or written into the prompt (and random
+    errors hidden or appended, for contrast).
+
+    Args:
+        summary: the imitation studies' summaries (one student size).
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    order = [
+        s
+        for s in (
+            "weak",
+            "weak as feature",
+            "weak in prompt",
+            "random",
+            "random as feature",
+        )
+        if s in set(summary.supervisor)
+    ]
+    names = {
+        "weak": "weak hidden",
+        "weak as feature": "weak as feature",
+        "weak in prompt": "weak in prompt\n(re-extracted)",
+        "random": "random hidden",
+        "random as feature": "random as feature",
+    }
+    weak = summary[summary.supervisor.isin(order)].weak_acc.mean()
+    with plots.style():
+        fig = plots.pgr_and_agreement(
+            summary,
+            order,
+            "agreement",
+            titles=(
+                "PGR (95% bootstrap interval over seeds)",
+                "imitation of the weak labels",
+            ),
+            agreement_label="agreement with weak labels (test)",
+            top=1.05,
+        )
+        for ax in fig.axes:
+            ax.set_xticks(
+                ax.get_xticks(), [names[s] for s in order], rotation=20, ha="right"
+            )
+        student = " / ".join(str(int(k)) for k in sorted(set(summary.student)))
+        fig.suptitle(
+            (title or "Trivial imitation")
+            + f"\nweak accuracy about {weak:.2f}; student k = {student}"
+        )
+    return fig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The ``[experiment]`` keys of ``trivial_imitation``."""
+
+    hint_k: int | None = None
+    """The weak probe whose prediction becomes the hint (first k principal
+    components; None: all features)."""
+
+    hint_words: tuple[str, str] = ("false", "true")
+    """How the hint reads for weak label 0 and 1."""
+
+    hint_template: str = "{text} I think this is {hint}. What do you think?"
+    """Prompt of the re-extraction (``{text}`` is the original prompt)."""
+
+    scale: float = 1.0
+    """Size of the weak label as an extra feature (in units of the standardized
+    features), > 0."""
+
+
+def check_settings(values: Mapping[str, Any]) -> None:
+    """Two different hint words, a template with both fields, a positive scale."""
+    if len(set(values["hint_words"])) != 2:
+        raise ValueError(
+            "[experiment] hint_words must be two different words, for weak label 0 "
+            "and 1 (e.g. ['false', 'true'])"
+        )
+    template = values["hint_template"]
+    if "{text}" not in template or "{hint}" not in template:
+        raise ValueError("[experiment] hint_template must contain {text} and {hint}")
+    if values["scale"] <= 0:
+        raise ValueError("[experiment] scale must be > 0")
+
+
+KIND = register_kind(
+    name="trivial_imitation",
+    claim=CLAIM,
+    run=run,
+    settings=Settings,
+    ranges={"hint_k": (1, math.inf)},
+    check=check_settings,
+    supervisor_sets=supervisor_sets,
+)
+"""The experiment kind."""
