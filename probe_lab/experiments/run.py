@@ -59,10 +59,19 @@ def _packaged(source: str) -> bool:
     return Path(source).resolve().parent == configs.resolve()
 
 
+def _recorded_name(found: dict) -> object:
+    """The experiment name in an ``experiment.json``'s config (the file's
+    layout, ``experiment.name``, or the older flat ``name``)."""
+    experiment = found.get("experiment")
+    if isinstance(experiment, dict) and "name" in experiment:
+        return experiment["name"]
+    return found.get("name")
+
+
 def _same_experiment(found: dict, config: ExperimentConfig) -> bool:
     """Whether an ``experiment.json``'s config is ``config``'s experiment: the
     same name, read from the same file (or a file with the same content)."""
-    if found.get("name") != config.name:
+    if _recorded_name(found) != config.name:
         return False
     theirs, ours = Path(str(found.get("source", ""))), Path(config.source)
     if theirs.resolve() == ours.resolve():
@@ -98,7 +107,7 @@ def check_out(out: Path, config: ExperimentConfig) -> None:
     if not _same_experiment(found, config):
         raise ExperimentError(
             f"--out {out} holds the results of another experiment "
-            f"({found.get('name')!r} from {found.get('source')}), not "
+            f"({_recorded_name(found)!r} from {found.get('source')}), not "
             f"{config.name!r} from {config.source}; give another --out (or delete "
             f"{out} to replace them)"
         )
