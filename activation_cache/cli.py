@@ -21,7 +21,14 @@ from activation_cache.settings import (
     parse_layers,
     parse_max_memory,
 )
-from activation_cache.store import CacheError, open_cache, read_plan, read_state
+from activation_cache.store import (
+    Cache,
+    CacheError,
+    open_cache,
+    printable,
+    read_plan,
+    read_state,
+)
 from activation_cache.tasks import TASK_INFO, TASKS, TaskError, load_task, task_cards
 from activation_cache.throughput import Throughput
 
@@ -148,7 +155,10 @@ def register_info(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="describe a cache file")
     p.add_argument("path", help="cache file")
     p.add_argument(
-        "--validate", action="store_true", help="also check every value is finite"
+        "--validate",
+        action="store_true",
+        help="also check every value is finite and the features match their "
+        "stored checksums",
     )
     p.set_defaults(func=run_info)
 
@@ -252,9 +262,11 @@ def run_info(args: argparse.Namespace) -> int:
     try:
         meta, done = read_state(args.path)
         cache = open_cache(args.path, allow_partial=True)
+        raw = meta
+        meta = {k: printable(v) for k, v in raw.items() if v is not None}
         with cache:
             lines = [
-                f"file      {cache.path}",
+                f"file      {printable(cache.path)}",
                 f"format    {meta['format']} v{meta['format_version']}",
                 f"model     {meta.get('model')} ({meta.get('model_type')}, "
                 f"{meta.get('n_blocks')} blocks, d={cache.d})",
@@ -262,7 +274,7 @@ def run_info(args: argparse.Namespace) -> int:
                 f"tokenizer {meta.get('tokenizer')} ({meta.get('tokenizer_class')})",
                 f"task      {meta.get('task')} ({meta.get('task_size')} rows, "
                 f"{meta.get('task_fingerprint')})",
-                f"template  {meta.get('template')!r}",
+                f"template  {printable(repr(raw.get('template')))}",
                 f"position  {meta.get('position')} token, {meta.get('padding_side')} "
                 f"padding, max_length {meta.get('max_length')}",
                 f"layers    {meta.get('layer_convention')}",
@@ -273,7 +285,7 @@ def run_info(args: argparse.Namespace) -> int:
                 + (
                     f", device map {meta['device_map']}: "
                     f"{meta.get('device_map_layout')}"
-                    if meta.get("device_map")
+                    if raw.get("device_map")
                     else ""
                 ),
                 f"created   {meta.get('created')}",
@@ -286,10 +298,10 @@ def run_info(args: argparse.Namespace) -> int:
                     f"complete  no: {cache.n} of {meta.get('task_size')} rows "
                     f"({done} batches) written; rerun the same extract to finish"
                 )
-            if meta.get("shards"):
+            if raw.get("shards"):
                 lines.append(f"shards    {meta['shards']}")
-            if meta.get("throughput"):
-                speed = Throughput.from_json(meta["throughput"])
+            if raw.get("throughput"):
+                speed = Throughput.from_json(raw["throughput"])
                 lines.append(f"speed     {speed.summary()}")
                 lines.append(
                     f"          ({speed.rows} rows, {speed.tokens} tokens in "
@@ -306,11 +318,23 @@ def run_info(args: argparse.Namespace) -> int:
             print("\n".join(lines))
             if args.validate:
                 cache.validate()
-                print("valid     all values finite, labels binary, ids unique")
+                print(_valid_line(cache))
     except CacheError as e:
-        print(f"probe-lab info: error: {e}", file=sys.stderr)
+        print(f"probe-lab info: error: {printable(e, 2000)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _valid_line(cache: Cache) -> str:
+    """What ``info --validate`` prints for a cache that passed."""
+    line = "valid     all values finite, labels binary, ids unique"
+    if cache.has_checksums:
+        return line + ", feature checksums match"
+    return (
+        line + "\n          note: this cache stores no feature checksums (made "
+        "before they were added), so changed finite values cannot be detected; "
+        "re-extract it to add them"
+    )
 
 
 def describe_tasks() -> list[dict[str, object]]:

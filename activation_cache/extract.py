@@ -38,6 +38,7 @@ from activation_cache.capture import (
 from activation_cache.output import (
     check_existing,
     check_free_space,
+    check_not_input,
     lock_output,
     remove_output,
     shard_path,
@@ -439,6 +440,7 @@ def extract(
     Returns:
         The path of the complete cache file.
     """
+    check_not_input(Path(config.out), {"--task": config.task})
     if config.model == "bow":  # hashed word and bigram counts, no transformer
         from activation_cache.bow import extract_bow
 

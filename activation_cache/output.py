@@ -6,7 +6,8 @@ One extraction at a time writes an output: `lock_output` holds an exclusive
 for the whole run; a second run is refused naming the holder. The kernel drops the
 lock when its process dies, however it dies, so a lock file left by a killed run is
 taken over (with a note). Under torchrun, rank 0 holds the lock for every process:
-it covers ``OUT`` and all its shard files.
+it covers ``OUT`` and all its shard files. `hold_lock` is the same lock for any
+file (``probe-lab run`` locks its output folder with it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import fcntl
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ from activation_cache.settings import IDENTITY, ExtractError, warn
 __all__ = [
     "check_existing",
     "check_free_space",
+    "check_not_input",
+    "hold_lock",
     "lock_output",
     "lock_path",
     "remove_output",
@@ -49,6 +52,39 @@ def remove_output(out: Path) -> None:
     """Delete ``out`` and its shard files (``--overwrite``; hold the lock)."""
     for path in [out, *out.parent.glob(f"{out.stem}.shard-*{out.suffix}")]:
         path.unlink(missing_ok=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same path once resolved, or (both
+    existing) the same inode, which also catches hard links."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_input(out: Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an output that is one of the files the run reads (``--overwrite``
+    would delete it, and writing would replace it).
+
+    Args:
+        out: the cache file about to be written.
+        inputs: option name (``--task``) -> the path it gives, or None.
+
+    Raises:
+        ExtractError: naming the option and the file.
+    """
+    for option, given in inputs.items():
+        if given is None or not Path(given).is_file():
+            continue
+        if _same_file(Path(out), Path(given)):
+            raise ExtractError(
+                f"--out {out} is the file {option} {given} reads (the same file, "
+                "or a link to it): writing the cache would replace it; give "
+                "another --out"
+            )
 
 
 def check_existing(path: Path, attrs: dict) -> str:
@@ -122,11 +158,12 @@ def _holder(fd: int) -> str:
     return ""
 
 
-def _acquire(lock: Path) -> int:
+def _acquire(lock: Path, busy: Callable[[str], Exception]) -> int:
     """Open and exclusively lock ``lock``; returns the descriptor.
 
     A holder deletes the lock file as it releases it, so after taking the lock the
     file must still be the one at ``lock``; if not, the lock is taken afresh.
+    Another live holder raises ``busy(who holds it)``.
     """
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -138,12 +175,7 @@ def _acquire(lock: Path) -> int:
                 raise
             holder = _holder(fd) or "another process"
             os.close(fd)
-            out = lock.with_name(lock.name.removesuffix(".lock"))
-            raise ExtractError(
-                f"{out} is being written by another extraction ({holder} holds "
-                f"{lock}); wait for it to finish (the same command then finds the "
-                "file complete, or resumes it), or write to another --out"
-            ) from None
+            raise busy(holder) from None
         held = os.fstat(fd)
         try:
             now = os.stat(lock)
@@ -155,30 +187,32 @@ def _acquire(lock: Path) -> int:
 
 
 @contextlib.contextmanager
-def lock_output(out: Path) -> Iterator[Path]:
-    """Hold the exclusive lock on ``out`` (and its shard files) for a block.
+def hold_lock(
+    lock: Path,
+    busy: Callable[[str], Exception],
+    unusable: Callable[[str], Exception],
+) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on the file ``lock`` for a block.
 
-    Creates ``out``'s folder if needed. A lock file left by a process that died
-    holding it is taken over, with a warning naming that process.
+    The file holds this process's id and host while held, and is deleted on
+    release. A lock file left by a process that died holding it is taken over,
+    with a warning naming that process.
 
     Args:
-        out: the cache file about to be written.
+        lock: the lock file (its folder is made if needed).
+        busy: the error to raise when another live process holds it, given
+            ``"process 123 on host"``.
+        unusable: the error to raise when the lock file cannot be made, given
+            the reason.
 
     Yields:
-        The lock file, holding this process's id and host.
-
-    Raises:
-        ExtractError: another live process holds the lock; names its process id.
+        ``lock``.
     """
-    lock = lock_path(out)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = _acquire(lock)
+        fd = _acquire(lock, busy)
     except OSError as e:
-        raise ExtractError(
-            f"cannot create or lock {lock} ({e.strerror or e}); give an --out "
-            "in a folder you can write"
-        ) from e
+        raise unusable(str(e.strerror or e)) from e
     try:
         previous = _holder(fd)
         if previous:
@@ -189,3 +223,33 @@ def lock_output(out: Path) -> Iterator[Path]:
     finally:
         lock.unlink(missing_ok=True)  # while holding it: see _acquire
         os.close(fd)
+
+
+def lock_output(out: Path) -> contextlib.AbstractContextManager[Path]:
+    """Hold the exclusive lock on ``out`` (and its shard files) for a block.
+
+    Creates ``out``'s folder if needed. A lock file left by a process that died
+    holding it is taken over, with a warning naming that process.
+
+    Args:
+        out: the cache file about to be written.
+
+    Returns:
+        A context manager yielding the lock file (see `hold_lock`).
+
+    Raises:
+        ExtractError: another live process holds the lock; names its process id.
+    """
+    lock = lock_path(out)
+    return hold_lock(
+        lock,
+        busy=lambda holder: ExtractError(
+            f"{out} is being written by another extraction ({holder} holds "
+            f"{lock}); wait for it to finish (the same command then finds the "
+            "file complete, or resumes it), or write to another --out"
+        ),
+        unusable=lambda reason: ExtractError(
+            f"cannot create or lock {lock} ({reason}); give an --out "
+            "in a folder you can write"
+        ),
+    )

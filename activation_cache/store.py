@@ -28,9 +28,11 @@ to it) and has no plan group.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,15 +43,18 @@ import h5py
 import numpy as np
 
 __all__ = [
+    "CHECKSUMS",
     "FORMAT",
     "FORMAT_VERSION",
     "Cache",
     "CacheError",
     "Writer",
     "create_cache",
+    "feature_digests",
     "feature_name",
     "join",
     "open_cache",
+    "printable",
     "read_micro_batches",
     "read_plan",
     "read_state",
@@ -59,6 +64,9 @@ __all__ = [
 FORMAT = "probe-lab-cache"
 FORMAT_VERSION = 1
 LAYER_CONVENTION = "hidden_states index: 0 = embeddings, i = output of block i"
+CHECKSUMS = "feature_sha256"
+"""The file attribute holding each feature layer's sha256 (JSON: layer -> hex),
+written when the file is marked complete; files made before it lack it."""
 _STR = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 1 << 20
 
@@ -70,6 +78,51 @@ class CacheError(RuntimeError):
 def feature_name(layer: int) -> str:
     """Dataset path of a layer's features, e.g. ``features/layer_06``."""
     return f"features/layer_{layer:02d}"
+
+
+def _digest(dataset: h5py.Dataset) -> str:
+    """sha256 over a feature dataset's values in row order, read in slabs."""
+    digest = hashlib.sha256()
+    rows = max(
+        1, _CHUNK_BYTES * 16 // max(1, dataset.dtype.itemsize * dataset.shape[1])
+    )
+    for start in range(0, dataset.shape[0], rows):
+        digest.update(np.ascontiguousarray(dataset[start : start + rows]).data)
+    return digest.hexdigest()
+
+
+def feature_digests(f: h5py.File, layers: Sequence[int]) -> str:
+    """The `CHECKSUMS` attribute of an open file: JSON of layer -> sha256 of
+    its stored feature values (catches rows changed after the file was written,
+    finite or not)."""
+    return json.dumps({str(layer): _digest(f[feature_name(layer)]) for layer in layers})
+
+
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|.)?")
+
+
+def printable(value: object, limit: int = 300) -> str:
+    """``value`` as text safe for a terminal: terminal escape sequences removed,
+    other control characters shown escaped (``\\x07``), and cut to ``limit``
+    characters with a note of the full length (a cache's attributes are anyone's
+    text).
+
+    Args:
+        value: any value (converted with ``str``).
+        limit: characters kept at most.
+
+    Returns:
+        One line of at most about ``limit`` characters.
+    """
+    full = str(value)
+    text = _ESCAPES.sub("", full[: limit + 4096])  # cut first: it may be huge
+    text = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+    if len(text) > limit or len(full) > limit + 4096:
+        return f"{text[:limit]}... ({len(full):,} characters, cut)"
+    return text
 
 
 def _to_python(value: object) -> object:
@@ -85,6 +138,11 @@ def _to_python(value: object) -> object:
 def _open_h5(path: Path, mode: str = "r", **kwargs: object) -> h5py.File:
     if not path.exists():
         raise CacheError(f"no cache file at {path}")
+    if path.is_dir():
+        raise CacheError(
+            f"{path} is a folder, not a cache file; give the path of the .h5 file "
+            "itself (e.g. one of the *.h5 files in it)"
+        )
     try:
         return h5py.File(path, mode, **kwargs)
     except OSError as e:
@@ -98,8 +156,8 @@ def _check_format(path: Path, attrs: dict[str, object]) -> None:
     if attrs.get("format") != FORMAT:
         raise CacheError(
             f"{path} is an HDF5 file but not a probe-lab cache (its 'format' attribute "
-            f"is {attrs.get('format')!r}, expected {FORMAT!r}); write caches with "
-            "activation_cache.extract or `probe-lab extract`"
+            f"is {printable(repr(attrs.get('format')), 80)}, expected {FORMAT!r}); "
+            "write caches with activation_cache.extract or `probe-lab extract`"
         )
     if attrs.get("format_version") != FORMAT_VERSION:
         raise CacheError(
@@ -301,6 +359,7 @@ class Writer:
             if micro is None
             else self._map[micro[0] : micro[0] + 8 * micro[1]].view(np.int64)
         )
+        self._layer_ids = list(layers)
         self._on_batch = on_batch
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -367,7 +426,8 @@ class Writer:
                     "batches were written"
                 )
             with h5py.File(self.path, "r+") as f:
-                f.attrs.update({**(attrs or {}), "complete": True})
+                digests = feature_digests(f, self._layer_ids)
+                f.attrs.update({**(attrs or {}), CHECKSUMS: digests, "complete": True})
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -477,7 +537,7 @@ def write_virtual(
     n_tokens = np.concatenate([s.n_tokens for s in shards])
     if sum(s.n for s in shards) != n:
         raise CacheError(f"shards of {path} hold {n_tokens.size} rows, expected {n}")
-    own = ("rank", "row_start", "row_end", "complete", "layers")
+    own = ("rank", "row_start", "row_end", "complete", "layers", CHECKSUMS)
     shared = {k: v for k, v in shards[0].meta.items() if k not in own}
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as f:
@@ -509,6 +569,8 @@ def write_virtual(
                 layout[start : start + shard.n] = source
                 start += shard.n
             f.create_virtual_dataset(feature_name(layer), layout, fillvalue=np.nan)
+    with h5py.File(tmp, "r+") as f:  # the shards are read through the main file
+        f.attrs[CHECKSUMS] = feature_digests(f, shards[0].layers)
     tmp.replace(path)
 
 
@@ -555,6 +617,7 @@ class Cache:
                     )
                 self._rows = np.sort(order[: bounds[done]])
             self.layers: list[int] = [int(x) for x in self.meta["layers"]]
+            self._check_lengths(f)
             self.ids: np.ndarray = self._read(f, "ids").astype(str)
             self.labels: np.ndarray = self._read(f, "labels").astype(np.int8)
             self.n_chars: np.ndarray = self._read(f, "n_chars")
@@ -572,8 +635,10 @@ class Cache:
 
     def __repr__(self) -> str:
         return (
-            f"Cache({str(self.path)!r}, model={self.meta.get('model')!r}, "
-            f"task={self.meta.get('task')!r}, n={self.n}, d={self.d}, "
+            f"Cache({str(self.path)!r}, "
+            f"model={printable(repr(self.meta.get('model')), 80)}, "
+            f"task={printable(repr(self.meta.get('task')), 80)}, "
+            f"n={self.n}, d={self.d}, "
             f"layers={self.layers})"
         )
 
@@ -652,8 +717,34 @@ class Cache:
                     f"layer {layer}: {int(bad.sum())} rows with NaN or inf "
                     f"(first id {str(self.ids[np.argmax(bad)])!r})"
                 )
+        problems += self.check_checksums()
         if problems:
             raise CacheError(f"{self.path} failed validation: " + "; ".join(problems))
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether the file stores its feature checksums (files made before they
+        were added do not; they stay readable)."""
+        return CHECKSUMS in self.meta
+
+    def check_checksums(self) -> list[str]:
+        """Compare each feature layer with the sha256 stored when the file was
+        completed.
+
+        Returns:
+            One line per layer whose values changed since (none if all match, or
+            if the file stores no checksums: see `has_checksums`).
+        """
+        if not self.has_checksums or not self.complete:
+            return []
+        stored = json.loads(str(self.meta[CHECKSUMS]))
+        with self._handle() as f:
+            return [
+                f"layer {layer}: its values changed after the file was written "
+                "(sha256 differs from the stored one); re-extract it"
+                for layer in self.layers
+                if stored.get(str(layer)) != _digest(f[feature_name(layer)])
+            ]
 
     def _resolve(self, layer: int) -> int:
         blocks = int(self.meta["n_blocks"])
@@ -679,6 +770,27 @@ class Cache:
         values = dataset.asstr()[()] if dataset.dtype.kind == "O" else dataset[()]
         values = np.asarray(values)
         return values if self._rows is None else values[self._rows]
+
+    def _check_lengths(self, f: h5py.File) -> None:
+        """Refuse a file whose per-row datasets and feature layers do not all hold
+        the same number of rows (a file edited or written by other code)."""
+        names = ["ids", "texts", "labels", "n_chars", "n_tokens"]
+        names += [f"extra/{k}" for k in f.get("extra", {})]
+        names += [feature_name(layer) for layer in self.layers]
+        missing = [name for name in names if name not in f]
+        if missing:
+            raise CacheError(
+                f"{self.path} lacks {', '.join(missing)}; it is damaged or was not "
+                "written by probe-lab: re-extract it to a new --out"
+            )
+        rows = {name: len(f[name]) for name in names}
+        if len(set(rows.values())) > 1:
+            shown = ", ".join(f"{name} {n}" for name, n in rows.items())
+            raise CacheError(
+                f"{self.path} is inconsistent: its datasets hold different numbers of "
+                f"rows ({shown}); it is damaged or was edited: re-extract it to a "
+                "new --out"
+            )
 
     def _check_sources(self, f: h5py.File) -> None:
         dataset = f[feature_name(self.layers[0])]
@@ -728,9 +840,9 @@ def join(a: Cache, b: Cache) -> tuple[np.ndarray, np.ndarray]:
     )
     if idx_a.size == 0:
         raise CacheError(
-            f"{a.path} (task {a.meta.get('task')!r}) and {b.path} (task "
-            f"{b.meta.get('task')!r}) share no example ids; extract both from the "
-            "same task"
+            f"{a.path} (task {printable(repr(a.meta.get('task')), 80)}) and {b.path} "
+            f"(task {printable(repr(b.meta.get('task')), 80)}) share no example ids; "
+            "extract both from the same task"
         )
     keep = np.argsort(idx_a)
     idx_a, idx_b = idx_a[keep].astype(np.int64), idx_b[keep].astype(np.int64)

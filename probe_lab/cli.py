@@ -5,18 +5,22 @@ probe-lab info cities.h5                                         # describe a ca
 probe-lab study config.toml --out results/                       # run a study
 probe-lab run experiments/error_structures.toml [--smoke]         # a paper figure
 probe-lab run error_structures [--smoke]                          # the same, by name
-probe-lab demo [--smoke]                                          # the 5-minute demo
+probe-lab demo [--smoke]                  # the demo: about a minute on 2 CPU cores
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["check_out_folder", "interrupted", "main"]
+__all__ = ["check_out_folder", "interrupted", "main", "redeliver_interrupts"]
 
 
 def check_out_folder(path: str | Path | None, flag: str = "--out") -> None:
@@ -44,6 +48,7 @@ def check_out_folder(path: str | Path | None, flag: str = "--out") -> None:
 def _study(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from probe_lab.experiments.run import lock_out
     from probe_lab.study import StudyConfig, run_study
 
     check_out_folder(args.out)
@@ -53,8 +58,20 @@ def _study(args: argparse.Namespace) -> int:
         if str(args.config) in str(err):
             raise
         raise ValueError(f"{args.config}: {err}") from None
-    result = run_study(config, progress=not args.quiet)
-    out = result.save(args.out)
+    if (Path(args.out) / "experiment.json").is_file():
+        raise ValueError(
+            f"--out {args.out} holds the results of an experiment (probe-lab run), "
+            "whose summary.csv the study's would replace; give another --out"
+        )
+    made = not Path(args.out).exists()
+    try:
+        with lock_out(Path(args.out)):  # two studies never write one folder at once
+            result = run_study(config, progress=not args.quiet)
+            out = result.save(args.out)
+    except BaseException:
+        if made and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
+            Path(args.out).rmdir()  # a failed study leaves no folder behind
+        raise
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary().round(3).to_string(index=False))
     fit = result.misfit_fit()
@@ -68,14 +85,14 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from probe_lab.experiments import load_experiment, run_experiment
+    from probe_lab.experiments import findings_table, load_experiment, run_experiment
     from probe_lab.experiments.run import default_out
 
     config = load_experiment(args.config, preset="smoke" if args.smoke else "full")
     args.out = args.out or str(default_out(config))
     check_out_folder(args.out)
     check_out_folder(args.cache_dir, "--cache-dir")
-    run_experiment(
+    result = run_experiment(
         config,
         out=args.out,
         cache=args.cache,
@@ -83,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         fresh=args.fresh,
     )
+    print(findings_table([result]))
     return 0
 
 
@@ -156,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
     demo = sub.add_parser(
-        "demo", help="simulation difficulty and error structures on MiniLM (~5 min)"
+        "demo",
+        help="simulation difficulty and error structures on MiniLM (about a minute "
+        "on 2 CPU cores, the cache included)",
     )
     demo.add_argument("--smoke", action="store_true", help="tiny size, seconds")
     demo.add_argument("--out", help="output folder (default runs/demo[-smoke])")
@@ -171,7 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
+    """Parse ``argv`` and run the chosen subcommand; returns the exit code.
+
+    A Ctrl-C at any point is one line on stderr and exit code 130, never a
+    traceback: while imports run, or inside a callback Python cannot raise from
+    (see `redeliver_interrupts`).
+    """
+    try:
+        with redeliver_interrupts():
+            return _main(argv)
+    except KeyboardInterrupt:  # before the subcommand ran: nothing was written
+        print(
+            "\nprobe-lab: interrupted while starting; nothing was written",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("study", "run", "demo"):
@@ -186,6 +223,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nprobe-lab {args.command}: {interrupted(args)}", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def redeliver_interrupts() -> Iterator[None]:
+    """Raise again, in the main thread, a Ctrl-C that Python had to drop.
+
+    A KeyboardInterrupt raised while a garbage-collection callback runs (JAX
+    registers one) cannot propagate: Python reports it as "unraisable" and goes
+    on, so the command would run to the end and exit 0. For the block, such a
+    report signals SIGINT again 50 ms later, from a timer thread: by then the
+    hook has returned, so it lands in the main thread's own code (or in another
+    callback, which repeats this).
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            timer = threading.Timer(0.05, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 if __name__ == "__main__":

@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from probe_lab._jax import count_compilations as count_compiles
+
+ROOT = Path(__file__).resolve().parents[1]
+_SCRATCH = {".pytest_cache", "__pycache__", ".hypothesis", ".coverage", ".ruff_cache"}
+
+
+def _clone_state() -> dict[str, int]:
+    """The clone's top-level entries and every file under its ``runs/`` folder,
+    with their modification times."""
+    state = {p.name: 0 for p in ROOT.iterdir() if p.name not in _SCRATCH}
+    runs = ROOT / "runs"
+    if runs.is_dir():
+        for path in runs.rglob("*"):
+            state[str(path.relative_to(ROOT))] = path.stat().st_mtime_ns
+    return state
+
+
+@pytest.fixture(autouse=True)
+def leaves_the_clone_alone(request):
+    """Fail a test that writes into the clone (``runs/``, or a new file beside
+    the README): tests write only to temporary folders (``tmp_path``)."""
+    before = _clone_state()
+    yield
+    changed = sorted(set(before.items()) ^ set(_clone_state().items()))
+    if changed:
+        shown = ", ".join(dict.fromkeys(name for name, _ in changed))
+        pytest.fail(
+            f"{request.node.nodeid} wrote into the clone ({shown}); write to "
+            "tmp_path instead (e.g. pass cache_dir / --cache-dir)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture

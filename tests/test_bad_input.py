@@ -95,6 +95,12 @@ def _version(f: h5py.File) -> None:
     f.attrs["format_version"] = 99
 
 
+def _short_labels(f: h5py.File) -> None:
+    y = f["labels"][()]
+    del f["labels"]
+    f["labels"] = y[:300]
+
+
 def _other_ids(f: h5py.File) -> None:
     f["ids"][...] = np.array([f"x{i}" for i in range(400)], dtype=object)
 
@@ -107,6 +113,7 @@ BROKEN = {
     "one_class": _one_class,
     "version": _version,
     "other_ids": _other_ids,
+    "short_labels": _short_labels,
 }
 """Copies of the good cache with one thing wrong, by name."""
 
@@ -207,6 +214,9 @@ STUDY_CASES = [
      study_text(sups=PROBE + '[[supervisors]]\nkind = "probe"\nname = "other"\n'
                 'cache = "{other_ids}"\nlayer = 2'),
      [r"share no example ids"]),
+    ("short-labels", study_text("{short_labels}"),
+     [r"short_labels.h5 is inconsistent: its datasets hold different numbers of "
+      r"rows \(ids 400, texts 400, labels 300"]),
     ("nan-rows", study_text("{nan}"),
      [r"nan.h5, layer 2: NaN or inf features in 2 of the 400 rows",
       r"cache rows 10 \(id 'row-00010'\), 20 \(id 'row-00020'\)"]),
@@ -353,6 +363,7 @@ def test_run_refuses_bad_input_in_one_line(caches, tmp_path, capsys, text, patte
     toml = tmp_path / "exp.toml"
     toml.write_text(EXPERIMENT + text)
     argv = ["run", str(toml), "--cache", str(caches["good"]), "--quiet"]
+    argv += ["--cache-dir", str(tmp_path / "caches")]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     line = one_error_line(capsys, "run")
     assert "exp.toml" in line and pd.Series([line]).str.contains(pattern).all(), line
@@ -374,6 +385,7 @@ def test_run_refuses_an_empty_or_broken_file(tmp_path, capsys, text, pattern):
 def test_run_with_no_gap_writes_everything_and_says_why(caches, tmp_path, capsys):
     out = tmp_path / "flat"
     argv = ["run", "error_structures", "--smoke", "--cache", str(caches["flat"])]
+    argv += ["--cache-dir", str(tmp_path / "caches")]
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     summary = pd.read_csv(out / "summary.csv")
     assert summary.pgr.isna().all() and len(summary) > 1
@@ -419,6 +431,7 @@ def test_an_interrupted_run_resumes_by_study(caches, tmp_path, capsys, monkeypat
     toml, out = tmp_path / "sim.toml", tmp_path / "out"
     toml.write_text(SIMULATION)
     argv = ["run", str(toml), "--cache", str(cache), "--out", str(out)]
+    argv += ["--cache-dir", str(tmp_path / "caches")]
 
     def run(*extra: str, stop: int = 0) -> tuple[int, int, str]:
         nonlocal stop_at
@@ -792,3 +805,171 @@ def test_a_second_extract_to_the_same_out_is_refused_naming_the_holder(
         extract(
             ExtractConfig(model="bow", task="cities", out=afile / "c.h5", quiet=True)
         )
+
+
+def test_extract_refuses_to_write_over_its_own_task_file(tmp_path, capsys):
+    task = tmp_path / "data.jsonl"
+    rows = [{"text": f"row {i} word{i % 3}", "label": i % 2} for i in range(8)]
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = task.read_bytes()
+    (tmp_path / "soft.jsonl").symlink_to(task)
+    os.link(task, tmp_path / "hard.jsonl")
+    for out in ("data.jsonl", "soft.jsonl", "hard.jsonl", "./sub/../data.jsonl"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        argv = ["extract", "--model", "bow", "--task", str(task), "--quiet"]
+        assert main([*argv, "--out", str(tmp_path / out), "--overwrite"]) == 1
+        line = one_error_line(capsys, "extract")
+        assert f"is the file --task {task} reads" in line and "another --out" in line
+        assert task.read_bytes() == before
+    assert main([*argv, "--out", str(tmp_path / "c.h5")]) == 0
+    assert open_cache(tmp_path / "c.h5").n == 8
+
+
+def test_info_cuts_huge_attributes_and_strips_terminal_escapes(tmp_path, capsys):
+    path = write_synthetic_cache(tmp_path / "c.h5", n=40, d=4)
+    with h5py.File(path, "r+") as f:
+        f.attrs["model"] = "\x1b[2J\x1b]0;owned\x07evil\x1b[31m red\x07"
+        f.attrs["task"] = "t" * 60_000
+    assert main(["info", str(path), "--validate"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "model     evil red\\x07" in out
+    assert "(60,000 characters, cut)" in out and len(out) < 6_000
+    assert "feature checksums match" in out
+    with h5py.File(path, "r+") as f:
+        del f.attrs["feature_sha256"]
+    assert main(["info", str(path), "--validate"]) == 0
+    assert "note: this cache stores no feature checksums" in capsys.readouterr().out
+    with h5py.File(path, "r+") as f:
+        f.attrs["format"] = "\x1b[31m" + "f" * 60_000
+    assert main(["info", str(path)]) == 1
+    line = one_error_line(capsys, "info")
+    assert "\x1b" not in line and len(line) < 3_000
+
+
+def test_info_on_a_folder_says_so(tmp_path, capsys):
+    assert main(["info", str(tmp_path)]) == 1
+    line = one_error_line(capsys, "info")
+    assert f"{tmp_path} is a folder, not a cache file" in line and "errno" not in line
+
+
+@pytest.mark.subprocess
+def test_extract_and_info_never_import_jax(tmp_path):
+    task, out = tmp_path / "t.jsonl", tmp_path / "c.h5"
+    rows = [{"text": f"w{i}", "label": i % 2} for i in range(8)]
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = (
+        "import sys\nfrom probe_lab.cli import main\n"
+        "for argv in (['extract', '--help'], ['info', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        f"assert main(['extract', '--model', 'bow', '--task', {str(task)!r}, "
+        f"'--out', {str(out)!r}, '--quiet']) == 0\n"
+        f"assert main(['info', {str(out)!r}, '--validate']) == 0\n"
+        "print(sorted(m for m in ('jax', 'torch', 'probe_lab.study') "
+        "if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--overwrite" in done.stdout and done.stdout.strip().endswith("[]")
+
+
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(capsys, monkeypatch):
+    def slow_imports():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("probe_lab.cli.build_parser", slow_imports)
+    assert main(["info", "x.h5"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "probe-lab: interrupted while starting; nothing was written"
+
+
+def test_ctrl_c_inside_a_gc_callback_still_stops_the_command(
+    tmp_path, capsys, monkeypatch
+):
+    import gc
+
+    path = write_synthetic_cache(tmp_path / "c.h5", n=40, d=4)
+    seen = []
+
+    def callback(phase, info):  # as JAX's: Ctrl-C lands while it runs
+        if phase == "start" and not seen:
+            seen.append(phase)
+            raise KeyboardInterrupt
+
+    def info_after_a_collection(args):
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+            for _ in range(100):  # the rest of the work: must not run to the end
+                time.sleep(0.01)
+        finally:
+            gc.callbacks.remove(callback)
+        return 0
+
+    monkeypatch.setattr("activation_cache.cli.run_info", info_after_a_collection)
+    assert main(["info", str(path)]) == 130
+    assert seen and "interrupted" in capsys.readouterr().err
+
+
+def test_two_studies_into_one_out_are_refused(caches, tmp_path, capsys):
+    from probe_lab.experiments.run import lock_out
+
+    toml, out = tmp_path / "study.toml", tmp_path / "res"
+    toml.write_text(study_text(str(caches["good"])))
+    with lock_out(out):  # another study is running into it
+        assert main(["study", str(toml), "--out", str(out), "--quiet"]) == 2
+    line = one_error_line(capsys, "study")
+    assert f"--out {out} is being written by another run (process " in line
+    assert not (out / "table.parquet").exists()
+
+
+def test_run_locks_its_out_and_refuses_another_experiments_folder(
+    caches, tmp_path, capsys
+):
+    from probe_lab.experiments import load_experiment
+    from probe_lab.experiments.config import experiment_configs
+    from probe_lab.experiments.run import default_out, lock_out
+
+    out = tmp_path / "out"
+    argv = ["run", "error_structures", "--smoke", "--cache", str(caches["flat"])]
+    argv += ["--out", str(out), "--cache-dir", str(tmp_path / "caches"), "--quiet"]
+    with lock_out(out):  # another run is writing it
+        assert main(argv) == 2
+        line = one_error_line(capsys, "run")
+        assert f"--out {out} is being written by another run (process " in line
+        assert "give another --out" in line and not (out / "summary.csv").exists()
+    assert main(argv) == 0 and not (out / ".lock").exists()
+    printed = capsys.readouterr().out  # the findings block says what smoke is
+    assert "error_structures (Fig. 25 analog) [smoke: not evidence;" in printed
+    assert "**Smoke: not evidence.**" in (out / "summary.md").read_text()
+    assert main(argv) == 0  # the same experiment again: reuses its folder
+    capsys.readouterr()
+    packaged = experiment_configs()["error_structures"].read_text()
+    copy = tmp_path / "error_structures.toml"  # the user's edited copy
+    copy.write_text(packaged.replace("seeds =", "# mine\nseeds =", 1))
+    before = (out / "summary.csv").read_bytes()
+    assert main(["run", str(copy), *argv[2:]]) == 2
+    line = one_error_line(capsys, "run")
+    assert "holds the results of another experiment ('error_structures' from" in line
+    assert f"not 'error_structures' from {copy}; give another --out" in line
+    assert (out / "summary.csv").read_bytes() == before
+    toml = tmp_path / "study.toml"  # a study into the experiment's folder
+    toml.write_text(study_text(str(caches["good"])))
+    assert main(["study", str(toml), "--out", str(out), "--quiet"]) == 2
+    assert "holds the results of an experiment" in one_error_line(capsys, "study")
+    assert main(["study", str(toml), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([*argv[:5], "--out", str(tmp_path / "s"), *argv[7:]]) == 2
+    assert "holds the results of a study" in one_error_line(capsys, "run")
+    assert (out / "summary.csv").read_bytes() == before
+    mine = tmp_path / "mymethods.toml"
+    mine.write_text(experiment_configs()["methods"].read_text())
+    assert default_out(load_experiment(mine)) == Path("runs/mymethods")
+    assert default_out(load_experiment("methods")) == Path("runs/methods")
+    linked = tmp_path / "linked.toml"
+    linked.symlink_to(Path(str(experiment_configs()["methods"])))
+    assert default_out(load_experiment(linked, preset="smoke")) == Path(
+        "runs/methods-smoke"
+    )

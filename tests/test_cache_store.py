@@ -123,6 +123,38 @@ def test_validate_finds_non_finite_values(tmp_path, write_cache):
         cache.validate()
 
 
+def test_validate_finds_finite_garbage_by_the_stored_checksums(tmp_path, write_cache):
+    feats = _features(6, dtype=np.float32)
+    path = write_cache(tmp_path / "c.h5", list("abcdef"), feats)
+    cache = open_cache(path)
+    assert cache.has_checksums and cache.check_checksums() == []
+    cache.validate()
+    with h5py.File(path, "r+") as f:  # a finite row overwritten after writing
+        f["features/layer_02"][3] = 1.5
+    with pytest.raises(CacheError, match=r"layer 2: its values changed after"):
+        open_cache(path).validate()
+    with h5py.File(path, "r+") as f:  # a cache made before checksums: readable
+        del f.attrs["feature_sha256"]
+    old = open_cache(path)
+    assert not old.has_checksums and old.check_checksums() == []
+    old.validate()
+
+
+def test_a_folder_or_short_datasets_get_a_clear_error(tmp_path, write_cache):
+    with pytest.raises(CacheError, match=r"is a folder, not a cache file"):
+        open_cache(tmp_path)
+    path = write_cache(tmp_path / "c.h5", list("abcdef"), _features(6))
+    with h5py.File(path, "r+") as f:
+        del f["labels"]
+        f["labels"] = np.zeros(4, dtype=np.int8)
+    with pytest.raises(CacheError, match=r"different numbers of rows.*labels 4"):
+        open_cache(path)
+    with h5py.File(path, "r+") as f:
+        del f["labels"]
+    with pytest.raises(CacheError, match=r"lacks labels"):
+        open_cache(path)
+
+
 def test_join_shuffled_subsets(tmp_path, write_cache):
     ids = [f"r{i}" for i in range(20)]
     labels = np.arange(20) % 2

@@ -35,6 +35,9 @@ pytest_plugins = ["cache_fixtures"]
 ROOT = Path(__file__).resolve().parents[1]
 TOMLS = [Path(str(p)) for p in experiment_configs().values()]
 NO_MODEL = [p for p in TOMLS if p.stem != "trivial_imitation"]
+EXPERIMENT_HEAD = (
+    '[experiment]\nname = "x"\nfigure = "Fig. 25"\nkind = "error_structures"\n'
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +108,12 @@ def test_every_toml_parses_at_every_size(path):
 @pytest.mark.parametrize("path", NO_MODEL, ids=lambda p: p.stem)
 def test_smoke_run_on_a_synthetic_cache(path, cache, tmp_path):
     result = run_experiment(
-        path, smoke=True, out=tmp_path / path.stem, cache=cache, progress=False
+        path,
+        smoke=True,
+        out=tmp_path / path.stem,
+        cache=cache,
+        cache_dir=tmp_path / "caches",
+        progress=False,
     )
     config = result.config
     settings = config.to_dict()["experiment"]
@@ -154,6 +162,7 @@ def test_cli_run_smoke_and_errors(cache, tmp_path, capsys):
     path = ROOT / "experiments" / "training_dynamics.toml"
     out = tmp_path / "cli"
     args = ["run", str(path), "--smoke", "--cache", str(cache), "--out", str(out)]
+    args += ["--cache-dir", str(tmp_path / "caches")]
     assert main([*args, "--quiet"]) == 0
     assert (out / "summary.md").is_file() and (out / "training_dynamics.png").is_file()
     assert main(["run", str(tmp_path / "nope.toml")]) == 2
@@ -241,6 +250,35 @@ def test_caches_are_reused_by_settings_and_failures_name_the_command(
     )
     with pytest.raises(ExperimentError, match="probe-lab extract --model minilm"):
         build_cache(spec, tmp_path / "elsewhere", progress=False)
+
+
+@pytest.mark.subprocess
+def test_a_task_file_is_the_tomls_and_a_changed_file_is_extracted_again(
+    tmp_path, monkeypatch, capsys
+):
+    from activation_cache import load_task, open_cache
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    rows = [{"text": f"row {i} w{i % 5}", "label": i % 2} for i in range(24)]
+    task = folder / "mytask.jsonl"
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "mytask.jsonl").write_text("a decoy in the current folder\n")
+    toml = folder / "exp.toml"
+    toml.write_text(EXPERIMENT_HEAD + '[cache]\nmodel = "bow"\ntask = "mytask.jsonl"\n')
+    monkeypatch.chdir(tmp_path)
+    spec = load_experiment("configs/exp.toml").cache
+    assert spec.task == str(task.resolve())
+    built = build_cache(spec, tmp_path / "caches", progress=False)
+    assert open_cache(built).fingerprint == load_task(task).fingerprint
+    assert build_cache(spec, tmp_path / "caches", progress=False) == built
+    assert "extracting it again" not in capsys.readouterr().err  # reused
+    rows[3]["label"] = 1 - rows[3]["label"]  # the file changes, its name not
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert build_cache(spec, tmp_path / "caches", progress=False) == built
+    assert "was built from other rows of" in capsys.readouterr().err
+    assert open_cache(built).fingerprint == load_task(task).fingerprint
+    assert open_cache(built).labels[3] == rows[3]["label"]
 
 
 def test_probe_lab_never_imports_torch():

@@ -105,3 +105,13 @@ def test_the_installed_wheel_runs_the_smoke_demo_from_another_folder(tmp_path):
     assert "[cache] extracting minilm on larger_than" in printed
     assert "[cache] reusing" in printed
     assert len(list((work / "caches").glob("minilm-larger_than-n600-*.h5"))) == 1
+
+
+def test_every_public_name_resolves_on_first_use():
+    import probe_lab
+
+    assert sorted(probe_lab.__all__) == sorted(probe_lab._HOMES)
+    for name in probe_lab.__all__:
+        assert getattr(probe_lab, name) is not None and name in dir(probe_lab)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        probe_lab.nope  # noqa: B018

@@ -14,12 +14,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from activation_cache import Cache, CacheError, open_cache
+from activation_cache import TASKS, Cache, CacheError, TaskError, load_task, open_cache
+from activation_cache.store import read_state
 from probe_lab.experiments.config import CacheSpec, ExperimentError
 
 __all__ = [
     "bow_cache",
     "build_cache",
+    "changed_task",
     "extract",
     "is_complete",
     "reextract",
@@ -75,16 +77,41 @@ def build_cache(
         progress: show the extractor's progress bar.
 
     Returns:
-        The complete cache file (an interrupted one is resumed).
+        The complete cache file (an interrupted one is resumed). A cache of a
+        task file whose rows changed since it was built (its stored
+        ``task_fingerprint`` differs) is extracted again, with a note.
     """
     path = Path(cache_dir) / spec.filename()
-    if is_complete(path):
+    args = spec.arguments()
+    if path.is_file() and changed_task(path, spec):
+        print(
+            f"[cache] {path} was built from other rows of {spec.task} (the file "
+            "changed since): extracting it again",
+            file=sys.stderr,
+        )
+        args.append("--overwrite")
+    elif is_complete(path):
         if progress:
             print(f"[cache] reusing {path}")
         return path
     if progress:
         print(f"[cache] extracting {spec.model} on {spec.task} into {path}")
-    return extract(spec.arguments(), path, progress=progress)
+    return extract(args, path, progress=progress)
+
+
+def changed_task(path: Path, spec: CacheSpec) -> bool:
+    """Whether the cache at ``path`` was built from rows of ``spec``'s task file
+    other than the file's rows now (its ``task_fingerprint`` differs). A
+    built-in task is not reread (its rows are the package's), nor is an
+    unreadable cache (extraction then says what is wrong with it)."""
+    if spec.task in TASKS or not Path(spec.task).is_file():
+        return False
+    try:
+        stored, _ = read_state(path)
+        task = load_task(spec.task, size=spec.size, seed=spec.seed)
+    except (CacheError, TaskError, ValueError):
+        return False
+    return stored.get("task_fingerprint") != task.fingerprint
 
 
 def source_model(meta: Mapping[str, Any]) -> str:

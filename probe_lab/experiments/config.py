@@ -175,7 +175,7 @@ class CacheSpec:
 
     task: str = "cities"
     """A built-in task (``cities``, ``larger_than``, ``sentiment``) or a
-    ``.jsonl``/``.csv`` file."""
+    ``.jsonl``/``.csv`` file (a relative path is the TOML's folder's)."""
 
     size: int | None = None
     """Rows of the task (None: the task's default)."""
@@ -415,6 +415,18 @@ def _check_tables(data: Mapping[str, Any], source: str) -> None:
             )
 
 
+def _resolve_task(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with a relative ``[cache] task`` file resolved against ``folder``
+    (the TOML's), as a study TOML's caches are; built-in task names stay."""
+    from activation_cache import TASKS
+
+    cache = data.get("cache")
+    task = cache.get("task") if isinstance(cache, Mapping) else None
+    if not isinstance(task, str) or task in TASKS or Path(task).is_absolute():
+        return data
+    return {**data, "cache": {**cache, "task": str((folder / task).resolve())}}
+
+
 def read_experiment(
     experiment: str | Path | Traversable, *, preset: str = "full"
 ) -> ExperimentConfig:
@@ -443,6 +455,8 @@ def read_experiment(
             "name, figure and kind (see the packaged experiments/*.toml)"
         )
     data = _apply_preset(data, preset, source)
+    if isinstance(file, Path):
+        data = _resolve_task(data, file.parent)
     try:
         spec = from_mapping(CacheSpec, data.get("cache", {}), where="cache")
         fixed = dict(cache=spec, study=data.get("study", {}), preset=preset)

@@ -87,7 +87,8 @@ def write_summary(result: ExperimentResult) -> Path:
         "",
         f"**The paper's finding** ({config.figure}): {config.spec.claim}",
         "",
-        f"**Here the finding {verdict}** ("
+        ("**Smoke: not evidence.** " if config.preset == "smoke" else "")
+        + f"**Here the finding {verdict}** ("
         + (f"{sum(held)} of {len(held)} checks" if held else "")
         + ("; " if held and unjudged else "")
         + (f"{unjudged} of {len(result.findings)} not judged" if unjudged else "")
@@ -174,11 +175,17 @@ def findings_table(results: Sequence[ExperimentResult]) -> str:
         results: finished experiments.
 
     Returns:
-        One line per finding: experiment, held, claim, measured.
+        One line per finding: experiment, held, claim, measured; a smoke-size
+        result's heading says it is not evidence.
     """
     lines = []
     for result in results:
-        lines.append(f"\n{result.config.name} ({analog(result.config.figure)}):")
+        smoke = (
+            " [smoke: not evidence; tiny sizes check the pipeline, not the claims]"
+            if result.config.preset == "smoke"
+            else ""
+        )
+        lines.append(f"\n{result.config.name} ({analog(result.config.figure)}){smoke}:")
         for f in result.findings:
             mark = "n/a" if f.held is None else "HELD" if f.held else "NOT HELD"
             lines.append(f"  [{mark:>8}] {f.claim}\n             {f.measured}")

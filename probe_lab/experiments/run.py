@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import importlib.resources
+import json
 import time
+from contextlib import AbstractContextManager
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import pandas as pd
 
+from activation_cache.output import hold_lock
 from probe_lab.experiments import report
 from probe_lab.experiments.base import Context, ExperimentResult, summary_frame
 from probe_lab.experiments.caches import build_cache
@@ -16,7 +20,7 @@ from probe_lab.experiments.config import ExperimentConfig, ExperimentError, slug
 from probe_lab.experiments.kinds import check, load_experiment
 from probe_lab.study import StudyResult
 
-__all__ = ["default_out", "run_demo", "run_experiment"]
+__all__ = ["check_out", "default_out", "lock_out", "run_demo", "run_experiment"]
 
 DEMO = ("simulation_difficulty", "error_structures")
 """The experiments ``probe-lab demo`` runs."""
@@ -38,9 +42,97 @@ def _resolve(
 
 def default_out(config: ExperimentConfig) -> Path:
     """Where an experiment writes without ``out``: ``runs/<name>`` (full size) or
-    ``runs/<name>-<preset>``."""
+    ``runs/<name>-<preset>`` for a packaged experiment; for your own file, its
+    file name instead of ``<name>`` (``runs/mymethods`` for ``mymethods.toml``),
+    so a copy of a packaged file never writes into the packaged run's folder."""
+    name = config.name if _packaged(config.source) else Path(config.source).stem
     suffix = "" if config.preset == "full" else f"-{config.preset}"
-    return Path("runs") / f"{config.name}{suffix}"
+    return Path("runs") / f"{name or config.name}{suffix}"
+
+
+def _packaged(source: str) -> bool:
+    """Whether ``source`` is one of the packaged experiment files (also through a
+    link, such as the repository's ``experiments/*.toml``)."""
+    if not source:
+        return True  # built in Python: named by its name
+    configs = Path(str(importlib.resources.files("probe_lab.experiments"))) / "configs"
+    return Path(source).resolve().parent == configs.resolve()
+
+
+def _recorded_name(found: dict) -> object:
+    """The experiment name in an ``experiment.json``'s config (the file's
+    layout, ``experiment.name``, or the older flat ``name``)."""
+    experiment = found.get("experiment")
+    if isinstance(experiment, dict) and "name" in experiment:
+        return experiment["name"]
+    return found.get("name")
+
+
+def _same_experiment(found: dict, config: ExperimentConfig) -> bool:
+    """Whether an ``experiment.json``'s config is ``config``'s experiment: the
+    same name, read from the same file (or a file with the same content)."""
+    if _recorded_name(found) != config.name:
+        return False
+    theirs, ours = Path(str(found.get("source", ""))), Path(config.source)
+    if theirs.resolve() == ours.resolve():
+        return True
+    try:
+        return theirs.read_bytes() == ours.read_bytes()
+    except OSError:
+        return False
+
+
+def check_out(out: Path, config: ExperimentConfig) -> None:
+    """Refuse an output folder holding another experiment's results (its
+    ``experiment.json`` names another experiment or file) or a study's.
+
+    Raises:
+        ExperimentError: naming both experiments and what to give instead.
+    """
+    record = out / "experiment.json"
+    if not record.is_file():
+        if (out / "config.json").is_file() and (out / "fingerprints.json").is_file():
+            raise ExperimentError(
+                f"--out {out} holds the results of a study (probe-lab study), "
+                "which this run's summary.csv would replace; give another --out"
+            )
+        return
+    try:
+        found = json.loads(record.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ExperimentError(
+            f"--out {out} holds an unreadable experiment.json ({err}); give "
+            "another --out, or delete the folder to replace it"
+        ) from None
+    if not _same_experiment(found, config):
+        raise ExperimentError(
+            f"--out {out} holds the results of another experiment "
+            f"({_recorded_name(found)!r} from {found.get('source')}), not "
+            f"{config.name!r} from {config.source}; give another --out (or delete "
+            f"{out} to replace them)"
+        )
+
+
+def lock_out(out: Path) -> AbstractContextManager[Path]:
+    """Hold the exclusive lock of the output folder ``out`` (``out/.lock``,
+    the same lock as ``probe-lab extract`` takes on its file) for a block, so two
+    runs never write one folder at once.
+
+    Raises:
+        ExperimentError: another live run holds it; names its process.
+    """
+    lock = out / ".lock"
+    return hold_lock(
+        lock,
+        busy=lambda holder: ExperimentError(
+            f"--out {out} is being written by another run ({holder} holds {lock}); "
+            "wait for it to finish (the same command then reuses the studies it "
+            "saved), or give another --out"
+        ),
+        unusable=lambda reason: ExperimentError(
+            f"cannot create or lock {lock} ({reason}); give an --out you can write"
+        ),
+    )
 
 
 def run_experiment(
@@ -59,7 +151,9 @@ def run_experiment(
         experiment: a TOML file (``experiments/<name>.toml``), the name of a
             packaged experiment (``error_structures``) or a loaded config.
         smoke: apply the file's ``[smoke]`` overrides (a file or name only).
-        out: output folder (default ``runs/<name>`` or ``runs/<name>-smoke``).
+        out: output folder (default: :func:`default_out`). It is locked for the
+            run (a second run into it is refused), and a folder holding another
+            experiment's results is refused.
         cache: an existing cache to use instead of building ``[cache]`` (any
             model's; ``trivial_imitation`` re-runs its model on hinted prompts).
         cache_dir: where built caches live; the same settings reuse one file.
@@ -75,14 +169,28 @@ def run_experiment(
         the PNG figure and ``experiment.json`` (which names each study's folder).
     """
     config = _resolve(experiment, smoke)
-    start = time.perf_counter()
     out = Path(out) if out is not None else default_out(config)
     out.mkdir(parents=True, exist_ok=True)
+    with lock_out(out):
+        check_out(out, config)
+        return _run_locked(config, out, cache, Path(cache_dir), progress, fresh)
+
+
+def _run_locked(
+    config: ExperimentConfig,
+    out: Path,
+    cache: str | Path | None,
+    cache_dir: Path,
+    progress: bool,
+    fresh: bool,
+) -> ExperimentResult:
+    """:func:`run_experiment` once ``out`` is locked and checked."""
+    start = time.perf_counter()
     ctx = Context(
         config=config,
         cache=_cache(config, cache, cache_dir, progress),
         out=out,
-        cache_dir=Path(cache_dir),
+        cache_dir=cache_dir,
         progress=progress,
         cache_given=cache is not None,
         fresh=fresh,
@@ -123,6 +231,11 @@ def _cache(
     """The cache given, or the one ``[cache]`` describes (built if needed)."""
     if cache is None:
         return build_cache(config.cache, cache_dir, progress=progress)
+    if Path(cache).is_dir():
+        raise ExperimentError(
+            f"--cache {cache} is a folder, not a cache file; give the path of the "
+            ".h5 file itself (e.g. one of the *.h5 files in it)"
+        )
     if not Path(cache).is_file():
         raise ExperimentError(f"cache {cache} does not exist")
     return Path(cache)
