@@ -55,6 +55,9 @@ def _study(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.config}: {err}") from None
     result = run_study(config, progress=not args.quiet)
     out = result.save(args.out)
+    from probe_lab import plots  # the study returns data; the figure is drawn here
+
+    plots.save(plots.plot_gain_vs_misfit(result.table), out / "gain_vs_misfit.png")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary().round(3).to_string(index=False))
     fit = result.misfit_fit()

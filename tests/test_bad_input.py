@@ -53,7 +53,7 @@ from probe_lab.experiments import (
 )
 from probe_lab.experiments.saved import MARKER
 from probe_lab.leaderboard import rank_methods
-from probe_lab.study_data import fingerprint_cache
+from probe_lab.study.data import fingerprint_cache
 
 pytest_plugins = ["cache_fixtures"]
 

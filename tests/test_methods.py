@@ -25,7 +25,7 @@ from probe_lab.study import (
     train_ground_truth,
     weak_probes,
 )
-from probe_lab.study_data import load_study_data
+from probe_lab.study.data import load_study_data
 
 
 def squared_loss(logits, targets, mask, progress, params):

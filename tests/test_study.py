@@ -369,7 +369,8 @@ def test_strong_rankings_come_from_probes_that_never_saw_the_row(cache):
     """strong_* structures rank each labelled row by a ceiling probe trained on the
     other folds, and test rows by fold probes that trained on no test row."""
     from probe_lab.study import make_labels, train_ground_truth, weak_probes
-    from probe_lab.study_data import load_study_data
+    from probe_lab.study.data import load_study_data
+    from probe_lab.supervisors import strong
 
     config = StudyConfig(
         cache=cache,
@@ -385,7 +386,7 @@ def test_strong_rankings_come_from_probes_that_never_saw_the_row(cache):
     data = load_study_data(config, weak_probes(config).values(), [])
     truth = train_ground_truth(config, data, log=print)
     for seed in range(2):
-        ranking = truth.ranking[seed]
+        ranking = strong.ranking(3, data, truth.of_seed(seed), seed)
         labelled = data.splits["student_train"][seed] | data.splits["student_val"][seed]
         rows = np.flatnonzero(labelled)
         assert np.all(ranking.source[rows] >= 0)
@@ -398,12 +399,12 @@ def test_strong_rankings_come_from_probes_that_never_saw_the_row(cache):
     labelled = data.splits["student_train"][0] | data.splits["student_val"][0]
     rows = np.flatnonzero(labelled)
     flipped = np.flatnonzero((entry.hard != data.truth) & labelled)
-    margin = np.abs(truth.ranking[0].logits)
+    margin = np.abs(strong.ranking(3, data, truth.of_seed(0), 0).logits)
     assert margin[flipped].max() <= np.sort(margin[rows])[flipped.size] + 1e-9
 
 
 def test_seeds_resample_the_split_and_the_summary_says_what_intervals_cover():
-    from probe_lab.study_data import make_splits
+    from probe_lab.study.data import make_splits
 
     fractions = dict(test_frac=0.2, weak_frac=0.4, val_frac=0.1)
     splits = make_splits(500, 3, resplit=StudyConfig(cache="x").resplit, **fractions)

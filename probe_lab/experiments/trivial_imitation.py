@@ -41,7 +41,7 @@ from probe_lab.experiments.caches import (
 )
 from probe_lab.experiments.config import ExperimentConfig, ExperimentError
 from probe_lab.study import Supervisor
-from probe_lab.study_data import load_study_data, study_layer
+from probe_lab.study.data import load_study_data, study_layer
 
 __all__ = [
     "CLAIM",
