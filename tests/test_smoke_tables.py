@@ -60,6 +60,7 @@ def assert_tables_equal(got: pd.DataFrame, saved: pd.DataFrame) -> None:
             assert (a == b).all(), column
 
 
+@pytest.mark.slow  # 40-130 s (seven experiments' smoke runs)
 def test_smoke_tables_equal_the_saved_ones(tmp_path):
     saved = pd.read_parquet(SAVED)
     assert sorted(saved.experiment.unique()) == NAMES
