@@ -38,7 +38,7 @@ from conftest import same_datasets, write_synthetic_cache
 
 import probe_lab.experiments
 import probe_lab.experiments.base
-import probe_lab.study
+import probe_lab.study.pipeline
 from activation_cache import ExtractConfig, ExtractError, extract, open_cache, store
 from probe_lab import plots
 from probe_lab.cli import main
@@ -297,7 +297,7 @@ def test_ctrl_c_in_a_study_is_one_line_and_exit_130(
     def interrupt(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(probe_lab.study, "train_ground_truth", interrupt)
+    monkeypatch.setattr(probe_lab.study.pipeline, "train_ground_truth", interrupt)
     toml = tmp_path / "study.toml"
     toml.write_text(study_text(str(caches["good"])))
     assert main(["study", str(toml), "--out", str(tmp_path / "o"), "--quiet"]) == 130
