@@ -120,8 +120,9 @@ def weak_probes(config: StudyConfig) -> dict[str, WeakProbe]:
 def train_ground_truth(
     config: StudyConfig, data: StudyData, *, log: Callable[..., None] = print
 ) -> GroundTruth:
-    """Stage 1: ceilings on the student split and weak probes on the weak split,
-    one compiled call per feature source."""
+    """Stage 1: ceilings (and the probes kinds ask of each seed, such as the
+    strong rankings' fold probes) on the student split, and weak probes on the
+    weak split, one compiled call per feature source."""
     d = data.features.shape[1]
     seeds = range(config.seeds)
     sp = data.splits
