@@ -27,8 +27,7 @@ from flax import struct
 
 from probe_lab.config import TrainConfig
 from probe_lab.losses import LossMethod, get_loss
-from probe_lab.metrics import positive
-from probe_lab.probes import Probes
+from probe_lab.probes import Probes, positive
 
 
 class ChunkInputs(struct.PyTreeNode):

@@ -68,6 +68,11 @@ def _study(args: argparse.Namespace) -> int:
         with lock_out(Path(args.out)):  # two studies never write one folder at once
             result = run_study(config, progress=not args.quiet)
             out = result.save(args.out)
+            from probe_lab import plots  # the study returns data; the figure is here
+
+            plots.save(
+                plots.plot_gain_vs_misfit(result.table), out / "gain_vs_misfit.png"
+            )
     except BaseException:
         if made and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
             Path(args.out).rmdir()  # a failed study leaves no folder behind

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ConfigError", "from_mapping"]
+__all__ = ["ConfigError", "check_fields", "from_mapping"]
 
 _T = typing.TypeVar("_T")
 
@@ -108,6 +108,26 @@ def from_mapping(
     return cls(**values, **fixed)
 
 
+def check_fields(obj: Any, *, skip: Sequence[str] = ()) -> None:
+    """Type-check a dataclass built in Python as :func:`from_mapping` checks plain
+    data, and store the converted values (lists as tuples, integers as floats);
+    for a frozen dataclass's ``__post_init__``.
+
+    Args:
+        obj: the dataclass instance.
+        skip: fields left as given (their own ``__post_init__`` code parses them).
+
+    Raises:
+        ConfigError: naming the field, the type wanted and the value got.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for field in dataclasses.fields(obj):
+        if field.name in skip or not field.init:
+            continue
+        value = _convert(hints[field.name], getattr(obj, field.name), field.name)
+        object.__setattr__(obj, field.name, value)
+
+
 def _key(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
@@ -155,7 +175,14 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return value
     if _is_union(tp):
         return _convert_union(tp, value, path)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and hasattr(tp, "from_mapping"):
+        # A class that builds itself from a table (a Supervisor: its keys
+        # depend on its kind).
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return tp.from_mapping(value, where=path)
+    elif dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if isinstance(value, Mapping):

@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from probe_lab.probes import positive
+
 __all__ = [
     "Interval",
     "PGRInterval",
@@ -59,11 +61,6 @@ TINY_GAP = f"ceiling - weak < {SMALL_GAP}: PGR is unstable"
 
 class PGRWarning(UserWarning):
     """PGR is undefined (NaN) for some entries; the message says why."""
-
-
-def positive(proba: Any) -> Any:
-    """THE hard prediction of probabilities: label 1 iff ``p >= 0.5`` (ties -> 1)."""
-    return proba >= 0.5
 
 
 def _hard(values: Any) -> np.ndarray:

@@ -14,12 +14,17 @@ from flax import struct
 
 from probe_lab.config import TrainConfig
 
-__all__ = ["Probes", "positive_logit"]
+__all__ = ["Probes", "positive", "positive_logit"]
+
+
+def positive(proba: Any) -> Any:
+    """THE hard prediction of probabilities: label 1 iff ``p >= 0.5`` (ties -> 1)."""
+    return proba >= 0.5
 
 
 def positive_logit(logits: Any) -> Any:
     """THE hard prediction of logits: label 1 iff ``logit >= 0``, the same rule as
-    :func:`probe_lab.metrics.positive` on probabilities (``sigmoid(0) = 0.5``)."""
+    :func:`positive` on probabilities (``sigmoid(0) = 0.5``)."""
     return logits >= 0
 
 

@@ -41,7 +41,7 @@ from probe_lab.config import TrainConfig
 from probe_lab.losses import check_method
 from probe_lab.probes import Probes
 
-__all__ = ["train_probes"]
+__all__ = ["compiled_trainers", "train_probes"]
 
 
 def train_probes(
@@ -206,6 +206,13 @@ def _share_across_hosts(results: list[Any], shapes: list[Any]) -> list[Any]:
         jax.tree.map(lambda a, r=r: np.asarray(a[r % n_hosts]), out)
         for r, out in enumerate(gathered)
     ]
+
+
+def compiled_trainers() -> int:
+    """How many trainer programs are compiled so far in this process (one per
+    distinct shape and static setting of a training round): a stage's record
+    reports the difference before and after it."""
+    return int(_train_round._cache_size())
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))

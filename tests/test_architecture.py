@@ -159,3 +159,154 @@ def test_functions_stay_short(package):
         if lines > MAX_LINES and name not in LONG_ALLOWED
     ]
     assert not too_long, f"functions over {MAX_LINES} lines: {too_long}"
+
+
+# ------------------------------------------------ the study knows no kind's name
+
+
+def closure(edges: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or not."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+TRAINER = ("probe_lab.train", "probe_lab._plan", "probe_lab._adam", "probe_lab.lbfgs")
+
+
+@pytest.mark.parametrize("module", TRAINER)
+def test_the_trainer_knows_no_study_and_no_metrics(module):
+    reached = closure(graph("probe_lab"), module)
+    bad = sorted(
+        m
+        for m in reached
+        if m == "probe_lab.metrics"
+        or m.startswith(("probe_lab.study", "probe_lab.supervisors"))
+    )
+    assert not bad, f"{module} imports {bad}"
+
+
+def test_the_study_draws_no_figure():
+    edges = graph("probe_lab")
+    for name in edges:
+        if name.startswith(("probe_lab.study", "probe_lab.supervisors")):
+            assert "probe_lab.plots" not in closure(edges, name), name
+
+
+def private_imports(package: str) -> list[str]:
+    """``from module import _name`` of a name that is not a module, where
+    ``module`` is another module of the project."""
+    mods = modules(package)
+    out = []
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level:
+                continue
+            source = node.module or ""
+            if not source.startswith(PACKAGES) or source == name:
+                continue
+            out += [
+                f"{name}: from {source} import {a.name}"
+                for a in node.names
+                if a.name.startswith("_") and f"{source}.{a.name}" not in mods
+            ]
+    return out
+
+
+def test_private_imports_are_found():
+    planted = ROOT / "probe_lab" / "_planted_for_test.py"
+    planted.write_text("from probe_lab.train import _train_round\n")
+    try:
+        found = private_imports("probe_lab")
+    finally:
+        planted.unlink()
+    assert "probe_lab._planted_for_test: from probe_lab.train import _train_round" in (
+        found
+    )
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_imports_another_modules_private_name(package):
+    found = private_imports(package)
+    assert not found, f"private names imported across modules: {found}"
+
+
+def kind_modules() -> dict[str, str]:
+    """Every supervisor and experiment kind name -> the module that owns it."""
+    from probe_lab.experiments.config import KINDS
+    from probe_lab.supervisors import SUPERVISORS
+
+    owners = {name: SUPERVISORS.get(name).label.__module__ for name in SUPERVISORS}
+    return owners | {kind: f"probe_lab.experiments.{kind}" for kind in KINDS}
+
+
+def _strings(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return [s for elt in node.elts for s in _strings(elt)]
+    return []
+
+
+def _is_kind(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "kind") or (
+        isinstance(node, ast.Name) and node.id == "kind"
+    )
+
+
+def kind_branches(source: str, module: str, owners: dict[str, str]) -> list[str]:
+    """Comparisons of a ``kind`` with a kind's name outside its own module (a
+    comparison used as a pandas mask, ``table[table.kind == "probe"]``, selects
+    rows of a result and is not a branch)."""
+    tree = ast.parse(source)
+    masks = {id(n.slice) for n in ast.walk(tree) if isinstance(n, ast.Subscript)}
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare) or id(node) in masks:
+            continue
+        sides = [node.left, *node.comparators]
+        if not any(_is_kind(s) for s in sides):
+            continue
+        names = [s for side in sides for s in _strings(side)]
+        out += [
+            f"{module}:{node.lineno} compares kind with {n!r}"
+            for n in names
+            if n in owners and owners[n] != module
+        ]
+    return out
+
+
+# Branches on a kind's name that another branch removes, with the reason.
+KIND_BRANCHES_ALLOWED = {
+    "probe_lab.experiments.config": "experiment kinds' own settings checks move into "
+    "their modules on the plug-in spec branch",
+    "probe_lab.plots": "the simulation_difficulty figure picks its panels by the "
+    "kind column of the results (a figure of rows, not a dispatch); it moves into "
+    "that experiment's module with its figure",
+}
+
+
+def test_a_branch_on_a_kind_name_is_found():
+    owners = {"probe": "probe_lab.supervisors.probe", "methods": "x.methods"}
+    code = (
+        "if sup.kind == 'probe': pass\n"
+        "ok = kind in ('probe', 'random')\n"
+        "rows = table[table.kind == 'probe']\n"
+    )
+    found = kind_branches(code, "probe_lab.study.pipeline", owners)
+    assert len(found) == 2 and all("'probe'" in f for f in found)
+    assert kind_branches(code, "probe_lab.supervisors.probe", owners) == []
+
+
+def test_no_branch_on_a_kind_name_outside_its_module():
+    owners = kind_modules()
+    found = []
+    for name, path in modules("probe_lab").items():
+        if name not in KIND_BRANCHES_ALLOWED:
+            found += kind_branches(path.read_text(), name, owners)
+    assert not found, found

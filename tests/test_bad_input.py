@@ -38,7 +38,7 @@ from conftest import same_datasets, write_synthetic_cache
 
 import probe_lab.experiments
 import probe_lab.experiments.base
-import probe_lab.study
+import probe_lab.study.pipeline
 from activation_cache import ExtractConfig, ExtractError, extract, open_cache, store
 from probe_lab import plots
 from probe_lab.cli import main
@@ -55,7 +55,7 @@ from probe_lab.experiments import (
 from probe_lab.experiments.config import KINDS
 from probe_lab.experiments.saved import MARKER
 from probe_lab.leaderboard import rank_methods
-from probe_lab.study_data import fingerprint_cache
+from probe_lab.study.data import fingerprint_cache
 
 pytest_plugins = ["cache_fixtures"]
 
@@ -309,7 +309,7 @@ def test_ctrl_c_in_a_study_is_one_line_and_exit_130(
     def interrupt(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(probe_lab.study, "train_ground_truth", interrupt)
+    monkeypatch.setattr(probe_lab.study.pipeline, "train_ground_truth", interrupt)
     toml = tmp_path / "study.toml"
     toml.write_text(study_text(str(caches["good"])))
     assert main(["study", str(toml), "--out", str(tmp_path / "o"), "--quiet"]) == 130

@@ -166,7 +166,8 @@ def test_unknown_keys_are_named_with_the_known_ones(key):
         ),
         (
             {"supervisors": [{"kind": "probe", "kk": 8}]},
-            "study.supervisors[0] has unknown keys ['kk']; known: ['accuracy',",
+            "study.supervisors[0] has unknown keys ['kk'] for kind 'probe'; known: "
+            "['cache', 'k', 'kind', 'layer', 'name', 'soft']",
         ),
         ({"supervisors": {"kind": "probe"}}, "study.supervisors must be a list of"),
         ({"seedz": 3}, "[study] has unknown keys ['seedz']; known: ['basis',"),

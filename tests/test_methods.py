@@ -29,7 +29,7 @@ from probe_lab.study import (
     train_ground_truth,
     weak_probes,
 )
-from probe_lab.study_data import load_study_data
+from probe_lab.study.data import load_study_data
 
 
 def squared_loss(logits, targets, mask, progress, params):
@@ -386,3 +386,42 @@ def test_label_methods_that_keep_no_rows_are_named(cache):
     )
     with pytest.raises(StudyError, match="label method 'knn_clean' kept 1 of"):
         run_study(config, progress=False)
+
+
+def test_relabel_returns_new_probes_and_leaves_its_input_alone():
+    from probe_lab.methods import Condition
+    from probe_lab.study.data import StudyData
+    from probe_lab.study.pipeline import relabel
+    from probe_lab.study.stage import StageProbe
+
+    rng = np.random.default_rng(0)
+    n = 60
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    weak = (1 / (1 + np.exp(-x[:, 0]))).astype(np.float32)  # soft labels
+    data = StudyData(
+        truth=(weak > 0.5).astype(np.int8),
+        n_chars=np.ones(n),
+        ids=np.arange(n),
+        sources={(None, None): x},
+        splits={},
+        fingerprints={},
+        caches={},
+        lookup={},
+    )
+    cond = Condition("co", "confident_only", "xent", {}, "confident_only", {"q": 0.5})
+    rows = np.arange(n) < 40
+    probes = [
+        StageProbe(seed=0, k=4, targets=weak, train=rows, val=~rows, name="s"),
+        StageProbe(
+            seed=0, k=4, targets=weak, train=rows, val=~rows, name="s", condition=cond
+        ),
+    ]
+    before = [p.targets.copy() for p in probes]
+    out = relabel(probes, data)
+    assert out[0] is probes[0]  # no label method: the same probe
+    assert out[1] is not probes[1] and out[1].weight is not None
+    assert probes[1].weight is None
+    for p, targets in zip(probes, before, strict=True):
+        np.testing.assert_array_equal(p.targets, targets)
+    # Half of the labelled rows (q = 0.5) keep their weight.
+    assert 0 < out[1].weight.sum() < n

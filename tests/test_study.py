@@ -369,7 +369,8 @@ def test_strong_rankings_come_from_probes_that_never_saw_the_row(cache):
     """strong_* structures rank each labelled row by a ceiling probe trained on the
     other folds, and test rows by fold probes that trained on no test row."""
     from probe_lab.study import make_labels, train_ground_truth, weak_probes
-    from probe_lab.study_data import load_study_data
+    from probe_lab.study.data import load_study_data
+    from probe_lab.supervisors import strong
 
     config = StudyConfig(
         cache=cache,
@@ -385,7 +386,7 @@ def test_strong_rankings_come_from_probes_that_never_saw_the_row(cache):
     data = load_study_data(config, weak_probes(config).values(), [])
     truth = train_ground_truth(config, data, log=print)
     for seed in range(2):
-        ranking = truth.ranking[seed]
+        ranking = strong.ranking(3, data, truth.of_seed(seed), seed)
         labelled = data.splits["student_train"][seed] | data.splits["student_val"][seed]
         rows = np.flatnonzero(labelled)
         assert np.all(ranking.source[rows] >= 0)
@@ -398,12 +399,12 @@ def test_strong_rankings_come_from_probes_that_never_saw_the_row(cache):
     labelled = data.splits["student_train"][0] | data.splits["student_val"][0]
     rows = np.flatnonzero(labelled)
     flipped = np.flatnonzero((entry.hard != data.truth) & labelled)
-    margin = np.abs(truth.ranking[0].logits)
+    margin = np.abs(strong.ranking(3, data, truth.of_seed(0), 0).logits)
     assert margin[flipped].max() <= np.sort(margin[rows])[flipped.size] + 1e-9
 
 
 def test_seeds_resample_the_split_and_the_summary_says_what_intervals_cover():
-    from probe_lab.study_data import make_splits
+    from probe_lab.study.data import make_splits
 
     fractions = dict(test_frac=0.2, weak_frac=0.4, val_frac=0.1)
     splits = make_splits(500, 3, resplit=StudyConfig(cache="x").resplit, **fractions)
@@ -501,3 +502,55 @@ def test_random_flips_match_a_named_supervisors_accuracy(tmp_path):
         StudyConfig(
             cache="x.h5", supervisors=(Supervisor(kind="random", match="nobody"),)
         )
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Supervisor(kind="probe", k=8.5), r"probe\.k must be an integer"),
+        (
+            lambda: Supervisor(kind="random", level=0.5),
+            r"\['level'\] for kind 'random'",
+        ),
+        (
+            lambda: Supervisor(kind="probe", soft=1),
+            r"probe\.soft must be true or false",
+        ),
+        (
+            lambda: StudyConfig(cache="x.h5", seeds=2.0),
+            r"^seeds must be an integer, got 2\.0 \(float\)",
+        ),
+        (
+            lambda: StudyConfig(cache="x.h5", losses="xent"),
+            r"^losses must be a list of strings, got 'xent'",
+        ),
+    ],
+)
+def test_python_values_get_the_loaders_type_checks(make, message):
+    with pytest.raises(StudyError, match=message):
+        make()
+
+
+def test_a_study_table_and_a_misplaced_top_level_key_are_refused(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('seeds = 2\n[study]\ncache = "c.h5"\n')
+    with pytest.raises(StudyError, match=r"\['seeds'\] sit outside the \[study\]"):
+        StudyConfig.from_toml(path)
+
+
+def test_toml_keys_read_into_typed_settings_and_paths_resolve(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'cache = "c.h5"\n'
+        '[[supervisors]]\nkind = "ensemble"\nsoft = true\n'
+        'params = {members = [{k = 2}, {k = 3, cache = "other.h5"}], copies = 2}\n'
+        '[[supervisors]]\nkind = "column"\nfield = "rule"\ncache = "sub/r.h5"\n'
+    )
+    config = StudyConfig.from_toml(path)
+    ensemble, column = config.supervisors
+    members = ensemble.settings.params.members
+    assert [m.k for m in members] == [2, 3] and ensemble.settings.params.copies == 2
+    assert members[1].cache == str(tmp_path / "other.h5")
+    assert column.settings.cache == str(tmp_path / "sub" / "r.h5")
+    assert config.other_caches == [str(tmp_path / "other.h5"), column.settings.cache]
+    assert StudyConfig.from_dict(config.to_dict()) == config

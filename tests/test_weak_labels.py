@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe_lab.weak_labels import (
+from probe_lab.supervisors.synthetic import (
     MAKERS,
     make_weak_labels,
     mixture_labels,

@@ -142,6 +142,9 @@ class Context:
         result = run_study(config, progress=self.progress)
         result.fingerprints["study_key"] = key
         save_study(result, folder, key)
+        # The study returns data; its figure is drawn here.
+        figure = plots.plot_gain_vs_misfit(result.table)
+        plots.save(figure, folder / "gain_vs_misfit.png")
         return result
 
     def save(self, fig: Figure) -> Path:

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from probe_lab.loader import ConfigError, from_mapping
 from probe_lab.registry import NoSettings, Registry, RegistryError, SettingsPlugin
 from probe_lab.study import StudyConfig, StudyError, Supervisor
+from probe_lab.supervisors import reference_name
 
 __all__ = [
     "KINDS",
@@ -320,8 +321,8 @@ class ExperimentConfig:
         data = dict(self.study)
         data["cache"] = str(cache)
         if supervisors is not None:
-            data["supervisors"] = [dataclasses.asdict(s) for s in supervisors]
-            reference = next((s.label for s in supervisors if s.kind == "probe"), "")
+            data["supervisors"] = [s.to_dict() for s in supervisors]
+            reference = reference_name(supervisors)
             data["reference"] = reference
         source = self.source or "experiment"
         try:

@@ -3,7 +3,7 @@
 An experiment saves each study as soon as it finishes, in a folder of its run's
 output named by the study's key: a sha256 of the resolved study config, the
 fingerprints of the caches it reads (absolute path and content hash,
-:func:`probe_lab.study_data.cache_fingerprints`) and the probe-lab version. A
+:func:`probe_lab.study.data.cache_fingerprints`) and the probe-lab version. A
 marker file, written last, holds the full key; a folder without it (a save that
 was cut short) or with another key is never read. Rerunning the same experiment
 on the same caches reuses the saved studies and runs only the rest; a changed
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from probe_lab.study import StudyConfig, StudyResult, weak_probes
-from probe_lab.study_data import cache_fingerprints, study_reads
+from probe_lab.study.data import cache_fingerprints, study_reads
 
 __all__ = ["MARKER", "load_saved", "save_study", "study_key"]
 
@@ -42,8 +42,7 @@ def study_key(config: StudyConfig) -> tuple[str, dict[str, Any]]:
         ``(key, caches)``: the hex key and the cache fingerprints it covers.
     """
     probes = weak_probes(config).values()
-    others = [s.cache for s in config.supervisors if s.cache]
-    caches = cache_fingerprints(study_reads(config, probes, others))
+    caches = cache_fingerprints(study_reads(config, probes, config.other_caches))
     material = dict(
         config=config.to_dict(),
         caches={path: found["sha256"] for path, found in caches.items()},

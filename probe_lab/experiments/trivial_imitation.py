@@ -49,7 +49,7 @@ from probe_lab.experiments.config import (
     register_kind,
 )
 from probe_lab.study import Supervisor
-from probe_lab.study_data import load_study_data, study_layer
+from probe_lab.study.data import load_study_data, study_layer
 
 __all__ = [
     "CLAIM",

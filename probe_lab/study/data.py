@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from probe_lab.basis import to_basis
-from probe_lab.supervisors import StudyError, WeakProbe
+from probe_lab.errors import StudyError
+from probe_lab.study.config import StudyConfig
+from probe_lab.supervisors import WeakProbe
 
 __all__ = [
     "SPLITS",
@@ -144,13 +146,13 @@ def check_splits(splits: dict[str, np.ndarray], truth: np.ndarray, batch: int) -
 
 
 def study_reads(
-    config: Any, probes: Iterable[WeakProbe], other_caches: Iterable[str]
+    config: StudyConfig, probes: Iterable[WeakProbe], other_caches: Iterable[str]
 ) -> dict[str, list[int]]:
     """Every cache a study opens (its own first) and the layers it reads from each
     (as configured: negative counts from the last).
 
     Args:
-        config: the :class:`~probe_lab.study.StudyConfig`.
+        config: the study.
         probes: every ground-truth probe of stage 1.
         other_caches: further caches the supervisors read (extra fields only).
 
@@ -171,7 +173,7 @@ def study_reads(
     return reads
 
 
-def study_layer(config: Any, main: Any) -> int:
+def study_layer(config: StudyConfig, main: Any) -> int:
     """The study's layer of its own cache: ``config.layer``, or when it is None
     the task's recommended layer (``activation_cache.TASK_INFO``) for a MiniLM
     cache of a built-in task, else the last stored layer (-1)."""
@@ -185,7 +187,9 @@ def study_layer(config: Any, main: Any) -> int:
     return -1
 
 
-def source_layer(config: Any, main: Any, source: tuple[str | None, int | None]) -> int:
+def source_layer(
+    config: StudyConfig, main: Any, source: tuple[str | None, int | None]
+) -> int:
     """The layer a feature source reads: its own, else the study's layer for the
     study's cache, else the last stored layer of another model's cache (its layer
     numbers mean nothing for the study's model)."""
@@ -302,12 +306,12 @@ def _join(
 
 
 def load_study_data(
-    config: Any, probes: Iterable[WeakProbe], other_caches: Iterable[str]
+    config: StudyConfig, probes: Iterable[WeakProbe], other_caches: Iterable[str]
 ) -> StudyData:
     """Open and join the caches, split the rows and load every feature source.
 
     Args:
-        config: the :class:`~probe_lab.study.StudyConfig`.
+        config: the study.
         probes: every ground-truth probe of stage 1 (their feature sources load).
         other_caches: further caches the supervisors read (joined by id).
 
@@ -367,7 +371,7 @@ def load_study_data(
 
 
 def _load_sources(
-    config: Any, data: StudyData, probes: list[WeakProbe]
+    config: StudyConfig, data: StudyData, probes: list[WeakProbe]
 ) -> dict[str | None, dict[int, np.ndarray]]:
     """Read every feature source, check it is finite, put it in the study's
     basis (fit on seed 0's training rows) and record its fingerprint.

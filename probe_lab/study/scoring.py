@@ -1,0 +1,181 @@
+"""Scoring students: one builder of the four evaluation sets, the per-epoch curves
+and the table rows.
+
+The four sets (:func:`eval_sets`): test accuracy, agreement with the supervisor's
+hard labels on test, and that agreement on the test rows where the supervisor is
+wrong and where it is right. The trainer scores them every epoch
+(:func:`training_eval_sets`); :func:`curves` reads them back, or scores the kept
+parameters once when no per-epoch record was kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from probe_lab import metrics
+from probe_lab.study.data import StudyData
+from probe_lab.study.stage import StageProbe, Trained
+
+__all__ = ["curves", "eval_sets", "score_students", "training_eval_sets"]
+
+
+def eval_sets(
+    probes: list[StageProbe], data: StudyData
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The four evaluation sets of students: name -> ``(rows, labels)``, each
+    ``(P, n)``: ``test`` (rows and ground truth), ``agreement`` (test rows, the
+    supervisor's hard labels), ``agreement_weak_wrong`` / ``_right`` (the test rows
+    where those labels are wrong / right)."""
+    test = data.splits["test"][[p.seed for p in probes]]
+    ref = np.stack([p.reference for p in probes]).astype(bool)
+    wrong = ref != data.truth.astype(bool)
+    return {
+        "test": (test, np.stack([data.truth] * len(probes))),
+        "agreement": (test, ref),
+        "agreement_weak_wrong": (test & wrong, ref),
+        "agreement_weak_right": (test & ~wrong, ref),
+    }
+
+
+def training_eval_sets(probes: list[StageProbe], data: StudyData) -> dict[str, Any]:
+    """:func:`eval_sets` as the trainer scores them every epoch (dynamics)."""
+    sets = eval_sets(probes, data)
+    test = sets["test"][0]
+    for name in ("agreement_weak_wrong", "agreement_weak_right"):
+        # A supervisor with no wrong (or no right) test labels leaves that
+        # agreement undefined: score it on all test rows here and report NaN.
+        rows, labels = sets[name]
+        sets[name] = (np.where(rows.any(axis=1)[:, None], rows, test), labels)
+    return sets
+
+
+def _curve_name(name: str) -> str:
+    return "test_acc" if name == "test" else name
+
+
+def curves(stage: Trained, data: StudyData) -> dict[str, np.ndarray]:
+    """Per-epoch ``(E, P)`` test accuracy and agreements of a student stage.
+
+    Without a per-epoch record (``dynamics=False``) the kept parameters are scored
+    once, at their best epoch, and the other epochs are NaN.
+    """
+    probes, hist = stage.probes, stage.trained.history
+    n_probes, epochs = len(probes), hist["val_agreement"].shape[0]
+    best = np.asarray(stage.trained.best_epoch, np.int64) - 1
+    scored = eval_sets(probes, data)
+    if "test_acc" in hist:
+        out = {
+            _curve_name(name): np.array(hist[f"{name}_acc"], np.float64)
+            for name in scored
+        }
+    else:  # no per-epoch record: score the kept parameters once
+        pred = metrics.positive(stage.proba)
+        out = {}
+        for name, (rows, labels) in scored.items():
+            hits = ((pred == labels.astype(bool)) & rows).sum(axis=1)
+            curve = np.full((epochs, n_probes), np.nan)
+            curve[best, np.arange(n_probes)] = hits / np.maximum(rows.sum(axis=1), 1)
+            out[_curve_name(name)] = curve
+    for name in ("agreement_weak_wrong", "agreement_weak_right"):
+        out[name][:, ~scored[name][0].any(axis=1)] = np.nan
+    return out
+
+
+def _fit_columns(stage: Trained, labelled: np.ndarray) -> pd.DataFrame:
+    """Method parameters, kept rows, and the student's misfit to its weak labels.
+
+    ``misfit`` is the share of labelled rows where the student's prediction
+    disagrees with the supervisor's hard label, ``misfit_xent`` the mean
+    cross-entropy of the student's probabilities against the supervisor's labels
+    (Charikar et al. 2024: for convex students the gain over the supervisor is at
+    least this misfit); both at the kept epoch. ``kept`` is the mean row weight a
+    label method left on the labelled rows (1 without one).
+    """
+    probes = stage.probes
+    proba = np.clip(stage.proba.astype(np.float64), 1e-7, 1 - 1e-7)
+    weak = np.stack([p.weak for p in probes]).astype(np.float64)
+    ref = np.stack([p.reference for p in probes]).astype(bool)
+    count = np.maximum(labelled.sum(axis=1), 1)
+    xent = -(weak * np.log(proba) + (1 - weak) * np.log1p(-proba))
+    ones = np.ones(proba.shape[1])
+    weights = np.stack([ones if p.weight is None else p.weight for p in probes])
+    out = dict(
+        misfit=((metrics.positive(proba) != ref) & labelled).sum(axis=1) / count,
+        misfit_xent=(xent * labelled).sum(axis=1) / count,
+        kept=(weights * labelled).sum(axis=1) / count,
+    )
+    names = sorted({k for p in probes if p.condition for k in p.condition.params})
+    for name in names:
+        out[f"param_{name}"] = [
+            p.condition.params.get(name, np.nan) if p.condition else np.nan
+            for p in probes
+        ]
+    return pd.DataFrame(out)
+
+
+def score_students(
+    stage: Trained,
+    weak: Mapping[tuple[str, int], Mapping[str, Any]],
+    kinds: Mapping[str, str],
+    ceiling_acc: Mapping[tuple[int, int], float],
+    data: StudyData,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The students' table rows (at their best epochs) and their curves."""
+    probes, hist = stage.probes, stage.trained.history
+    n_probes, epochs = len(probes), hist["val_agreement"].shape[0]
+    seeds = np.array([p.seed for p in probes])
+    best = np.asarray(stage.trained.best_epoch, np.int64) - 1
+    ref = np.stack([p.reference for p in probes]).astype(bool)
+    labelled = (data.splits["student_train"] | data.splits["student_val"])[seeds]
+    curves_ = curves(stage, data)
+    at_best = {
+        name: curve[best, np.arange(n_probes)] for name, curve in curves_.items()
+    }
+    names = [p.name for p in probes]
+    ks = np.array([p.k for p in probes])
+    losses = [p.label for p in probes]
+    entries = [weak[(p.name, p.seed)] for p in probes]
+    table = pd.DataFrame(
+        dict(
+            supervisor=names,
+            kind=[kinds[name] for name in names],
+            student=ks,
+            loss=losses,
+            seed=seeds,
+            weak_acc=[e["weak_acc"] for e in entries],
+            weak_label_acc=metrics.accuracy(ref, data.truth.astype(bool), labelled),
+            target_acc=[e.get("target_acc", np.nan) for e in entries],
+            student_acc=at_best["test_acc"],
+            ceiling_acc=[ceiling_acc[(p.k, p.seed)] for p in probes],
+            agreement=at_best["agreement"],
+            agreement_weak_wrong=at_best["agreement_weak_wrong"],
+            agreement_weak_right=at_best["agreement_weak_right"],
+            best_epoch=best + 1,
+        )
+    )
+    table.insert(
+        4, "method", [p.condition.method if p.condition else p.loss for p in probes]
+    )
+    table = pd.concat([table, _fit_columns(stage, labelled)], axis=1)
+    nan = np.full((epochs, n_probes), np.nan)
+
+    def per_row(curve: np.ndarray) -> np.ndarray:  # (E, P) -> probe-major rows
+        return np.asarray(curve).T.reshape(-1)
+
+    dynamics = pd.DataFrame(
+        dict(
+            supervisor=np.repeat(names, epochs),
+            student=np.repeat(ks, epochs),
+            loss=np.repeat(losses, epochs),
+            seed=np.repeat(seeds, epochs),
+            epoch=np.tile(np.arange(1, epochs + 1), n_probes),
+            train_loss=per_row(hist.get("train_loss", nan)),
+            val_agreement=per_row(hist["val_agreement"]),
+            **{name: per_row(curve) for name, curve in curves_.items()},
+        )
+    )
+    return table, dynamics
