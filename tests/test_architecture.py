@@ -282,13 +282,8 @@ def kind_branches(source: str, module: str, owners: dict[str, str]) -> list[str]
 
 
 # Branches on a kind's name that another branch removes, with the reason.
-KIND_BRANCHES_ALLOWED = {
-    "probe_lab.experiments.config": "experiment kinds' own settings checks move into "
-    "their modules on the plug-in spec branch",
-    "probe_lab.plots": "the simulation_difficulty figure picks its panels by the "
-    "kind column of the results (a figure of rows, not a dispatch); it moves into "
-    "that experiment's module with its figure",
-}
+KIND_BRANCHES_ALLOWED: dict[str, str] = {}
+"""Modules allowed to compare a kind with a kind's name, each with the reason."""
 
 
 def test_a_branch_on_a_kind_name_is_found():

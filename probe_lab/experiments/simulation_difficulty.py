@@ -169,23 +169,23 @@ def plot(table: pd.DataFrame, *, title: str = "") -> Figure:
     share |= {s: float(s.split()[-1]) for s in order if s.startswith("mixture")}
     mix_colors = dict(zip(order, plots.colors(len(order), "plasma"), strict=True))
     panels = (
-        ("(a) perfectly simulatable: weak = M_k2", "probe"),
-        ("(b) unsimulatable: random errors\nat M_k2's accuracy", "random"),
-        (f"(c) mixture at M_{mid}'s accuracy", "mixture"),
+        ("(a) perfectly simulatable: weak = M_k2", "probe", False),
+        ("(b) unsimulatable: random errors\nat M_k2's accuracy", "random", False),
+        (f"(c) mixture at M_{mid}'s accuracy", "mixture", True),
     )
     with plots.style():
         fig = Figure(figsize=(14, 8.2), layout="constrained")
         axes = fig.subplots(2, 3, sharex=True, sharey="row")
-        for col, (name, kind) in enumerate(panels):
+        for col, (name, rows_kind, mixed) in enumerate(panels):
             top, bottom = axes[0, col], axes[1, col]
-            if kind == "mixture":
+            if mixed:
                 groups = [(s, mix[mix.supervisor == s], mix_colors[s]) for s in order]
                 label = lambda s: f"{share[s]:.0%} random"  # noqa: E731
             else:
                 groups = [
                     (
                         r,
-                        table[(table.reference == r) & (table.kind == kind)],
+                        table[(table.reference == r) & (table.kind == rows_kind)],
                         ref_colors[r],
                     )
                     for r in refs
