@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from activation_cache.extract import extract
+from activation_cache.models import register_models
 from activation_cache.settings import (
     AUTOCAST,
     CAPTURE,
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_extract(subparsers)
     register_info(subparsers)
     register_tasks(subparsers)
+    register_models(subparsers)
 
 
 def register_extract(subparsers: argparse._SubParsersAction) -> None:
@@ -71,8 +73,9 @@ def _add_what_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="minilm (packaged all-MiniLM-L6-v2), bow (hashed word and bigram "
-        "counts), a model folder, or a hub id in the local cache",
+        help="minilm (packaged all-MiniLM-L6-v2), a ladder name (minilm-l3, mpnet, "
+        "smollm2: see probe-lab models), bow (hashed word and bigram counts), a "
+        "model folder, or a hub id in the local cache",
     )
     p.add_argument(
         "--task",
