@@ -282,6 +282,8 @@ def run_info(args: argparse.Namespace) -> int:
                 f"created   {meta.get('created')}",
                 f"versions  {meta.get('versions')}",
             ]
+            if meta.get("pooling"):  # files from before the ladder lack it
+                lines.append(f"pooling   {meta.get('model_kind')}: {meta['pooling']}")
             if cache.complete:
                 lines.append(f"complete  yes ({cache.n} rows)")
             else:
