@@ -25,10 +25,13 @@ from task_cards import _fit, _splits
 from activation_cache import TASK_INFO, ExtractConfig, extract, models, open_cache
 
 
-def ceiling(task: str, rung: str, rows: int, folder: Path, l2) -> dict:
+def ceiling(
+    task: str, rung: str, rows: int, folder: Path, l2, position: str | None = None
+) -> dict:
     """Extract one rung on one task (timed unless reused) and fit every layer."""
     size = min(rows, TASK_INFO[task].largest)
-    path = folder / f"{task}-{size}-{rung}.h5"
+    position = position or models.LADDER[rung].position
+    path = folder / f"{task}-{size}-{rung}-{position}.h5"
     reused = path.exists() and open_cache(path, allow_partial=True).complete
     start = time.perf_counter()
     extract(
@@ -37,7 +40,7 @@ def ceiling(task: str, rung: str, rows: int, folder: Path, l2) -> dict:
             task=task,
             size=size,
             layers="all",
-            position=models.LADDER[rung].position,
+            position=position,
             out=path,
             quiet=True,
         )
@@ -59,12 +62,17 @@ def main() -> None:
         "--l2", type=float, nargs="*", default=[1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
     )
     parser.add_argument("--folder", type=Path, default=Path("runs/ladder_cards"))
+    parser.add_argument(
+        "--position", help="pool every rung at this position (default: each rung's)"
+    )
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
     print(f"{'task':<14} {'rung':<10} {'ceiling':>7} {'layer':>5} {'extract s':>9}")
     for task in args.tasks:
         for rung in args.rungs:
-            r = ceiling(task, rung, args.rows, args.folder, tuple(args.l2))
+            r = ceiling(
+                task, rung, args.rows, args.folder, tuple(args.l2), args.position
+            )
             took = "reused" if r["seconds"] is None else f"{r['seconds']:.1f}"
             print(
                 f"{task:<14} {rung:<10} {100 * r['ceiling']:>6.1f}% {r['layer']:>5} "
