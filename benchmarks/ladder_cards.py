@@ -3,7 +3,7 @@
 Run: ``python benchmarks/ladder_cards.py [--tasks larger_than safety] [--rows 1000]``.
 
 Per task and rung, at ``--rows`` rows (seed 0): extract every hidden state at the
-rung's recommended position (``mean`` for the encoders, ``last`` for SmolLM2) into
+rung's recommended position (``mean``; ``--position last`` for the last token) into
 ``runs/ladder_cards/`` (reused if complete), then exactly as
 ``benchmarks/task_cards.py``: a 60/20/20 split, L-BFGS logistic probes at each L2 on
 every layer, the layer and L2 chosen by validation accuracy, test accuracy reported
