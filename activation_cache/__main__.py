@@ -1,5 +1,5 @@
-"""``python -m activation_cache``: the ``extract`` and ``info`` commands of
-``probe-lab``, without importing probe_lab (or jax).
+"""``python -m activation_cache``: the ``extract``, ``info``, ``tasks`` and
+``models`` commands of ``probe-lab``, without importing probe_lab (or jax).
 
 Experiments build their caches with it in a subprocess::
 

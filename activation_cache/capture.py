@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "BLOCK_PATHS",
+    "POOLING",
     "BlocksNotFoundError",
     "CaptureMismatchError",
     "HiddenStatesCapture",
@@ -41,6 +42,20 @@ BLOCK_PATHS = (
     ("wrapped Llama-like", "model.layers"),
     ("wrapped GPT-NeoX", "gpt_neox.layers"),
 )
+
+
+# What each pooled position means, stated in every cache's ``pooling`` attribute.
+# The mask locates the real tokens, so right and left padding pool alike.
+POOLING = {
+    "last": "the last real token of each prompt, found by the attention mask (right "
+    "or left padding alike): for a decoder the one token that has read the whole "
+    "prompt",
+    "mean": "the mean over each prompt's real tokens (padding excluded by the "
+    "attention mask; special tokens the tokenizer adds, such as [CLS] or <bos>, "
+    "included)",
+    "first": "the first real token of each prompt, found by the attention mask: "
+    "[CLS] for a BERT-like encoder; for a decoder a token that has read only itself",
+}
 
 
 class BlocksNotFoundError(RuntimeError):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from activation_cache.extract import extract
+from activation_cache.models import register_models
 from activation_cache.settings import (
     AUTOCAST,
     CAPTURE,
@@ -55,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_extract(subparsers)
     register_info(subparsers)
     register_tasks(subparsers)
+    register_models(subparsers)
 
 
 def register_extract(subparsers: argparse._SubParsersAction) -> None:
@@ -78,8 +80,9 @@ def _add_what_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="minilm (packaged all-MiniLM-L6-v2), bow (hashed word and bigram "
-        "counts), a model folder, or a hub id in the local cache",
+        help="minilm (packaged all-MiniLM-L6-v2), a ladder name (minilm-l3, mpnet, "
+        "smollm2: see probe-lab models), bow (hashed word and bigram counts), a "
+        "model folder, or a hub id in the local cache",
     )
     p.add_argument(
         "--task",
@@ -291,6 +294,8 @@ def run_info(args: argparse.Namespace) -> int:
                 f"created   {meta.get('created')}",
                 f"versions  {meta.get('versions')}",
             ]
+            if meta.get("pooling"):  # files from before the ladder lack it
+                lines.append(f"pooling   {meta.get('model_kind')}: {meta['pooling']}")
             if cache.complete:
                 lines.append(f"complete  yes ({cache.n} rows)")
             else:

