@@ -506,6 +506,12 @@ def _register_nan_losses():
         bad = (progress > 2 / 6 - 1e-3) & (params["on"] > 0)
         return _bce(logits, targets) + jnp.sqrt(jnp.where(bad, 0 * logits, 1.0))
 
+    @register_loss("_nan_value_finite_grad", params={"on": 0.0}, overwrite=True)
+    def _nan_value(logits, targets, mask, progress, params):
+        # NaN from epoch 2 of 4 with a finite (zero) gradient: the loss fails.
+        bad = (progress > 0.25 - 1e-3) & (params["on"] > 0)
+        return jnp.where(bad, jnp.nan, _bce(logits, targets))
+
     @register_loss(
         "_targets_leave_range", kind="targets", params={"on": 0.0}, overwrite=True
     )
@@ -580,6 +586,23 @@ def test_non_finite_training_can_raise_and_without_loss_record(problem):
         train_probes(x, y, config=config)
     except NonFiniteTrainingError as err:
         np.testing.assert_array_equal(err.probes.failed_epoch, [3, -1, -1, -1, -1, -1])
+
+
+def test_a_nan_loss_with_a_finite_gradient_fails_without_loss_record(problem):
+    from probe_lab.probes import NonFiniteTrainingWarning
+
+    x, y, _ = problem
+    on = np.array([0, 0, 1, 0, 0, 0], np.float32)
+    config = TrainConfig(
+        epochs=4,
+        batch_size=32,
+        loss="_nan_value_finite_grad",
+        loss_params={"on": on},
+        record_loss=False,
+    )
+    with pytest.warns(NonFiniteTrainingWarning):
+        probes = train_probes(x, y, config=config)
+    np.testing.assert_array_equal(probes.failed_epoch, [-1, -1, 2, -1, -1, -1])
 
 
 def test_weights_that_overflow_are_failed(problem):
