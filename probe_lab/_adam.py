@@ -224,6 +224,10 @@ def backward(xb: jax.Array, resid: jax.Array, s: Settings) -> list[jax.Array]:
 
 # ------------------------------------------------------------------- the loss
 
+TARGET_SLACK = 1e-5
+"""How far outside [0, 1] a ``kind="targets"`` method's target may round before
+its probe fails."""
+
 
 def bce_from_logits(logits: jax.Array, prob: jax.Array, target: jax.Array):
     """``binary_xent`` reusing ``prob = sigmoid(logits)``: one log per element.
@@ -386,7 +390,10 @@ def block_loss(
             mixed = jax.lax.stop_gradient(run(mc, _columns(logits, mc)))
             # A target outside [0, 1] (or NaN) fails its probe: as NaN it reaches
             # the residual sum that flags non-finite steps (see the module doc).
-            mixed = jnp.where((mixed >= 0) & (mixed <= 1), mixed, jnp.nan)
+            # The slack admits float32 rounding of a mixture such as
+            # (1 - a) * 1 + a * 1.
+            inside = (mixed >= -TARGET_SLACK) & (mixed <= 1 + TARGET_SLACK)
+            mixed = jnp.where(inside, mixed, jnp.nan)
             y = _place(y, mixed, mc, own(mc) if mc.shared else None)
     prob = jax.nn.sigmoid(logits)
     resid = (prob - y) * weight

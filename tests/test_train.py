@@ -588,6 +588,21 @@ def test_non_finite_training_can_raise_and_without_loss_record(problem):
         np.testing.assert_array_equal(err.probes.failed_epoch, [3, -1, -1, -1, -1, -1])
 
 
+def test_targets_that_round_past_one_do_not_fail(problem):
+    from probe_lab.losses import register_loss
+
+    @register_loss("_rounded_mixture", kind="targets", overwrite=True)
+    def _rounded(logits, targets, mask, progress, params):
+        # 1.000001 where the target is 1, after the first step (which
+        # check_method sees)
+        return jnp.where(progress > 0, targets * (1 + 1e-6), targets)
+
+    x, y, _ = problem
+    config = TrainConfig(epochs=2, batch_size=32, loss="_rounded_mixture")
+    probes = train_probes(x, y, config=config)
+    np.testing.assert_array_equal(probes.failed_epoch, -1)
+
+
 def test_a_nan_loss_with_a_finite_gradient_fails_without_loss_record(problem):
     from probe_lab.probes import NonFiniteTrainingWarning
 
