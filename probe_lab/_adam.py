@@ -405,11 +405,8 @@ def block_loss(
         value, pullback = jax.vjp(functools.partial(run, mc), _columns(logits, mc))
         row_weight = jnp.broadcast_to(cut(weight, mc), value.shape)
         (grad,) = pullback(row_weight.astype(value.dtype))
-        # A NaN or inf loss on a row that counts fails its probe even where the
-        # gradient stays finite (a jnp.where around it): it reaches the residual
-        # sum that flags non-finite steps.
-        counts = jnp.broadcast_to(cut(mask, mc), value.shape)
-        grad = jnp.where(jnp.isfinite(value) | ~counts, grad, jnp.nan)
+        # A non-finite loss on a row that counts fails its probe (module doc).
+        grad = jnp.where(jnp.isfinite(value) | ~cut(mask, mc), grad, jnp.nan)
         where = own(mc) if mc.shared else None
         resid = _place(resid, grad, mc, where)
         if record:
