@@ -110,7 +110,7 @@ GPU = Sizes(
 CPU = Sizes(
     shapes=((4096, 16, 32),),
     chunks=(None,),
-    breakdown=((1024, 32, 64, None), (1024, 64, 128, 64)),
+    breakdown=((1024, 64, 128, 64),),
     epochs=(1, 5),
     reps=1,
     square=256,
@@ -347,7 +347,7 @@ def step_breakdown(mode: str, sizes: Sizes, **_: Any) -> int:
         config = TrainConfig() if chunk is None else TrainConfig(probe_chunk=chunk)
         case = breakdown.Case(n, d, p)
         log(f"breakdown n={n} d={d} P={p} probe_chunk={config.probe_chunk}")
-        results.append(breakdown.measure(case, max(sizes.reps, 3), config))
+        results.append(breakdown.measure(case, max(sizes.reps, 2), config))
     for line in breakdown.report(results, "per-step breakdown of one chunk"):
         print(line, flush=True)
     for r in results:
