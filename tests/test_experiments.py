@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_synthetic_cache
@@ -388,3 +389,53 @@ def test_a_kind_named_by_import_path_and_its_settings_checked(tmp_path):
     path.write_text(TINY_TOML.format(kind="test_experiments:tiny_run", bar=0.7))
     with pytest.raises(ExperimentError, match="not an ExperimentKind"):
         load_experiment(path)
+
+
+def _structures_table(seeds: int = 6) -> pd.DataFrame:
+    """Per-seed rows of one student: random flips gain 0.15 over the weak
+    accuracy, the simulatable M_2 0.02, 'longest' 0.05; the confidence loss adds
+    0.05 on random flips only. At the final epoch random's edge is gone; on the
+    best test epoch everything gains 0.01."""
+    rng = np.random.default_rng(1)
+    gains = {"M_2": 0.02, "random": 0.15, "longest": 0.05}
+    rows = []
+    for seed in range(seeds):
+        weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+        for sup, gain in gains.items():
+            for loss in ("xent", "confidence"):
+                extra = 0.05 if (sup, loss) == ("random", "confidence") else 0.0
+                acc = weak + gain + extra + 0.005 * rng.normal()
+                final = acc - (0.13 if sup == "random" else 0.0)
+                rows.append(
+                    dict(supervisor=sup, student=8, loss=loss, seed=seed,
+                         weak_acc=weak, ceiling_acc=ceiling, student_acc=acc,
+                         student_acc_final=final, student_acc_best_test=acc + 0.01)
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_error_structures_verdicts_are_paired_holm_and_per_stopping_rule():
+    from probe_lab.experiments import error_structures
+
+    table = _structures_table()
+    findings = error_structures.check(table, "M_2")
+    by_claim = {f.claim.split(":")[0][:40]: f for f in findings}
+    random_vs_sim, helps, more, spread = findings
+    assert random_vs_sim.held and helps.held and more.held and spread.held
+    assert "paired gain difference random - M_2 +0.130" in random_vs_sim.measured
+    assert "Holm" in random_vs_sim.measured and "6 seeds" in random_vs_sim.measured
+    # random's edge is gone at the final epoch, kept on the best test epoch
+    assert "final epoch: no" in random_vs_sim.measured
+    assert "best epoch on test (upper bound): yes" in random_vs_sim.measured
+    assert "final epoch: yes" in helps.measured
+    assert "3 of 3 pairs of structures differ" in spread.measured
+    assert len(by_claim) == 4
+    # the same table without the stopping columns: those rules unavailable
+    plain = error_structures.check(
+        table.drop(columns=["student_acc_final", "student_acc_best_test"]), "M_2"
+    )
+    assert [f.held for f in plain] == [f.held for f in findings]
+    assert "final epoch: unavailable" in plain[0].measured
+    # no difference planted: the claim is not shown (paired interval holds 0)
+    same = table.assign(student_acc=table.weak_acc + 0.05 + 0.01 * np.sin(table.seed))
+    assert error_structures.check(same, "M_2")[0].held is False
