@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import subprocess
 import sys
@@ -439,3 +440,69 @@ def test_error_structures_verdicts_are_paired_holm_and_per_stopping_rule():
     # no difference planted: the claim is not shown (paired interval holds 0)
     same = table.assign(student_acc=table.weak_acc + 0.05 + 0.01 * np.sin(table.seed))
     assert error_structures.check(same, "M_2")[0].held is False
+
+
+def test_sample_size_runs_the_l2_curve_and_reports_n_over_d(cache, tmp_path):
+    toml = tmp_path / "sizes.toml"
+    toml.write_text(
+        '[experiment]\nname = "sizes"\nfigure = "Fig. 24"\nkind = "sample_size"\n'
+        "sizes = [600]\nl2 = 0.05\n"
+        '[study]\nlayer = -1\nstudents = ["all"]\nlosses = ["xent"]\nseeds = 2\n'
+        "dynamics = false\n[study.train]\nepochs = 3\nbatch_size = 64\n"
+        '[[study.supervisors]]\nkind = "probe"\nk = 4\n'
+        '[[study.supervisors]]\nkind = "random"\n'
+    )
+    result = run_experiment(toml, out=tmp_path / "out", cache=cache, progress=False)
+    assert sorted(result.studies) == ["600 rows", "600 rows, l2 0.05"]
+    assert result.studies["600 rows, l2 0.05"].config.train.l2 == 0.05
+    assert result.studies["600 rows"].config.train.l2 == 0.0
+    summary = pd.read_csv(result.out / "sample_size.csv")
+    assert set(summary.l2) == {0.0, 0.05}
+    # d = 16 (the planted cache's width): n / d is the weak-labelled rows / 16
+    assert np.allclose(summary.n_over_d, summary.labelled / 16)
+    claims = [f.claim for f in result.findings]
+    assert any("student with l2 = 0.05" in c for c in claims)
+    assert any("unregularized student" in c for c in claims)
+    crossover = next(f for f in result.findings if "unregularized" in f.claim)
+    assert "(n/d " in crossover.measured and "seeds)" in crossover.measured
+
+
+def _sizes_table(seeds: int = 6) -> pd.DataFrame:
+    """Per-seed rows of the full-width student (d = 50) at three sizes: random
+    flips gain -0.05, +0.05, +0.15 over the weak accuracy, M_2 0.0 everywhere;
+    with L2 random gains +0.15 from the smallest size on."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for l2, gains in ((0.0, (-0.05, 0.05, 0.15)), (0.01, (0.15, 0.15, 0.15))):
+        for (n, gain), seed in itertools.product(
+            zip((100, 200, 400), gains, strict=True), range(seeds)
+        ):
+            weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+            for sup, g in (("random", gain), ("M_2", 0.0)):
+                rows.append(
+                    dict(supervisor=sup, student=50, loss="xent", seed=seed,
+                         labelled=n, n_over_d=n / 50, l2=l2, weak_acc=weak,
+                         ceiling_acc=ceiling,
+                         student_acc=weak + g + 0.01 * rng.normal())
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_sample_size_crossover_is_paired_holm_and_in_n_over_d():
+    from probe_lab.experiments import sample_size
+
+    findings = sample_size.check(_sizes_table(), "M_2")
+    crossover, positive, few, regularized = findings
+    assert crossover.held and "holds from 200 weak-labelled rows (n/d 4.00)" in (
+        crossover.measured
+    )
+    assert "Holm" in crossover.measured and "6 seeds" in crossover.measured
+    assert positive.held and few.held
+    assert regularized.held is None and "l2 = 0.01" in regularized.claim
+    assert "holds from 100 weak-labelled rows (n/d 2.00)" in regularized.measured
+    assert "unregularized: from 200 rows (n/d 4.00)" in regularized.measured
+    # no L2 rows, no L2 finding; no difference anywhere: never shown
+    plain = _sizes_table().query("l2 == 0")
+    assert len(sample_size.check(plain, "M_2")) == 3
+    same = plain.assign(student_acc=plain.weak_acc + 0.1 + 0.01 * (plain.seed % 3))
+    assert sample_size.check(same, "M_2")[0].held is False
