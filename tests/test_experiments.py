@@ -506,3 +506,26 @@ def test_sample_size_crossover_is_paired_holm_and_in_n_over_d():
     assert len(sample_size.check(plain, "M_2")) == 3
     same = plain.assign(student_acc=plain.weak_acc + 0.1 + 0.01 * (plain.seed % 3))
     assert sample_size.check(same, "M_2")[0].held is False
+
+
+def test_task_suite_verdicts_are_paired_and_holm_corrected():
+    from probe_lab.experiments import task_suite
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for task, seed, student in itertools.product(("a", "b"), range(5), (4, 8)):
+        weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+        for sup, gain in (("bow", 0.04), ("random@bow", 0.12)):
+            rows.append(
+                dict(task=task, supervisor=sup, student=student, loss="xent",
+                     seed=seed, weak_acc=weak, ceiling_acc=ceiling,
+                     student_acc=weak + gain + 0.005 * rng.normal())
+            )  # fmt: skip
+    table = pd.DataFrame(rows)
+    beaten, natural = task_suite.check(table)
+    assert beaten.held and "shown on 2 of 2" in beaten.measured
+    assert natural.held and "shown in 2 of 2" in natural.measured
+    assert "Holm" in natural.measured and "5 seeds" in natural.measured
+    # the natural supervisor as good as random: not shown
+    same = table.assign(student_acc=table.weak_acc + 0.05 + 0.001 * table.seed)
+    assert task_suite.check(same)[1].held is False
