@@ -198,8 +198,6 @@ def _natural_vs_random(top: pd.DataFrame, ok: pd.Series) -> Finding | None:
         ):
             continue
         pgrs = [seed_pgr(top, task=task, supervisor=s) for s in (sup, other)]
-        if any(p.reason for p in pgrs):
-            continue
         gain = top.assign(gain=top.student_acc - top.weak_acc)
         diff = paired(
             seed_values(gain, "gain", task=task, supervisor=other),
@@ -209,15 +207,19 @@ def _natural_vs_random(top: pd.DataFrame, ok: pd.Series) -> Finding | None:
     if not pairs:
         return None
     adjusted = _holm([p[3] for p in pairs])
-    verdicts = [shown(p[3], a) for p, a in zip(pairs, adjusted, strict=True)]
+    verdicts = [
+        None if any(r.reason for r in p[2]) else shown(p[3], a)
+        for p, a in zip(pairs, adjusted, strict=True)
+    ]
     judged_ = [v for v in verdicts if v is not None]
     return Finding(
         claim="Natural weak errors are harder to generalize past than random flips "
         "at the same accuracy (random's gain above the natural supervisor's, paired "
         "per seed, Holm over the pairs), largest student, where the supervisor is "
         "better than chance and below the ceiling.",
-        measured=f"shown in {sum(bool(v) for v in judged_)} of {len(pairs)} (task, "
-        "supervisor) pairs; PGR natural vs random and gain random - natural: "
+        measured=f"shown in {sum(bool(v) for v in judged_)} of {len(judged_)} "
+        f"(task, supervisor) pairs with both PGRs defined ({len(pairs)} with a "
+        "gap); PGR natural vs random and gain random - natural: "
         + "; ".join(
             f"{t}/{s} {fieller_text(p[0])} vs {fieller_text(p[1])}, {diff_text(d, a)}"
             for (t, s, p, d), a in zip(pairs, adjusted, strict=True)
