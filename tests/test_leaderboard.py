@@ -229,3 +229,16 @@ def test_tables_without_the_stopping_columns_report_the_rule_unavailable():
     )
     with pytest.raises(ValueError, match="unknown rules \\['last'\\]"):
         rank_methods(planted(), stopping=["last"])
+
+
+def test_methods_finding_reports_each_stopping_rule():
+    table = planted().replace({"loss": {"better": "confidence"}})
+    final = table.student_acc.where(
+        table.loss != "confidence", table.student_acc - 0.05
+    )
+    board = rank_methods(table.assign(student_acc_final=final))
+    finding = methods.check(board)[0]
+    assert finding.held
+    assert "final epoch: 0 of 3 verdicts survive" in finding.measured
+    assert "best epoch on test (upper bound): unavailable" in finding.measured
+    assert "(paired over seeds)" in finding.measured

@@ -247,14 +247,16 @@ def check(table: pd.DataFrame) -> list[Finding]:
             seed_values(table, "gain", supervisor="weak", loss="xent"),
             seed_values(table, "gain", supervisor=way, loss="xent"),
         )
-        tests.append((
-            f"Cross-entropy students imitate a visible weak label ({way}): PGR "
-            "falls and agreement rises against the same labels hidden.",
-            f"PGR {fieller_text(visible)} vs hidden {fieller_text(hidden)}; "
-            f"agreement {agree[0]} vs {agree[1]}; gain hidden - visible",
-            diff,
-            (visible, hidden),
-        ))  # fmt: skip
+        tests.append(
+            (
+                f"Cross-entropy students imitate a visible weak label ({way}): PGR "
+                "falls and agreement rises against the same labels hidden.",
+                f"PGR {fieller_text(visible)} vs hidden {fieller_text(hidden)}; "
+                f"agreement {agree[0]} vs {agree[1]}; gain hidden - visible",
+                diff,
+                (visible, hidden),
+            )
+        )
     for way in ("weak as feature", "weak in prompt", "random as feature"):
         if not {"xent", "confidence"} <= set(rows_of(table, supervisor=way).loss):
             continue
@@ -265,14 +267,17 @@ def check(table: pd.DataFrame) -> list[Finding]:
             seed_values(table, "student_acc", supervisor=way, loss="confidence"),
             seed_values(table, "student_acc", supervisor=way, loss="xent"),
         )
-        tests.append((
-            f"The confidence loss resists imitation ({way}): higher PGR than "
-            "cross-entropy.",
-            f"PGR confidence {fieller_text(pgrs[0])} vs xent {fieller_text(pgrs[1])}; "
-            "accuracy confidence - xent",
-            diff,
-            pgrs,
-        ))  # fmt: skip
+        tests.append(
+            (
+                f"The confidence loss resists imitation ({way}): higher PGR than "
+                "cross-entropy.",
+                f"PGR confidence {fieller_text(pgrs[0])} vs xent "
+                f"{fieller_text(pgrs[1])}; "
+                "accuracy confidence - xent",
+                diff,
+                pgrs,
+            )
+        )
     p = np.array([t[2].p_value for t in tests], np.float64)
     adjusted = np.full(len(p), np.nan)
     if np.isfinite(p).any():
