@@ -529,3 +529,42 @@ def test_task_suite_verdicts_are_paired_and_holm_corrected():
     # the natural supervisor as good as random: not shown
     same = table.assign(student_acc=table.weak_acc + 0.05 + 0.001 * table.seed)
     assert task_suite.check(same)[1].held is False
+
+
+def test_simulation_difficulty_and_dynamics_verdicts_are_paired():
+    from probe_lab.experiments import simulation_difficulty, training_dynamics
+
+    rng = np.random.default_rng(4)
+    rows, dyn = [], []
+    for seed, student in itertools.product(range(5), (8, 16)):
+        weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+        for sup, kind, gain, agree in (
+            ("M_8", "probe", 0.0, 0.95),
+            ("random", "random", 0.1, 0.75),
+        ):
+            rows.append(
+                dict(supervisor=sup, kind=kind, student=student, loss="xent",
+                     seed=seed, reference=8, weak_acc=weak, ceiling_acc=ceiling,
+                     student_acc=weak + gain + 0.005 * rng.normal(),
+                     agreement=agree + 0.005 * rng.normal())
+            )  # fmt: skip
+            for epoch, loss in itertools.product((1, 2), ("xent", "confidence")):
+                wrong = (0.5 if epoch == 1 else 0.85 if kind == "probe" else 0.2) - (
+                    0.1 if loss == "confidence" else 0.0
+                )
+                dyn.append(
+                    dict(supervisor=sup, student=student, loss=loss, seed=seed,
+                         epoch=epoch,
+                         agreement_weak_wrong=wrong + 0.01 * rng.normal())
+                )  # fmt: skip
+    table = pd.DataFrame(rows)
+    agree, lower = simulation_difficulty.check(table, mixtures=False)
+    assert agree.held and lower.held
+    assert "paired per seed" in agree.measured and "Holm" in lower.measured
+    flat = table.assign(agreement=0.9 + 0.01 * (table.seed % 2))
+    assert simulation_difficulty.check(flat, mixtures=False)[0].held is False
+    grows, less, resists = training_dynamics.check(
+        pd.DataFrame(dyn).query("student == 16"), "M_8"
+    )
+    assert grows.held and less.held and resists.held
+    assert "epoch 2 - epoch 1" in grows.measured and "5 seeds" in grows.measured
