@@ -568,3 +568,32 @@ def test_simulation_difficulty_and_dynamics_verdicts_are_paired():
     )
     assert grows.held and less.held and resists.held
     assert "epoch 2 - epoch 1" in grows.measured and "5 seeds" in grows.measured
+
+
+def test_imitation_and_linear_probe_verdicts_are_paired():
+    from probe_lab.experiments import linear_probe_w2s, trivial_imitation
+
+    rng = np.random.default_rng(5)
+    rows = []
+    gains = {
+        ("weak", "xent"): 0.05,
+        ("weak", "confidence"): 0.05,
+        ("weak as feature", "xent"): 0.0,
+        ("weak as feature", "confidence"): 0.08,
+    }
+    for seed, student in itertools.product(range(5), (8, 16)):
+        weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+        for (sup, loss), gain in gains.items():
+            rows.append(
+                dict(supervisor=sup, student=student, loss=loss, seed=seed,
+                     weak_acc=weak, ceiling_acc=ceiling, agreement=0.9,
+                     student_acc=weak + gain + 0.005 * rng.normal())
+            )  # fmt: skip
+    table = pd.DataFrame(rows)
+    imitated, resists = trivial_imitation.check(table.query("student == 16"))
+    assert imitated.held and resists.held
+    assert "gain hidden - visible" in imitated.measured and "Holm" in resists.measured
+    hidden = table[table.supervisor == "weak"]
+    beat, confidence = linear_probe_w2s.check(hidden)
+    assert beat.held and "2 of 2" in beat.measured
+    assert confidence.held is False  # no difference planted
