@@ -35,18 +35,31 @@ are :mod:`probe_lab.metrics`' (coverage checked by simulation, docs/statistics.m
   at Holm's strictest level ``0.05 / cells``, ``mde_holm``), from the median over
   kept cells of the per-cell SD of the paired differences.
 * **Misfit and gain**: the table's means over kept cells and seeds.
+* **Early-stopping sensitivity** (``stopping``): the table's ``student_acc`` is
+  the student at the paper's early stopping (best validation agreement with the
+  weak labels). For each other rule whose column the table has
+  (``student_acc_final``: the last epoch; ``student_acc_best_test``: the best
+  epoch on test, an upper bound no real run can use), the verdicts are made again
+  with the student accuracy read from that column (same cells, same Holm
+  families): ``verdict_<rule>`` per cell, and per method ``wins_<rule>``,
+  ``ties_<rule>``, ``losses_<rule>``, ``survive_<rule>`` (kept cells whose
+  verdict is the same as the main one) and ``pgr_<rule>``. A rule whose column
+  is missing is reported as unavailable (NaN counts, verdict ``unavailable``).
 
 Output columns (:class:`Leaderboard`): ``overall``: method, pgr, pgr_low, pgr_high,
 pgr_note, seeds, cells, wins, ties, losses, acc_diff, acc_diff_low, acc_diff_high,
-mde, mde_holm, misfit, gain, mean_rank. ``per_task``: task, method, pgr, low, high,
+mde, mde_holm, misfit, gain, mean_rank, and per other stopping rule
+wins_/ties_/losses_/survive_/pgr_<rule>. ``per_task``: task, method, pgr, low, high,
 pgr_note, rank. ``cells``: task, supervisor, student, method, weak_acc, gap,
 kept, excluded (the reason), pgr, pgr_low, pgr_high, diff, diff_low, diff_high,
-p_value, p_holm, sd, verdict (win, tie, loss, baseline, excluded).
+p_value, p_holm, sd, verdict (win, tie, loss, baseline, excluded),
+verdict_<rule> per stopping rule.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +67,7 @@ import pandas as pd
 
 from probe_lab import metrics
 
-__all__ = ["Leaderboard", "cell_rule", "rank_methods"]
+__all__ = ["STOPPING", "STOPPING_NAMES", "Leaderboard", "cell_rule", "rank_methods"]
 
 CELL = ["task", "supervisor", "student"]
 CHANCE = 0.5
@@ -63,6 +76,22 @@ ONE_TASK = "study"
 NEAR_CHANCE = "supervisor within noise of chance"
 NO_REAL_GAP = "ceiling - weak gap within noise"
 NO_CELL = "no cell passes the chance and gap rule"
+STOPPING = {
+    "weak_agreement": "student_acc",
+    "final": "student_acc_final",
+    "best_test": "student_acc_best_test",
+}
+"""Early-stopping rules and the table column of the student's test accuracy under
+each: the paper's (the epoch of best validation agreement with the weak labels),
+the last epoch, and the best epoch on test (an upper bound, not a usable rule)."""
+STOPPING_NAMES = {
+    "weak_agreement": "early stopping on weak agreement",
+    "final": "final epoch",
+    "best_test": "best epoch on test (upper bound)",
+}
+"""How a report names each rule."""
+UNAVAILABLE = "unavailable"
+"""The verdict under an early-stopping rule whose column the table lacks."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +115,8 @@ class Leaderboard:
     """Cells left out by the cell rule (chance or gap)."""
     seeds: int
     """Seeds per cell (the most any method has): the ``S`` of the MDE."""
+    stopping: dict[str, bool] = dataclasses.field(default_factory=dict)
+    """Each early-stopping rule compared and whether the table had its column."""
 
     def save(self, out: str | Path) -> list[Path]:
         """Write ``leaderboard.md`` and the three tables as Parquet into ``out``."""
@@ -122,7 +153,7 @@ class Leaderboard:
                 f"{row.acc_diff_high:+.4f}] | {row.mde:.4f} | {row.misfit:.3f} | "
                 f"{row.gain:+.3f} |"
             )
-        lines += [*self._ranks(), "", self._rules()]
+        lines += [*self._ranks(), *self._stopping(), "", self._rules()]
         return "\n".join(lines) + "\n"
 
     def _ranks(self) -> list[str]:
@@ -137,6 +168,37 @@ class Leaderboard:
                 + " | ".join("n/a" if np.isnan(v) else f"{int(v)}" for v in row.values)
                 + " |"
             )
+        return lines
+
+    def _stopping(self) -> list[str]:
+        """Which verdicts survive under each other early-stopping rule."""
+        others = [r for r in self.stopping if r != "weak_agreement"]
+        if not others:
+            return []
+        lines = [
+            "",
+            "Early-stopping sensitivity: the verdicts (wins / ties / losses) that "
+            "stay the same when the student's test accuracy is read at another "
+            "epoch:",
+            "",
+            "| method | " + " | ".join(STOPPING_NAMES[r] for r in others) + " |",
+            "|---|" + "---|" * len(others),
+        ]
+        for row in self.overall.itertuples():
+            if row.method == self.baseline:
+                continue
+            texts = []
+            for rule in others:
+                if not self.stopping[rule]:
+                    texts.append(f"unavailable (no {STOPPING[rule]} column)")
+                    continue
+                texts.append(
+                    f"{getattr(row, f'survive_{rule}')} of {row.cells} "
+                    f"({getattr(row, f'wins_{rule}')} / {getattr(row, f'ties_{rule}')}"
+                    f" / {getattr(row, f'losses_{rule}')}); PGR "
+                    f"{getattr(row, f'pgr_{rule}'):.3f}"
+                )
+            lines.append(f"| {row.method} | " + " | ".join(texts) + " |")
         return lines
 
     def _rules(self) -> str:
@@ -336,6 +398,74 @@ def _per_task(
     return per_task
 
 
+def _stopping_rules(stopping: Sequence[str]) -> list[str]:
+    rules = list(dict.fromkeys(stopping))
+    if unknown := sorted(set(rules) - set(STOPPING)):
+        raise ValueError(
+            f"rank_methods(stopping=...) got unknown rules {unknown}; use some of "
+            f"{list(STOPPING)}"
+        )
+    return rules
+
+
+def _other_stopping(
+    table: pd.DataFrame,
+    baseline: str,
+    confidence: float,
+    rule: pd.DataFrame,
+    cells: pd.DataFrame,
+    rules: list[str],
+) -> tuple[pd.DataFrame, dict[str, bool]]:
+    """Each rule's verdict per (cell, method), the student accuracy read from
+    the rule's column (the cell rule does not depend on it); whether each rule's
+    column is in the table. The main verdict is ``weak_agreement``'s."""
+    available = {}
+    for name in rules:
+        column = STOPPING[name]
+        available[name] = column in table and bool(table[column].notna().any())
+        if name == "weak_agreement":
+            cells[f"verdict_{name}"] = cells.verdict
+            continue
+        if not available[name]:
+            cells[f"verdict_{name}"] = UNAVAILABLE
+            continue
+        other = _paired(
+            table.assign(student_acc=table[column]), baseline, confidence, rule
+        )
+        keys = [*CELL, "method"]
+        other = other[[*keys, "verdict"]].rename(columns={"verdict": f"verdict_{name}"})
+        cells = cells.merge(other, on=keys, how="left")
+    return cells, available
+
+
+def _survival(
+    mine: pd.DataFrame,
+    rows: pd.DataFrame,
+    rules: list[str],
+    available: dict[str, bool],
+    confidence: float,
+) -> dict[str, float]:
+    """Per rule: wins / ties / losses on the method's kept cells, how many equal
+    the main verdict (NaN where the rule is unavailable), and the pooled PGR."""
+    out: dict[str, float] = {}
+    for name in rules:
+        if name == "weak_agreement":
+            continue
+        verdicts = mine[f"verdict_{name}"]
+        ok = available[name]
+        for verdict, column in (("win", "wins"), ("tie", "ties"), ("loss", "losses")):
+            out[f"{column}_{name}"] = int((verdicts == verdict).sum()) if ok else np.nan
+        same = (verdicts == mine.verdict) & (mine.verdict != "baseline")
+        out[f"survive_{name}"] = int(same.sum()) if ok else np.nan
+        pooled = (
+            _pooled(rows.assign(student_acc=rows[STOPPING[name]]), confidence)[0].pgr
+            if ok
+            else np.nan
+        )
+        out[f"pgr_{name}"] = float(pooled)
+    return out
+
+
 def _check(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
     need = {"supervisor", "student", "loss", "seed"}
     need |= {"weak_acc", "student_acc", "ceiling_acc"}
@@ -365,6 +495,7 @@ def rank_methods(
     confidence: float = 0.95,
     min_gap: float = metrics.SMALL_GAP,
     n_test: float | None = None,
+    stopping: Sequence[str] = tuple(STOPPING),
 ) -> Leaderboard:
     """Rank the methods (the ``loss`` column) of study tables (rules: module doc).
 
@@ -377,13 +508,20 @@ def rank_methods(
         min_gap: cells whose mean ``ceiling - weak`` is below this are left out.
         n_test: test rows per seed, for the binomial part of the cell rule
             (default: the table's ``n_test`` column, else that part is skipped).
+        stopping: early-stopping rules (keys of :data:`STOPPING`) whose verdicts
+            are reported next to the main one (the table's ``student_acc``, the
+            paper's early stopping on weak agreement): per cell a ``verdict_<rule>``
+            column, per method how many verdicts survive (``survive_<rule>``). A
+            rule whose column the table lacks is reported as unavailable.
 
     Returns:
         The :class:`Leaderboard`.
     """
     table = _check(table, baseline)
+    rules = _stopping_rules(stopping)
     rule = cell_rule(table, confidence=confidence, min_gap=min_gap, n_test=n_test)
     cells = _paired(table, baseline, confidence, rule)
+    cells, available = _other_stopping(table, baseline, confidence, rule, cells, rules)
     kept = cells[cells.kept]
     usable = table.merge(rule[rule.kept][CELL], on=CELL)
     seeds = int(table.groupby([*CELL, "loss"]).seed.nunique().max())
@@ -397,6 +535,7 @@ def rank_methods(
         base = usable[usable.loss == baseline].merge(mine[CELL], on=CELL)
         row = _method_row(method, rows, base, mine, confidence, seeds)
         row["mean_rank"] = float(per_task[per_task.method == method]["rank"].mean())
+        row |= _survival(mine, rows, rules, available, confidence)
         overall.append(row)
     overall = pd.DataFrame(overall).sort_values("pgr", ascending=False)
     return Leaderboard(
@@ -407,4 +546,5 @@ def rank_methods(
         confidence=confidence,
         excluded_cells=int((~rule.kept).sum()),
         seeds=seeds,
+        stopping={r: available[r] for r in rules},
     )

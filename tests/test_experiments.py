@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_synthetic_cache
@@ -388,3 +390,210 @@ def test_a_kind_named_by_import_path_and_its_settings_checked(tmp_path):
     path.write_text(TINY_TOML.format(kind="test_experiments:tiny_run", bar=0.7))
     with pytest.raises(ExperimentError, match="not an ExperimentKind"):
         load_experiment(path)
+
+
+def _structures_table(seeds: int = 6) -> pd.DataFrame:
+    """Per-seed rows of one student: random flips gain 0.15 over the weak
+    accuracy, the simulatable M_2 0.02, 'longest' 0.05; the confidence loss adds
+    0.05 on random flips only. At the final epoch random's edge is gone; on the
+    best test epoch everything gains 0.01."""
+    rng = np.random.default_rng(1)
+    gains = {"M_2": 0.02, "random": 0.15, "longest": 0.05}
+    rows = []
+    for seed in range(seeds):
+        weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+        for sup, gain in gains.items():
+            for loss in ("xent", "confidence"):
+                extra = 0.05 if (sup, loss) == ("random", "confidence") else 0.0
+                acc = weak + gain + extra + 0.005 * rng.normal()
+                final = acc - (0.13 if sup == "random" else 0.0)
+                rows.append(
+                    dict(supervisor=sup, student=8, loss=loss, seed=seed,
+                         weak_acc=weak, ceiling_acc=ceiling, student_acc=acc,
+                         student_acc_final=final, student_acc_best_test=acc + 0.01)
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_error_structures_verdicts_are_paired_holm_and_per_stopping_rule():
+    from probe_lab.experiments import error_structures
+
+    table = _structures_table()
+    findings = error_structures.check(table, "M_2")
+    by_claim = {f.claim.split(":")[0][:40]: f for f in findings}
+    random_vs_sim, helps, more, spread = findings
+    assert random_vs_sim.held and helps.held and more.held and spread.held
+    assert "paired gain difference random - M_2 +0.130" in random_vs_sim.measured
+    assert "Holm" in random_vs_sim.measured and "6 seeds" in random_vs_sim.measured
+    # random's edge is gone at the final epoch, kept on the best test epoch
+    assert "final epoch: no" in random_vs_sim.measured
+    assert "best epoch on test (upper bound): yes" in random_vs_sim.measured
+    assert "final epoch: yes" in helps.measured
+    assert "3 of 3 pairs of structures differ" in spread.measured
+    assert len(by_claim) == 4
+    # the same table without the stopping columns: those rules unavailable
+    plain = error_structures.check(
+        table.drop(columns=["student_acc_final", "student_acc_best_test"]), "M_2"
+    )
+    assert [f.held for f in plain] == [f.held for f in findings]
+    assert "final epoch: unavailable" in plain[0].measured
+    # no difference planted: the claim is not shown (paired interval holds 0)
+    same = table.assign(student_acc=table.weak_acc + 0.05 + 0.01 * np.sin(table.seed))
+    assert error_structures.check(same, "M_2")[0].held is False
+
+
+def test_sample_size_runs_the_l2_curve_and_reports_n_over_d(cache, tmp_path):
+    toml = tmp_path / "sizes.toml"
+    toml.write_text(
+        '[experiment]\nname = "sizes"\nfigure = "Fig. 24"\nkind = "sample_size"\n'
+        "sizes = [600]\nl2 = 0.05\n"
+        '[study]\nlayer = -1\nstudents = ["all"]\nlosses = ["xent"]\nseeds = 2\n'
+        "dynamics = false\n[study.train]\nepochs = 3\nbatch_size = 64\n"
+        '[[study.supervisors]]\nkind = "probe"\nk = 4\n'
+        '[[study.supervisors]]\nkind = "random"\n'
+    )
+    result = run_experiment(toml, out=tmp_path / "out", cache=cache, progress=False)
+    assert sorted(result.studies) == ["600 rows", "600 rows, l2 0.05"]
+    assert result.studies["600 rows, l2 0.05"].config.train.l2 == 0.05
+    assert result.studies["600 rows"].config.train.l2 == 0.0
+    summary = pd.read_csv(result.out / "sample_size.csv")
+    assert set(summary.l2) == {0.0, 0.05}
+    # d = 16 (the planted cache's width): n / d is the weak-labelled rows / 16
+    assert np.allclose(summary.n_over_d, summary.labelled / 16)
+    claims = [f.claim for f in result.findings]
+    assert any("student with l2 = 0.05" in c for c in claims)
+    assert any("unregularized student" in c for c in claims)
+    crossover = next(f for f in result.findings if "unregularized" in f.claim)
+    assert "(n/d " in crossover.measured and "seeds)" in crossover.measured
+
+
+def _sizes_table(seeds: int = 6) -> pd.DataFrame:
+    """Per-seed rows of the full-width student (d = 50) at three sizes: random
+    flips gain -0.05, +0.05, +0.15 over the weak accuracy, M_2 0.0 everywhere;
+    with L2 random gains +0.15 from the smallest size on."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for l2, gains in ((0.0, (-0.05, 0.05, 0.15)), (0.01, (0.15, 0.15, 0.15))):
+        for (n, gain), seed in itertools.product(
+            zip((100, 200, 400), gains, strict=True), range(seeds)
+        ):
+            weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+            for sup, g in (("random", gain), ("M_2", 0.0)):
+                rows.append(
+                    dict(supervisor=sup, student=50, loss="xent", seed=seed,
+                         labelled=n, n_over_d=n / 50, l2=l2, weak_acc=weak,
+                         ceiling_acc=ceiling,
+                         student_acc=weak + g + 0.01 * rng.normal())
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_sample_size_crossover_is_paired_holm_and_in_n_over_d():
+    from probe_lab.experiments import sample_size
+
+    findings = sample_size.check(_sizes_table(), "M_2")
+    crossover, positive, few, regularized = findings
+    assert crossover.held and "holds from 200 weak-labelled rows (n/d 4.00)" in (
+        crossover.measured
+    )
+    assert "Holm" in crossover.measured and "6 seeds" in crossover.measured
+    assert positive.held and few.held
+    assert regularized.held is None and "l2 = 0.01" in regularized.claim
+    assert "holds from 100 weak-labelled rows (n/d 2.00)" in regularized.measured
+    assert "unregularized: from 200 rows (n/d 4.00)" in regularized.measured
+    # no L2 rows, no L2 finding; no difference anywhere: never shown
+    plain = _sizes_table().query("l2 == 0")
+    assert len(sample_size.check(plain, "M_2")) == 3
+    same = plain.assign(student_acc=plain.weak_acc + 0.1 + 0.01 * (plain.seed % 3))
+    assert sample_size.check(same, "M_2")[0].held is False
+
+
+def test_task_suite_verdicts_are_paired_and_holm_corrected():
+    from probe_lab.experiments import task_suite
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for task, seed, student in itertools.product(("a", "b"), range(5), (4, 8)):
+        weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+        for sup, gain in (("bow", 0.04), ("random@bow", 0.12)):
+            rows.append(
+                dict(task=task, supervisor=sup, student=student, loss="xent",
+                     seed=seed, weak_acc=weak, ceiling_acc=ceiling,
+                     student_acc=weak + gain + 0.005 * rng.normal())
+            )  # fmt: skip
+    table = pd.DataFrame(rows)
+    beaten, natural = task_suite.check(table)
+    assert beaten.held and "shown on 2 of 2" in beaten.measured
+    assert natural.held and "shown in 2 of 2 (task, supervisor)" in natural.measured
+    assert "Holm" in natural.measured and "5 seeds" in natural.measured
+    # the natural supervisor as good as random: not shown
+    same = table.assign(student_acc=table.weak_acc + 0.05 + 0.001 * table.seed)
+    assert task_suite.check(same)[1].held is False
+
+
+def test_simulation_difficulty_and_dynamics_verdicts_are_paired():
+    from probe_lab.experiments import simulation_difficulty, training_dynamics
+
+    rng = np.random.default_rng(4)
+    rows, dyn = [], []
+    for seed, student in itertools.product(range(5), (8, 16)):
+        weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+        for sup, kind, gain, agree in (
+            ("M_8", "probe", 0.0, 0.95),
+            ("random", "random", 0.1, 0.75),
+        ):
+            rows.append(
+                dict(supervisor=sup, kind=kind, student=student, loss="xent",
+                     seed=seed, reference=8, weak_acc=weak, ceiling_acc=ceiling,
+                     student_acc=weak + gain + 0.005 * rng.normal(),
+                     agreement=agree + 0.005 * rng.normal())
+            )  # fmt: skip
+            for epoch, loss in itertools.product((1, 2), ("xent", "confidence")):
+                wrong = (0.5 if epoch == 1 else 0.85 if kind == "probe" else 0.2) - (
+                    0.1 if loss == "confidence" else 0.0
+                )
+                dyn.append(
+                    dict(supervisor=sup, student=student, loss=loss, seed=seed,
+                         epoch=epoch,
+                         agreement_weak_wrong=wrong + 0.01 * rng.normal())
+                )  # fmt: skip
+    table = pd.DataFrame(rows)
+    agree, lower = simulation_difficulty.check(table, mixtures=False)
+    assert agree.held and lower.held
+    assert "paired per seed" in agree.measured and "Holm" in lower.measured
+    flat = table.assign(agreement=0.9 + 0.01 * (table.seed % 2))
+    assert simulation_difficulty.check(flat, mixtures=False)[0].held is False
+    grows, less, resists = training_dynamics.check(
+        pd.DataFrame(dyn).query("student == 16"), "M_8"
+    )
+    assert grows.held and less.held and resists.held
+    assert "epoch 2 - epoch 1" in grows.measured and "5 seeds" in grows.measured
+
+
+def test_imitation_and_linear_probe_verdicts_are_paired():
+    from probe_lab.experiments import linear_probe_w2s, trivial_imitation
+
+    rng = np.random.default_rng(5)
+    rows = []
+    gains = {
+        ("weak", "xent"): 0.05,
+        ("weak", "confidence"): 0.05,
+        ("weak as feature", "xent"): 0.0,
+        ("weak as feature", "confidence"): 0.08,
+    }
+    for seed, student in itertools.product(range(5), (8, 16)):
+        weak, ceiling = 0.7 + 0.005 * rng.normal(), 0.9 + 0.005 * rng.normal()
+        for (sup, loss), gain in gains.items():
+            rows.append(
+                dict(supervisor=sup, student=student, loss=loss, seed=seed,
+                     weak_acc=weak, ceiling_acc=ceiling, agreement=0.9,
+                     student_acc=weak + gain + 0.005 * rng.normal())
+            )  # fmt: skip
+    table = pd.DataFrame(rows)
+    imitated, resists = trivial_imitation.check(table.query("student == 16"))
+    assert imitated.held and resists.held
+    assert "gain hidden - visible" in imitated.measured and "Holm" in resists.measured
+    hidden = table[table.supervisor == "weak"]
+    beat, confidence = linear_probe_w2s.check(hidden)
+    assert beat.held and "2 of 2" in beat.measured
+    assert confidence.held is False  # no difference planted

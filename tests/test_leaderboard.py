@@ -171,3 +171,74 @@ def test_cell_rule_reads_one_study_table():
     one = table[table.task == "a"].drop(columns=["task"])
     rule = cell_rule(one).set_index("supervisor")
     assert rule.loc["s2", "excluded"] == NEAR_CHANCE and rule.loc["s1", "kept"]
+
+
+def test_verdicts_under_each_early_stopping_rule():
+    table = planted()
+    # final epoch: 'better' loses its edge (same accuracy as xent); best on test:
+    # 'same' gains 0.05 everywhere (an upper bound can turn ties into wins).
+    better, same = table.loss == "better", table.loss == "same"
+    final = table.student_acc.where(~better, table.student_acc - 0.05)
+    best = table.student_acc.where(~same, table.student_acc + 0.05) + 0.01
+    board = rank_methods(
+        table.assign(student_acc_final=final, student_acc_best_test=best)
+    )
+    assert board.stopping == {"weak_agreement": True, "final": True, "best_test": True}
+    overall = board.overall.set_index("method")
+    kept = board.cells[board.cells.kept].set_index("method")
+    assert (kept.loc["better", "verdict"] == "win").all()
+    assert (kept.loc["better", "verdict_final"] == "tie").all()
+    assert (kept.loc["better", "verdict_best_test"] == "win").all()
+    assert (kept.loc["same", "verdict_best_test"] == "win").all()
+    assert overall.loc["better", "survive_final"] == 0
+    assert overall.loc["better", "survive_best_test"] == overall.loc["better", "cells"]
+    assert overall.loc["same", "survive_final"] == overall.loc["same", "cells"]
+    assert overall.loc["same", "survive_best_test"] == 0
+    assert overall.loc["better", "wins_final"] == 0
+    for rule in ("final", "best_test"):  # counts add up under every rule
+        counts = overall[[f"wins_{rule}", f"ties_{rule}", f"losses_{rule}"]].sum(1)
+        assert (counts.drop("xent") == overall.cells.drop("xent")).all()
+    # the pooled PGR under the final epoch: the ratio of summed gains with the
+    # final accuracies, over the same kept cells
+    rows = table.assign(student_acc=final)
+    rows = rows[rows.task.eq("a") | rows.supervisor.eq("s1")]
+    mine = rows[rows.loss == "better"]
+    expect = (mine.student_acc - mine.weak_acc).sum() / (
+        mine.ceiling_acc - mine.weak_acc
+    ).sum()
+    assert overall.loc["better", "pgr_final"] == pytest.approx(expect)
+    text = board.markdown()
+    assert "Early-stopping sensitivity" in text and "final epoch" in text
+
+
+def test_tables_without_the_stopping_columns_report_the_rule_unavailable():
+    board = rank_methods(planted())
+    assert board.stopping == {
+        "weak_agreement": True,
+        "final": False,
+        "best_test": False,
+    }
+    assert (board.cells.verdict_final == "unavailable").all()
+    assert board.overall.survive_final.isna().all()
+    assert "unavailable (no student_acc_final column)" in board.markdown()
+    main = rank_methods(planted(), stopping=["weak_agreement"])
+    assert "verdict_final" not in main.cells and "survive_final" not in main.overall
+    pd.testing.assert_frame_equal(
+        main.overall[["method", "wins", "ties", "losses"]],
+        board.overall[["method", "wins", "ties", "losses"]],
+    )
+    with pytest.raises(ValueError, match="unknown rules \\['last'\\]"):
+        rank_methods(planted(), stopping=["last"])
+
+
+def test_methods_finding_reports_each_stopping_rule():
+    table = planted().replace({"loss": {"better": "confidence"}})
+    final = table.student_acc.where(
+        table.loss != "confidence", table.student_acc - 0.05
+    )
+    board = rank_methods(table.assign(student_acc_final=final))
+    finding = methods.check(board)[0]
+    assert finding.held
+    assert "final epoch: 0 of 3 verdicts survive" in finding.measured
+    assert "best epoch on test (upper bound): unavailable" in finding.measured
+    assert "(paired over seeds)" in finding.measured

@@ -13,23 +13,34 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from activation_cache import TASKS
-from probe_lab import plots
+from probe_lab import metrics, plots
 from probe_lab.experiments.config import ExperimentConfig
 from probe_lab.experiments.saved import load_saved, save_study, study_key
+from probe_lab.leaderboard import STOPPING, STOPPING_NAMES
+from probe_lab.metrics import Paired
 from probe_lab.study import StudyConfig, StudyResult, Supervisor, run_study
 
 __all__ = [
+    "STOPPING",
+    "STOPPING_NAMES",
     "Analysis",
     "Context",
     "ExperimentResult",
     "Finding",
     "analog",
     "check_tasks",
+    "diff_text",
+    "fieller_text",
     "fmt",
     "judged",
     "mean",
+    "paired",
     "pgr_row",
     "pgr_text",
+    "rows_of",
+    "seed_pgr",
+    "seed_values",
+    "shown",
     "stack",
     "strongest",
     "summary_frame",
@@ -265,3 +276,70 @@ def check_tasks(values: Mapping[str, Any]) -> None:
             f"[experiment] tasks {unknown} are not built-in tasks; use some of "
             f"{sorted(TASKS)}, or ['all']"
         )
+
+
+# ------------------------------------------------- paired verdicts from seed tables
+
+
+def rows_of(table: pd.DataFrame, **where: Any) -> pd.DataFrame:
+    """The rows of ``table`` whose columns equal the given values."""
+    mask = np.ones(len(table), bool)
+    for column, value in where.items():
+        mask &= (table[column] == value).to_numpy()
+    return table[mask]
+
+
+def seed_values(table: pd.DataFrame, column: str, **where: Any) -> pd.Series:
+    """Per-seed values of ``column`` on the rows matching ``where`` (mean over
+    rows sharing a seed; a table without a ``seed`` column is one seed)."""
+    rows = rows_of(table, **where)
+    if "seed" not in rows:
+        rows = rows.assign(seed=0)
+    return rows.groupby("seed")[column].mean()
+
+
+def paired(a: pd.Series, b: pd.Series, *, confidence: float = 0.95) -> Paired:
+    """``metrics.paired_difference`` of two per-seed series on the seeds both have."""
+    seeds = a.index.intersection(b.index)
+    return metrics.paired_difference(
+        a[seeds].to_numpy(), b[seeds].to_numpy(), confidence=confidence
+    )
+
+
+def seed_pgr(
+    table: pd.DataFrame, column: str = "student_acc", **where: Any
+) -> metrics.PGRInterval:
+    """PGR of mean accuracies over seeds with Fieller's interval, for the rows
+    matching ``where``, the student's accuracy read from ``column``."""
+    values = [
+        seed_values(table, c, **where) for c in ("weak_acc", column, "ceiling_acc")
+    ]
+    seeds = values[0].index.intersection(values[1].index)
+    return metrics.pgr_interval(*(v[seeds].to_numpy() for v in values))
+
+
+def fieller_text(result: metrics.PGRInterval) -> str:
+    """``0.12 [0.08, 0.16]`` (Fieller), or the PGR with why it has no interval."""
+    if result.reason:
+        return f"{fmt(result.pgr, 2)} ({result.reason})"
+    return f"{fmt(result.pgr, 2)} [{fmt(result.low, 2)}, {fmt(result.high, 2)}]"
+
+
+def diff_text(diff: Paired, p_holm: float | None = None) -> str:
+    """``+0.031 [+0.010, +0.052] (p 0.012, Holm 0.036; 5 seeds)``."""
+    holm = "" if p_holm is None else f", Holm {fmt(p_holm, 3)}"
+    return (
+        f"{fmt(diff.mean, 3, signed=True)} [{fmt(diff.low, 3, signed=True)}, "
+        f"{fmt(diff.high, 3, signed=True)}] (p {fmt(diff.p_value, 3)}{holm}; "
+        f"{int(diff.seeds)} seeds)"
+    )
+
+
+def shown(diff: Paired, p: float | None = None, alpha: float = 0.05) -> bool | None:
+    """A directional claim ``A > B`` on a paired difference: True when the
+    (Holm-adjusted, if given) p-value is at most ``alpha`` with a positive mean;
+    None when there is no interval (fewer than 2 seeds)."""
+    p = diff.p_value if p is None else p
+    if not np.isfinite(diff.low) or p is None or not np.isfinite(p):
+        return None
+    return bool(p <= alpha and diff.mean > 0)

@@ -28,7 +28,7 @@ from probe_lab.experiments.base import (
 )
 from probe_lab.experiments.caches import build_cache
 from probe_lab.experiments.config import register_kind
-from probe_lab.leaderboard import Leaderboard, rank_methods
+from probe_lab.leaderboard import STOPPING, STOPPING_NAMES, Leaderboard, rank_methods
 from probe_lab.study import StudyResult
 
 __all__ = ["CLAIM", "KIND", "Settings", "check", "plot", "run"]
@@ -82,7 +82,11 @@ def check(board: Leaderboard) -> list[Finding]:
                 f"{fmt(conf.pgr_high, 2)}] vs {board.baseline} {fmt(base.pgr, 2)} "
                 f"[{fmt(base.pgr_low, 2)}, {fmt(base.pgr_high, 2)}]; wins / ties / "
                 f"losses {conf.wins:.0f} / {conf.ties:.0f} / {conf.losses:.0f} of the "
-                "cells",
+                "cells (paired per cell, Holm); accuracy - "
+                f"{board.baseline} {fmt(conf.acc_diff, 4, signed=True)} "
+                f"[{fmt(conf.acc_diff_low, 4, signed=True)}, "
+                f"{fmt(conf.acc_diff_high, 4, signed=True)}] (paired over seeds); "
+                + _survival(board, conf),
                 held=judged(
                     conf.wins > conf.losses and conf.pgr > base.pgr, conf.pgr, base.pgr
                 ),
@@ -99,6 +103,24 @@ def check(board: Leaderboard) -> list[Finding]:
         )
     )
     return findings
+
+
+def _survival(board: Leaderboard, row: pd.Series) -> str:
+    """How many of a method's verdicts stay the same under each other
+    early-stopping rule (or that the table has no column for it)."""
+    texts = []
+    for rule, available in board.stopping.items():
+        if rule == "weak_agreement":
+            continue
+        name = STOPPING_NAMES[rule]
+        if not available:
+            texts.append(f"{name}: unavailable (no {STOPPING[rule]} column)")
+            continue
+        texts.append(
+            f"{name}: {row[f'survive_{rule}']:.0f} of {row.cells:.0f} verdicts "
+            f"survive, PGR {fmt(row[f'pgr_{rule}'], 2)}"
+        )
+    return "; ".join(texts) if texts else "no other stopping rule compared"
 
 
 def plot(board, *, title: str = "") -> Figure:

@@ -18,18 +18,22 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from probe_lab import plots
+from probe_lab import metrics, plots
 from probe_lab.experiments.base import (
     Analysis,
     Context,
     Finding,
+    diff_text,
+    fieller_text,
     fmt,
     judged,
-    mean,
+    paired,
+    seed_pgr,
+    shown,
     stack,
-    summary_frame,
 )
 from probe_lab.experiments.config import ExperimentConfig, register_kind
+from probe_lab.metrics import Paired
 from probe_lab.study import Supervisor
 
 __all__ = [
@@ -77,37 +81,53 @@ def run(ctx: Context) -> Analysis:
         studies[f"M_{k}"] = ctx.study(supervisors(k, settings.levels))
     table = stack(studies, "table")
     table["reference"] = table.study.str.slice(2).astype(int)
-    summary = pd.concat(
-        [summary_frame(r, reference=int(label[2:])) for label, r in studies.items()],
-        ignore_index=True,
-    )
     fig = plot(table, title=ctx.title)
-    findings = check(summary, mixtures=bool(settings.levels))
+    findings = check(table, mixtures=bool(settings.levels))
     return Analysis(studies, findings, [ctx.save(fig)])
 
 
-def check(summary: pd.DataFrame, *, mixtures: bool) -> list[Finding]:
-    """The claims, on cross-entropy students that can simulate their reference
-    (k1 >= k2); ``mixtures``: also check the trend over mixture levels."""
-    regime = summary[(summary.student >= summary.reference) & (summary.loss == "xent")]
-    sim, rnd = regime[regime.kind == "probe"], regime[regime.kind == "random"]
-    agree = mean(sim.agreement), mean(rnd.agreement)
-    pgr = mean(sim.pgr), mean(rnd.pgr)  # PGR is NaN where there is no gap
+def _sim_vs_random(regime: pd.DataFrame, column: str) -> Paired:
+    """Simulatable minus random ``column``, paired within each (reference,
+    student, seed), averaged per seed, with its t-interval over seeds."""
+    if "seed" not in regime:
+        regime = regime.assign(seed=0)
+    keys = ["reference", "student", "seed"]
+    sim = regime[regime.kind == "probe"].groupby(keys)[column].mean()
+    rnd = regime[regime.kind == "random"].groupby(keys)[column].mean()
+    both = pd.concat({"sim": sim, "rnd": rnd}, axis=1, join="inner")
+    per_seed = both.groupby(level="seed").mean()
+    return paired(per_seed.sim, per_seed.rnd)
+
+
+def check(table: pd.DataFrame, *, mixtures: bool) -> list[Finding]:
+    """The claims, on the per-seed rows of cross-entropy students that can
+    simulate their reference (k1 >= k2); ``mixtures``: also check the trend over
+    mixture levels. Both comparisons are paired per seed (simulatable vs random
+    in the same study, seed and student), Holm over the two."""
+    regime = table[(table.student >= table.reference) & (table.loss == "xent")]
+    regime = regime.assign(gain=regime.student_acc - regime.weak_acc)
+    agree = _sim_vs_random(regime, "agreement")
+    gain = _sim_vs_random(regime, "gain")
+    pgrs = [seed_pgr(regime, kind=k) for k in ("probe", "random")]
+    p = np.array([agree.p_value, gain.p_value], np.float64)
+    adjusted = metrics.holm(p) if np.isfinite(p).all() else p
+    lower = gain._replace(mean=-gain.mean, low=-gain.high, high=-gain.low)
     findings = [
         Finding(
             claim="A student that can simulate its supervisor (M_k1 on M_k2 labels, "
             "k1 >= k2) agrees with the weak labels more than one given random "
             "errors at the same accuracy.",
-            measured=f"agreement {fmt(agree[0])} (simulatable) vs "
-            f"{fmt(agree[1])} (random), mean over k1 >= k2",
-            held=judged(agree[0] > agree[1], *agree),
+            measured="agreement simulatable - random, paired per seed (mean over "
+            f"k1 >= k2): {diff_text(agree, adjusted[0])}",
+            held=shown(agree, adjusted[0]),
         ),
         Finding(
             claim="Simulatable errors give less weak-to-strong generalization (lower "
             "PGR) than unsimulatable random errors at matched accuracy.",
-            measured=f"PGR {fmt(pgr[0], 2)} (simulatable) vs "
-            f"{fmt(pgr[1], 2)} (random), mean over k1 >= k2 where defined",
-            held=judged(pgr[0] < pgr[1], *pgr),
+            measured=f"PGR {fieller_text(pgrs[0])} (simulatable) vs "
+            f"{fieller_text(pgrs[1])} (random), pooled over k1 >= k2; gain random - "
+            f"simulatable, paired per seed: {diff_text(lower, adjusted[1])}",
+            held=None if any(r.reason for r in pgrs) else shown(lower, adjusted[1]),
         ),
     ]
     if mixtures:
@@ -118,7 +138,9 @@ def check(summary: pd.DataFrame, *, mixtures: bool) -> list[Finding]:
 def _mixture_trend(regime: pd.DataFrame) -> Finding:
     level = {"probe": 0.0, "random": 1.0}
     share = regime.kind.map(level).fillna(regime.supervisor.map(_level))
-    by_level = regime.assign(level=share).groupby("level").pgr.mean().dropna()
+    rows = regime.assign(level=share, gap=regime.ceiling_acc - regime.weak_acc)
+    sums = rows.groupby("level")[["gain", "gap"]].sum()
+    by_level = (sums.gain / sums.gap).where(sums.gap > 0).dropna()
     rho = (
         pd.Series(by_level.index).corr(
             pd.Series(by_level.to_numpy()), method="spearman"
@@ -129,9 +151,10 @@ def _mixture_trend(regime: pd.DataFrame) -> Finding:
     return Finding(
         claim="Mixing random errors into simulatable ones raises PGR with "
         "the share of random errors (Spearman >= 0.8 counts as held).",
-        measured="PGR by share of random errors: "
+        measured="PGR (summed gains / summed gaps) by share of random errors: "
         + ", ".join(f"{lv:g}: {fmt(p, 2)}" for lv, p in by_level.items())
-        + f" (Spearman {fmt(rho, 2)}; levels without a gap left out)",
+        + f" (Spearman {fmt(rho, 2)}; levels without a gap left out; a trend over "
+        "levels, not a paired test)",
         held=judged(rho >= 0.8, rho),
     )
 

@@ -11,8 +11,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from probe_lab import plots
-from probe_lab.experiments.base import Analysis, Context, Finding, fmt, judged, mean
+from probe_lab import metrics, plots
+from probe_lab.experiments.base import (
+    Analysis,
+    Context,
+    Finding,
+    diff_text,
+    paired,
+    seed_values,
+    shown,
+)
 from probe_lab.experiments.config import register_kind
 
 __all__ = ["CLAIM", "KIND", "check", "plot", "run"]
@@ -35,57 +43,63 @@ def run(ctx: Context) -> Analysis:
     return Analysis({"study": result}, findings, [ctx.save(fig)])
 
 
-def _agreement(frame: pd.DataFrame, supervisor: str, loss: str) -> float:
-    """Mean agreement on weak-wrong rows of one supervisor and loss (NaN: none)."""
-    rows = frame[(frame.supervisor == supervisor) & (frame.loss == loss)]
-    return mean(rows.agreement_weak_wrong)
+def _agreement(frame: pd.DataFrame, supervisor: str | None, loss: str) -> pd.Series:
+    """Per-seed agreement on weak-wrong rows of one supervisor (None: the mean
+    over all) and loss."""
+    where = dict(loss=loss) | ({} if supervisor is None else {"supervisor": supervisor})
+    return seed_values(frame, "agreement_weak_wrong", **where)
 
 
 def check(dyn: pd.DataFrame, ref: str) -> list[Finding]:
     """The claims, on one student's per-epoch rows; ``ref`` names the reference
-    probe whose errors are the simulatable ones."""
+    probe whose errors are the simulatable ones. Each is a paired per-seed
+    difference of the agreement on weak-wrong test rows (the same seeds' curves),
+    Holm over the experiment's claims."""
     last = dyn[dyn.epoch == dyn.epoch.max()]
     first = dyn[dyn.epoch == dyn.epoch.min()]
-    start, end = _agreement(first, ref, "xent"), _agreement(last, ref, "xent")
-    findings = [
-        Finding(
-            claim="With cross-entropy the student increasingly agrees with the weak "
+    end = _agreement(last, ref, "xent")
+    epochs = f"epoch {int(last.epoch.max())} - epoch {int(first.epoch.min())}"
+    tests = [
+        (
+            "With cross-entropy the student increasingly agrees with the weak "
             f"supervisor's mistakes during training when they are simulatable ({ref}).",
-            measured=f"agreement on weak-wrong test rows, epoch "
-            f"{int(first.epoch.min())}: {fmt(start)} -> epoch "
-            f"{int(last.epoch.max())}: {fmt(end)}",
-            held=judged(end - start > 0, start, end),
+            f"agreement on weak-wrong test rows, {epochs}",
+            paired(end, _agreement(first, ref, "xent")),
         )
     ]
     if "random" in set(dyn.supervisor):
-        rnd = _agreement(last, "random", "xent")
-        findings.append(
-            Finding(
-                claim="Random (unsimulatable) errors are imitated less than "
-                "simulatable ones by the end of training.",
-                measured=f"final agreement on weak-wrong rows: random {fmt(rnd)} vs "
-                f"{ref} {fmt(end)}",
-                held=judged(rnd < end, rnd, end),
+        tests.append(
+            (
+                "Random (unsimulatable) errors are imitated less than simulatable ones "
+                "by the end of training.",
+                f"final agreement on weak-wrong rows, {ref} - random",
+                paired(end, _agreement(last, "random", "xent")),
             )
         )
     if {"xent", "confidence"} <= set(dyn.loss):
         sups = sorted(set(dyn.supervisor))
-        gap = mean(
-            [
-                _agreement(last, s, "confidence") - _agreement(last, s, "xent")
-                for s in sups
-            ]
-        )
-        findings.append(
-            Finding(
-                claim="The confidence loss lowers the student's agreement with weak "
-                "errors.",
-                measured=f"final agreement on weak-wrong rows, confidence - xent, "
-                f"mean over {len(sups)} structures: {fmt(gap, signed=True)}",
-                held=judged(gap < 0, gap),
+        tests.append(
+            (
+                "The confidence loss lowers the student's agreement with weak errors.",
+                "final agreement on weak-wrong rows, xent - confidence, mean over "
+                f"{len(sups)} structures",
+                paired(
+                    _agreement(last, None, "xent"), _agreement(last, None, "confidence")
+                ),
             )
         )
-    return findings
+    p = np.array([t[2].p_value for t in tests], np.float64)
+    adjusted = np.full(len(p), np.nan)
+    if np.isfinite(p).any():
+        adjusted[np.isfinite(p)] = metrics.holm(p[np.isfinite(p)])
+    return [
+        Finding(
+            claim=claim,
+            measured=f"{measured}: {diff_text(diff, a)}",
+            held=shown(diff, a),
+        )
+        for (claim, measured, diff), a in zip(tests, adjusted, strict=True)
+    ]
 
 
 def plot(dynamics: pd.DataFrame, *, title: str = "") -> Figure:

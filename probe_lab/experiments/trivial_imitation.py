@@ -24,16 +24,20 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from activation_cache import Cache, open_cache
-from probe_lab import plots, train_probes
+from probe_lab import metrics, plots, train_probes
 from probe_lab.basis import standardizes, to_basis
 from probe_lab.experiments.base import (
     Analysis,
     Context,
     Finding,
+    diff_text,
+    fieller_text,
     fmt,
-    judged,
-    pgr_row,
-    pgr_text,
+    paired,
+    rows_of,
+    seed_pgr,
+    seed_values,
+    shown,
     strongest,
     summary_frame,
 )
@@ -122,7 +126,11 @@ def run(ctx: Context) -> Analysis:
         ignore_index=True,
     )
     fig = plot(summary, title=ctx.title)
-    return Analysis(studies, check(summary), [ctx.save(fig)])
+    table = pd.concat(
+        [strongest(r.table).assign(study=s) for s, r in studies.items()],
+        ignore_index=True,
+    )
+    return Analysis(studies, check(table), [ctx.save(fig)])
 
 
 def hint_labels(config: ExperimentConfig, cache: Path) -> tuple[np.ndarray, float]:
@@ -219,37 +227,69 @@ def _write_task(
     return write_task(opened, path, extra)
 
 
-def check(summary: pd.DataFrame) -> list[Finding]:
-    """The claims, on the largest student's summary rows of both studies."""
-    findings = []
-    hidden = pgr_row(summary, "weak", "xent")
-    for shown in ("weak as feature", "weak in prompt"):
-        visible = pgr_row(summary, shown, "xent")
-        if visible is None or hidden is None:
+def check(table: pd.DataFrame) -> list[Finding]:
+    """The claims, on the largest student's per-seed rows of both studies (the
+    hinted cache has the same rows, so a seed's split is the same in both). Each
+    is a paired per-seed difference: the gain ``student - weak`` hidden minus
+    visible, the student accuracy confidence minus xent; Holm over all of them."""
+    table = table.assign(gain=table.student_acc - table.weak_acc)
+    tests = []  # (claim, measured, diff, pgrs judged on)
+    hidden = seed_pgr(table, supervisor="weak", loss="xent")
+    for way in ("weak as feature", "weak in prompt"):
+        if not {way, "weak"} <= set(table.supervisor):
             continue
-        findings.append(
-            Finding(
-                claim=f"Cross-entropy students imitate a visible weak label "
-                f"({shown}): PGR falls and agreement rises against the same labels "
-                "hidden.",
-                measured=f"PGR {pgr_text(visible)} vs hidden {pgr_text(hidden)}; "
-                f"agreement {fmt(visible.agreement)} vs {fmt(hidden.agreement)}",
-                held=judged(visible.pgr < hidden.pgr, visible.pgr, hidden.pgr),
+        visible = seed_pgr(table, supervisor=way, loss="xent")
+        agree = [
+            fmt(seed_values(table, "agreement", supervisor=s, loss="xent").mean())
+            for s in (way, "weak")
+        ]
+        diff = paired(
+            seed_values(table, "gain", supervisor="weak", loss="xent"),
+            seed_values(table, "gain", supervisor=way, loss="xent"),
+        )
+        tests.append(
+            (
+                f"Cross-entropy students imitate a visible weak label ({way}): PGR "
+                "falls and agreement rises against the same labels hidden.",
+                f"PGR {fieller_text(visible)} vs hidden {fieller_text(hidden)}; "
+                f"agreement {agree[0]} vs {agree[1]}; gain hidden - visible",
+                diff,
+                (visible, hidden),
             )
         )
-    for shown in ("weak as feature", "weak in prompt", "random as feature"):
-        x, c = pgr_row(summary, shown, "xent"), pgr_row(summary, shown, "confidence")
-        if x is None or c is None:
+    for way in ("weak as feature", "weak in prompt", "random as feature"):
+        if not {"xent", "confidence"} <= set(rows_of(table, supervisor=way).loss):
             continue
-        findings.append(
-            Finding(
-                claim=f"The confidence loss resists imitation ({shown}): higher PGR "
-                "than cross-entropy.",
-                measured=f"PGR confidence {pgr_text(c)} vs xent {pgr_text(x)}",
-                held=judged(c.pgr > x.pgr, c.pgr, x.pgr),
+        pgrs = tuple(
+            seed_pgr(table, supervisor=way, loss=x) for x in ("confidence", "xent")
+        )
+        diff = paired(
+            seed_values(table, "student_acc", supervisor=way, loss="confidence"),
+            seed_values(table, "student_acc", supervisor=way, loss="xent"),
+        )
+        tests.append(
+            (
+                f"The confidence loss resists imitation ({way}): higher PGR than "
+                "cross-entropy.",
+                f"PGR confidence {fieller_text(pgrs[0])} vs xent "
+                f"{fieller_text(pgrs[1])}; "
+                "accuracy confidence - xent",
+                diff,
+                pgrs,
             )
         )
-    return findings
+    p = np.array([t[2].p_value for t in tests], np.float64)
+    adjusted = np.full(len(p), np.nan)
+    if np.isfinite(p).any():
+        adjusted[np.isfinite(p)] = metrics.holm(p[np.isfinite(p)])
+    return [
+        Finding(
+            claim=claim,
+            measured=f"{measured} {diff_text(diff, a)}",
+            held=None if any(r.reason for r in pgrs) else shown(diff, a),
+        )
+        for (claim, measured, diff, pgrs), a in zip(tests, adjusted, strict=True)
+    ]
 
 
 def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
@@ -289,7 +329,7 @@ def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
             order,
             "agreement",
             titles=(
-                "PGR (95% bootstrap interval over seeds)",
+                "PGR (95% interval over seeds)",
                 "imitation of the weak labels",
             ),
             agreement_label="agreement with weak labels (test)",
