@@ -41,6 +41,12 @@ Tables, each row ``what | time | rate | ratio``:
    of the PyTorch loop; L-BFGS >= 30x faster than the scikit-learn loop with test
    accuracy within 0.5 point of it on every sampled probe; a second call with the
    same shapes compiles nothing.
+7. A per-step breakdown of one chunk (``step_breakdown.py``): the products, the
+   minibatch gather, the loss and residuals, Adam's update, the evaluation and the
+   rest of the epoch (order, early stopping, scan), in ms per step and as shares,
+   at d = 384/768/4,096 and P = 1,024/4,096 (d = 4,096 on 2,048 rows, to stay
+   cheap), with what dominates. ``--breakdown-only`` runs just this table;
+   ``--no-breakdown`` leaves it out.
 
 Absolute times depend on the machine and its load (printed at start and end); the
 ratios are the result, and they too move when other processes share the cores.
@@ -64,6 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import sklearn
+import step_breakdown
 import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
@@ -355,6 +362,16 @@ def adam_protocol_accuracy(data: Data, sample: np.ndarray) -> np.ndarray:
     return test_accuracy(probes, data, np.arange(sample.size))
 
 
+def run_breakdown(quick: bool, reps: int) -> list[dict[str, Any]]:
+    """Table 7: the per-step breakdown of one chunk at each case."""
+    cases = step_breakdown.QUICK_CASES if quick else step_breakdown.DEFAULT_CASES
+    results = []
+    for case in cases:
+        log(f"per-step breakdown: n={case.n} d={case.d} P={case.probes}")
+        results.append(step_breakdown.measure(case, reps))
+    return results
+
+
 def run_all(sizes: Sizes, reps: int, l2: float, procs: int) -> dict[str, Any]:
     """Every measurement, in the order of the tables."""
     counter = CompileCounter()
@@ -629,6 +646,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=5, help="repetitions, best kept")
     parser.add_argument("--l2", type=float, default=1e-3, help="L2 for L-BFGS, sklearn")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--breakdown-only", action="store_true", help="only table 7 (per step)"
+    )
+    parser.add_argument("--no-breakdown", action="store_true", help="skip table 7")
     return parser.parse_args()
 
 
@@ -642,9 +663,23 @@ def main() -> None:
         given["torch_probes"] = min(sizes.torch_probes, given["probes"])
     sizes = dataclasses.replace(sizes, **given)
     procs = len(os.sched_getaffinity(0))
-    res = run_all(sizes, args.reps, args.l2, procs)
-    der = derive(res)
-    print_report(res, der)
+    breakdown = None
+    if args.breakdown_only:
+        res, der = {"load_start": os.getloadavg()}, {}
+    else:
+        res = run_all(sizes, args.reps, args.l2, procs)
+        der = derive(res)
+        print_report(res, der)
+    if not args.no_breakdown:
+        breakdown = run_breakdown(args.quick, max(2, min(args.reps, 3)))
+        title = "7. Per-step breakdown of one chunk (step_breakdown.py)"
+        print("\n" + "\n".join(step_breakdown.report(breakdown, title)))
+        load = " -> ".join(
+            " ".join(f"{v:.2f}" for v in loads)
+            for loads in (res["load_start"], os.getloadavg())
+        )
+        print(f"  load average (1, 5, 15 min), start -> end: {load}")
+    res["breakdown"] = breakdown
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py matrix    # the device's matrix and memory rates
     python benchmarks/gpu_check.py train     # train_probes against the product
+    python benchmarks/gpu_check.py breakdown # where one trainer step spends its time
     python benchmarks/gpu_check.py extract   # extract() against the bare forward
     python benchmarks/gpu_check.py torchrun  # a 2-process extraction = 1 process
 
@@ -26,6 +27,10 @@ Steps:
   all n rows, and a scan of n/128 plain gradient steps ``W -= lr * x_b.T @ (x_b @
   W)`` (a 128-row minibatch each, the trainer's batch): the rate any minibatch
   trainer of this batch size could reach.
+- ``breakdown``: ``step_breakdown.py``'s per-step breakdown of one chunk (the
+  products, the minibatch gather, the loss and residuals, Adam's update, the
+  evaluation, the rest of the epoch) at d = 384/768/4096, with the default
+  ``probe_chunk`` and (GPU) 4,096: the same table as ``bench_train.py``'s last.
 - ``extract``: ``activation_cache.extract`` of MiniLM (or, where its package is not
   installed, a random BERT of MiniLM's shape) and of a random Llama-style decoder,
   with autocast none and (CUDA only) bfloat16: tokens/s against a bare
@@ -64,6 +69,7 @@ TOLERANCE = 2e-3  # joined vs 1-process features, relative to the largest value
 @dataclasses.dataclass(frozen=True)
 class Sizes:
     shapes: tuple[tuple[int, int, int], ...]  # (n, d, P) of the train step
+    breakdown: tuple[tuple[int, int, int, int | None], ...]  # (n, d, P, chunk)
     chunks: tuple[int | None, ...]  # probe_chunk values (None: TrainConfig's)
     epochs: tuple[int, int]  # E1 < E2 for the per-epoch difference
     reps: int  # timed repetitions after the first call, best kept
@@ -86,6 +92,11 @@ GPU = Sizes(
         (4096, 4096, 65_536),
     ),
     chunks=(None, 4096),
+    breakdown=(
+        (16_384, 768, 4096, None),
+        (16_384, 768, 4096, 4096),
+        (8192, 4096, 4096, 4096),
+    ),
     epochs=(1, 3),
     reps=1,
     square=8192,
@@ -99,6 +110,7 @@ GPU = Sizes(
 CPU = Sizes(
     shapes=((4096, 16, 32),),
     chunks=(None,),
+    breakdown=((1024, 64, 128, 64),),
     epochs=(1, 5),
     reps=1,
     square=256,
@@ -321,6 +333,32 @@ def step_train(mode: str, sizes: Sizes, budget_s: float, **_: Any) -> int:
     if skipped:
         result(f"train: {skipped} measurement(s) skipped, out of the budget")
     return 1 if skipped else 0
+
+
+def step_breakdown(mode: str, sizes: Sizes, **_: Any) -> int:
+    """Where one Adam step of ``train_probes`` spends its time, per stage."""
+    import step_breakdown as breakdown
+
+    from probe_lab import TrainConfig
+
+    check_jax(mode)
+    results = []
+    for n, d, p, chunk in sizes.breakdown:
+        config = TrainConfig() if chunk is None else TrainConfig(probe_chunk=chunk)
+        case = breakdown.Case(n, d, p)
+        log(f"breakdown n={n} d={d} P={p} probe_chunk={config.probe_chunk}")
+        results.append(breakdown.measure(case, max(sizes.reps, 2), config))
+    for line in breakdown.report(results, "per-step breakdown of one chunk"):
+        print(line, flush=True)
+    for r in results:
+        t = r["wall"]  # on a GPU the host's CPU time says little
+        top = max(breakdown.STAGES, key=lambda name: t["stages"][name])
+        result(
+            f"breakdown d={r['case']['d']} chunk={r['chunk']}: step "
+            f"{1e3 * t['step_s']:.2f} ms, {t['of_reference']:.2f} of the product; "
+            f"products {t['stages']['products'] / t['step_s']:.0%}, {top} the most"
+        )
+    return 0
 
 
 # ---- torch steps -------------------------------------------------------------------
@@ -634,6 +672,7 @@ def step_torchrun(mode: str, sizes: Sizes, work: Path, **_: Any) -> int:
 STEPS = {
     "matrix": (step_matrix, jax_mode),
     "train": (step_train, jax_mode),
+    "breakdown": (step_breakdown, jax_mode),
     "extract": (step_extract, torch_mode),
     "torchrun": (step_torchrun, torch_mode),
 }

@@ -18,6 +18,8 @@
 #   train          train_probes probe-epochs/s at d = 384/768/4096 x P = 4,096/65,536
 #                  as a fraction of the product (x @ W, x.T @ G) of the same shapes
 #                  and of a scan of 128-row gradient steps, measured in the same run
+#   breakdown      one trainer step per stage (products, gather, loss, Adam update,
+#                  evaluation, epoch rest) at d = 384/768/4096 (step_breakdown.py)
 #   extract        extract() tokens/s of MiniLM (or a random BERT of its shape) and a
 #                  random decoder (width 2048, 16 blocks), autocast none and bfloat16,
 #                  as a fraction of the bare forward over the same batches
@@ -170,7 +172,7 @@ run_step() {  # run_step NAME LIMIT_S COMMAND...: run with the smaller of the li
     esac
 }
 
-steps="${GPU_CHECK_STEPS:-matrix train extract study torchrun extract_check}"
+steps="${GPU_CHECK_STEPS:-matrix train extract study torchrun extract_check breakdown}"
 work="$tmp/work"
 check=(benchmarks/gpu_check.py --mode "$mode" --work "$work")
 for step in $steps; do
@@ -178,6 +180,7 @@ for step in $steps; do
         case $step in
             matrix) limit=45 ;;
             train) limit=140 ;;
+            breakdown) limit=75 ;;
             extract) limit=100 ;;
             study) limit=150 ;;
             torchrun) limit=75 ;;
@@ -187,7 +190,7 @@ for step in $steps; do
         limit=120
     fi
     case $step in
-        matrix | extract | torchrun)
+        matrix | breakdown | extract | torchrun)
             run_step "$step" "$limit" "$py" "${check[@]}" "$step"
             ;;
         train)
@@ -212,8 +215,8 @@ for step in $steps; do
             run_step study "$limit" "$py" benchmarks/bench_study.py "${args[@]}"
             ;;
         *)
-            say "unknown step $step: steps are matrix train extract study torchrun" \
-                "extract_check"
+            say "unknown step $step: steps are matrix train breakdown extract study" \
+                "torchrun extract_check"
             failed=1
             ;;
     esac

@@ -12,6 +12,14 @@ its own minibatch order. One training step (:func:`adam_step`):
 
 After each epoch, :func:`evaluate` scores every probe on the evaluation rows and
 :func:`keep_best` keeps the parameters of the best validation epoch.
+
+Non-finite training is noticed at no extra pass over the data: the bias gradient
+``resid.sum(axis=1)`` is computed anyway, and a NaN or inf anywhere in a probe's
+residuals (a NaN loss, gradient or logit, a ``kind="targets"`` method's target
+outside [0, 1], which the seam turns into NaN) makes that sum non-finite. Each
+step ORs it into a per-probe flag; each epoch also checks the weights and the
+bias (overflow), and :func:`mark_failed` records the first epoch a probe failed
+(``failed_epoch``, 1-based, -1 while finite).
 :func:`train_chunk` runs the epochs as two nested ``lax.scan`` loops under one
 ``jit`` whose only static argument is one frozen :class:`Settings`.
 
@@ -165,6 +173,8 @@ class Carry(struct.PyTreeNode):
     best_b: jax.Array
     best_val: jax.Array  # (G, C)
     best_epoch: jax.Array  # (G, C)
+    bad: jax.Array  # (G, C) bool: some step so far was not finite
+    failed_epoch: jax.Array  # (G, C) int32: first epoch (1-based) not finite, or -1
 
 
 class BlockInputs(NamedTuple):
@@ -213,6 +223,10 @@ def backward(xb: jax.Array, resid: jax.Array, s: Settings) -> list[jax.Array]:
 
 
 # ------------------------------------------------------------------- the loss
+
+TARGET_SLACK = 1e-5
+"""How far outside [0, 1] a ``kind="targets"`` method's target may round before
+its probe fails."""
 
 
 def bce_from_logits(logits: jax.Array, prob: jax.Array, target: jax.Array):
@@ -374,6 +388,12 @@ def block_loss(
     for mc in methods:
         if mc.method.kind == "targets":
             mixed = jax.lax.stop_gradient(run(mc, _columns(logits, mc)))
+            # A target outside [0, 1] (or NaN) fails its probe: as NaN it reaches
+            # the residual sum that flags non-finite steps (see the module doc).
+            # The slack admits float32 rounding of a mixture such as
+            # (1 - a) * 1 + a * 1.
+            inside = (mixed >= -TARGET_SLACK) & (mixed <= 1 + TARGET_SLACK)
+            mixed = jnp.where(inside, mixed, jnp.nan)
             y = _place(y, mixed, mc, own(mc) if mc.shared else None)
     prob = jax.nn.sigmoid(logits)
     resid = (prob - y) * weight
@@ -385,6 +405,8 @@ def block_loss(
         value, pullback = jax.vjp(functools.partial(run, mc), _columns(logits, mc))
         row_weight = jnp.broadcast_to(cut(weight, mc), value.shape)
         (grad,) = pullback(row_weight.astype(value.dtype))
+        # A non-finite loss on a row that counts fails its probe (module doc).
+        grad = jnp.where(jnp.isfinite(value) | ~cut(mask, mc), grad, jnp.nan)
         where = own(mc) if mc.shared else None
         resid = _place(resid, grad, mc, where)
         if record:
@@ -462,10 +484,13 @@ def adam_step(
         gw = [g + l2 * w for g, l2, w in zip(gw, per_block.l2, carry.w, strict=True)]
     if s.has_mask:
         gw = [g * m for g, m in zip(gw, per_block.fmask, strict=True)]
-    updates, opt = fused_adam(s.b1, s.b2, s.eps).update(
-        (tuple(gw), resid.sum(axis=1)), carry.opt
-    )
+    grad_b = resid.sum(axis=1)  # (G, C): non-finite iff some residual was
+    updates, opt = fused_adam(s.b1, s.b2, s.eps).update((tuple(gw), grad_b), carry.opt)
     moved = count > 0  # pieces whose row set ended this epoch stay put
+    finite = jnp.isfinite(grad_b)
+    if s.record_loss:
+        summed = (loss * row_weight if s.weighted else loss).sum(axis=1)
+        finite &= jnp.isfinite(summed)
 
     def keep(new, old):
         if not s.ragged:  # equal row sets: every piece has a batch at every step
@@ -481,12 +506,11 @@ def adam_step(
         b=keep(carry.b - c.lr * updates[1], carry.b),
         opt=jax.tree.map(keep, opt, carry.opt),
         step=carry.step + moved,
+        bad=carry.bad | (~finite & moved[:, None]),
     )
-    if not s.record_loss:
-        return carry, None
-    if s.weighted:  # summed with the row weights; divided by their total per epoch
-        loss = loss * row_weight
-    return carry, loss.sum(axis=1)
+    # With row weights the loss is summed with them; divided by their total per
+    # epoch.
+    return carry, (summed if s.record_loss else None)
 
 
 # --------------------------------------------------------------------- epochs
@@ -557,6 +581,19 @@ def keep_best(carry: Carry, val: jax.Array, epoch: jax.Array, s: Settings) -> Ca
     )
 
 
+def mark_failed(carry: Carry, epoch: jax.Array, s: Settings) -> Carry:
+    """Fold this epoch's non-finite steps, weights and biases into
+    ``failed_epoch`` (the first failing epoch, 1-based, stays)."""
+    finite_w = jnp.concatenate(
+        [jnp.isfinite(w).all(axis=-1) for w in carry.w], axis=-1
+    )  # (G, C): the blocks' columns are consecutive
+    bad = carry.bad | ~finite_w | ~jnp.isfinite(carry.b)
+    first = (carry.failed_epoch < 0) & bad
+    return carry.replace(
+        bad=bad, failed_epoch=jnp.where(first, epoch + 1, carry.failed_epoch)
+    )
+
+
 def initial_carry(n_pieces: int, n_probes: int, s: Settings) -> Carry:
     w0 = tuple(
         jnp.zeros((n_pieces, c1 - c0, hi - lo), jnp.float32)
@@ -572,6 +609,8 @@ def initial_carry(n_pieces: int, n_probes: int, s: Settings) -> Carry:
         best_b=b0,
         best_val=jnp.full((n_pieces, n_probes), -1.0, jnp.float32),
         best_epoch=jnp.zeros((n_pieces, n_probes), jnp.int32),
+        bad=jnp.zeros((n_pieces, n_probes), bool),
+        failed_epoch=jnp.full((n_pieces, n_probes), -1, jnp.int32),
     )
 
 
@@ -582,9 +621,11 @@ def train_chunk(
     """Train one chunk for ``settings.epochs`` epochs.
 
     Returns:
-        ``w (G, C, d)`` in standardized coordinates, ``b`` and ``best_epoch (G,
-        C)``, ``eval_acc (E, S, G, C)`` and, with ``record_loss``, ``train_loss
-        (E, G, C)`` (the mean minibatch loss of each epoch).
+        ``w (G, C, d)`` in standardized coordinates, ``b``, ``best_epoch`` and
+        ``failed_epoch (G, C)`` (the first epoch with a non-finite loss, gradient
+        or parameter, 1-based; -1 if none), ``eval_acc (E, S, G, C)`` and, with
+        ``record_loss``, ``train_loss (E, G, C)`` (the mean minibatch loss of each
+        epoch).
     """
     s = settings
     n_pieces, n_max = c.rows.shape
@@ -634,6 +675,7 @@ def train_chunk(
         # With equal row sets every piece has a batch at every step, so the step
         # needs no guard (a conditional costs a copy of the carry per step on CPU).
         carry, losses = jax.lax.scan(maybe_step if s.ragged else step, carry, batches)
+        carry = mark_failed(carry, epoch, s)
         record = {"eval_acc": evaluate(carry, c, xe, s)}
         if s.record_loss:
             record["train_loss"] = losses.sum(0) / row_total
@@ -648,7 +690,14 @@ def train_chunk(
     else:
         w, b = carry.w, carry.b
         best_epoch = jnp.full((n_pieces, n_probes), s.epochs, jnp.int32)
-    full = jnp.zeros((n_pieces, n_probes, x.shape[1]), jnp.float32)
+    failed_epoch = carry.failed_epoch
+    w = full_weights(w, x.shape[1], s)
+    return dict(w=w, b=b, best_epoch=best_epoch, failed_epoch=failed_epoch, **records)
+
+
+def full_weights(w: tuple[jax.Array, ...], d: int, s: Settings) -> jax.Array:
+    """The blocks' weights as one ``(G, C, d)`` array, zero outside each block."""
+    full = jnp.zeros((w[0].shape[0], s.blocks[-1][1], d), jnp.float32)
     for wj, cs, fs in zip(w, s.cols, s.feats, strict=True):
         full = full.at[:, cs, fs].set(wj)
-    return dict(w=full, b=b, best_epoch=best_epoch, **records)
+    return full

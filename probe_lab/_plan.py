@@ -257,12 +257,17 @@ class Plan:
 
         Each chunk output holds ``w (G, C, d)`` in standardized coordinates, ``b``
         and ``best_epoch (G, C)``, ``eval_acc (E, S, G, C)`` and, when recorded,
-        ``train_loss (E, G, C)``.
+        ``train_loss (E, G, C)`` and (Adam) ``failed_epoch (G, C)``.
+
+        A probe whose training was not finite (:func:`failed_epochs`) gets NaN
+        weights and bias, and NaN history from its failed epoch on: nothing of it
+        can pass for a result.
         """
         n_probes, d = self.n_probes, self.features.shape[1]
         weights = np.zeros((n_probes, d), np.float32)
         bias = np.zeros(n_probes, np.float32)
         best_epoch = np.zeros(n_probes, np.int32)
+        failed = np.full(n_probes, -1, np.int32)
         mean = np.zeros((n_probes, d), np.float32)
         scale = np.ones((n_probes, d), np.float32)
         n_records = outputs[0][1]["eval_acc"].shape[0]
@@ -281,6 +286,8 @@ class Plan:
                 weights[real] = w_raw
                 bias[real] = out["b"][g, :k] - w_raw @ mu
                 best_epoch[real] = out["best_epoch"][g, :k]
+                if "failed_epoch" in out:
+                    failed[real] = out["failed_epoch"][g, :k]
                 mean[real] = mu
                 scale[real] = sd
                 if has_loss:
@@ -291,15 +298,35 @@ class Plan:
         history = {"train_loss": loss} if has_loss else {}
         for i, name in enumerate(self.eval_names):
             history[name] = accs[:, i]
+        failed = failed_epochs(failed, weights, bias, best_epoch)
+        weights[failed >= 0] = np.nan
+        bias[failed >= 0] = np.nan
+        for curve in history.values():
+            for p in np.flatnonzero(failed >= 0):
+                curve[failed[p] - 1 :, p] = np.nan
         return Probes(
             weights=jnp.asarray(weights),
             bias=jnp.asarray(bias),
             best_epoch=best_epoch,
+            failed_epoch=failed,
             history=history,
             feature_mean=mean,
             feature_scale=scale,
             config=config,
         )
+
+
+def failed_epochs(
+    failed: np.ndarray, weights: np.ndarray, bias: np.ndarray, best_epoch: np.ndarray
+) -> np.ndarray:
+    """``(P,)`` each probe's first non-finite epoch, -1 if none: the solver's flag,
+    and, for a probe it did not flag whose raw weights or bias are not finite
+    (L-BFGS, or overflow on the way back to raw features), its last epoch or
+    iteration."""
+    broken = ~np.isfinite(weights).all(axis=1) | ~np.isfinite(bias)
+    return np.where((failed < 0) & broken, np.maximum(best_epoch, 1), failed).astype(
+        np.int32
+    )
 
 
 # ------------------------------------------------------------------ input checks

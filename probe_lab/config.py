@@ -19,6 +19,7 @@ __all__ = ["PerProbe", "TrainConfig"]
 PerProbe = float | Sequence[float] | np.ndarray
 
 SOLVERS = ("adam", "lbfgs")
+ON_NONFINITE = ("warn", "raise")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,6 +91,13 @@ class TrainConfig:
     device). Measured on a 2-core CPU at d=768: 512 runs the step's two
     products at the full-size product's rate while Adam's state stays in cache."""
 
+    on_nonfinite: str = "warn"
+    """What :func:`probe_lab.train_probes` does when some probe's loss, gradient or
+    parameters go NaN or inf (or a ``kind="targets"`` method leaves [0, 1]):
+    ``"warn"`` (a ``NonFiniteTrainingWarning`` naming the probes and epochs; the
+    result marks them in ``Probes.failed_epoch``) or ``"raise"`` (a
+    ``NonFiniteTrainingError`` carrying that ``Probes``)."""
+
     lbfgs_max_iter: int = 100
     """Iteration cap of the L-BFGS solver."""
 
@@ -112,6 +120,11 @@ class TrainConfig:
                 f"TrainConfig.loss={self.loss!r} needs solver='adam': only 'xent' "
                 f"has a full-batch objective (the confidence loss re-hardens "
                 f"targets per minibatch)"
+            )
+        if self.on_nonfinite not in ON_NONFINITE:
+            raise ValueError(
+                f"TrainConfig.on_nonfinite must be one of {ON_NONFINITE}, got "
+                f"{self.on_nonfinite!r}"
             )
         for name in ("epochs", "batch_size", "probe_chunk", "lbfgs_max_iter"):
             if int(getattr(self, name)) < 1:

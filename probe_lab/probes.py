@@ -14,7 +14,14 @@ from flax import struct
 
 from probe_lab.config import TrainConfig
 
-__all__ = ["Probes", "positive", "positive_logit"]
+__all__ = [
+    "NonFiniteTrainingError",
+    "NonFiniteTrainingWarning",
+    "Probes",
+    "failure_message",
+    "positive",
+    "positive_logit",
+]
 
 
 def positive(proba: Any) -> Any:
@@ -26,6 +33,41 @@ def positive_logit(logits: Any) -> Any:
     """THE hard prediction of logits: label 1 iff ``logit >= 0``, the same rule as
     :func:`positive` on probabilities (``sigmoid(0) = 0.5``)."""
     return logits >= 0
+
+
+class NonFiniteTrainingWarning(RuntimeWarning):
+    """Some probes' training went NaN or inf (``Probes.failed_epoch`` marks them)."""
+
+
+class NonFiniteTrainingError(FloatingPointError):
+    """Some probes' training went NaN or inf, with ``TrainConfig(on_nonfinite=
+    "raise")``; ``.probes`` holds the trained batch, failed probes marked."""
+
+    def __init__(self, message: str, probes: Probes) -> None:
+        super().__init__(message)
+        self.probes = probes
+
+
+def failure_message(failed_epoch: np.ndarray, losses: Any) -> str:
+    """One line naming the failed probes, their first bad epoch and loss method.
+
+    Args:
+        failed_epoch: ``(P,)`` int, -1 for a probe that trained finitely.
+        losses: ``TrainConfig.loss``: one name or one per probe.
+    """
+    bad = np.flatnonzero(np.asarray(failed_epoch) >= 0)
+    names = [losses] * len(failed_epoch) if isinstance(losses, str) else losses
+    shown = ", ".join(
+        f"{p} ({names[p]!s}, epoch {int(failed_epoch[p])})" for p in bad[:8]
+    )
+    more = f" and {bad.size - 8} more" if bad.size > 8 else ""
+    return (
+        f"{bad.size} of {len(failed_epoch)} probe(s) trained to NaN or inf (a "
+        f"non-finite loss, gradient or weight, or a kind='targets' method's target "
+        f"outside [0, 1]): probe (loss method, first bad epoch) {shown}{more}. Their "
+        f"weights are NaN and Probes.failed_epoch marks them; check the loss "
+        f"method at those epochs, or lower the learning rate"
+    )
 
 
 @struct.dataclass
@@ -43,6 +85,13 @@ class Probes:
     best_epoch: np.ndarray
     """``(P,)`` int: the epoch (1-based) whose parameters were kept; with no
     validation rows, the last epoch. For L-BFGS, the iteration count."""
+    failed_epoch: np.ndarray
+    """``(P,)`` int: the first epoch (1-based) in which a probe's loss, gradient,
+    weights or bias were NaN or inf, or in which a ``kind="targets"`` loss method
+    gave it a target outside [0, 1]; -1 when every step was finite. A failed
+    probe's ``weights`` and ``bias`` are NaN and its ``history`` is NaN from that
+    epoch on, even when early stopping had kept an earlier epoch: report it as
+    failed (method, epoch, parameters), never its numbers. See :attr:`failed`."""
     history: dict[str, np.ndarray]
     """Per-epoch curves, each ``(epochs, P)``: ``train_loss`` (mean minibatch loss
     over the epoch; absent with ``record_loss=False``), ``val_agreement`` (with
@@ -57,6 +106,12 @@ class Probes:
     @property
     def n_probes(self) -> int:
         return int(self.weights.shape[0])
+
+    @property
+    def failed(self) -> np.ndarray:
+        """``(P,)`` bool: probes whose training went non-finite
+        (:attr:`failed_epoch` >= 0)."""
+        return np.asarray(self.failed_epoch) >= 0
 
     def logits(self, features: Any) -> jax.Array:
         """``(P, n)`` logits of every probe on raw features ``(n, d)``."""

@@ -28,6 +28,7 @@ Modules, in the one direction their imports run: :mod:`probe_lab.config`
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +40,12 @@ from tqdm.auto import tqdm
 from probe_lab import _adam, _plan, lbfgs
 from probe_lab.config import TrainConfig
 from probe_lab.losses import check_method
-from probe_lab.probes import Probes
+from probe_lab.probes import (
+    NonFiniteTrainingError,
+    NonFiniteTrainingWarning,
+    Probes,
+    failure_message,
+)
 
 __all__ = ["compiled_trainers", "train_probes"]
 
@@ -93,7 +99,11 @@ def train_probes(
         progress: show a progress bar over chunks.
 
     Returns:
-        A :class:`Probes` with ``(P, d)`` weights on the raw features.
+        A :class:`Probes` with ``(P, d)`` weights on the raw features. Probes whose
+        training went NaN or inf in any step get NaN weights and their first bad
+        epoch in ``failed_epoch`` (-1 for the others, which are unaffected); a
+        ``NonFiniteTrainingWarning`` names them (or, with ``on_nonfinite="raise"``,
+        a ``NonFiniteTrainingError`` carries the ``Probes``).
     """
     config = TrainConfig() if config is None else config
     plan = _plan.make_plan(
@@ -119,7 +129,17 @@ def train_probes(
     else:
         outputs = _fit_adam(plan, config, key, bar)
     bar.close()
-    return plan.assemble(outputs, config)
+    return _report_failures(plan.assemble(outputs, config), config)
+
+
+def _report_failures(probes: Probes, config: TrainConfig) -> Probes:
+    """Warn about (or raise on) probes whose training went non-finite."""
+    if probes.failed.any():
+        message = failure_message(probes.failed_epoch, config.loss)
+        if config.on_nonfinite == "raise":
+            raise NonFiniteTrainingError(message, probes)
+        warnings.warn(message, NonFiniteTrainingWarning, stacklevel=3)
+    return probes
 
 
 def _check_methods(plan: _plan.Plan, batch_size: int) -> None:

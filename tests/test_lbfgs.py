@@ -26,6 +26,7 @@ def test_lbfgs_matches_sklearn_at_the_same_l2(lam):
         b_ref = ref.intercept_[0] - mean @ w_ref
         assert float(probes.bias[p]) == pytest.approx(b_ref, abs=2e-3)
     assert probes.best_epoch.max() < 40  # preconditioning: few iterations
+    np.testing.assert_array_equal(probes.failed_epoch, -1)
 
 
 def test_lbfgs_per_probe_l2_and_masks():

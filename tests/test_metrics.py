@@ -67,6 +67,7 @@ def test_one_rule_for_a_hard_prediction_at_ties():
         weights=jnp.zeros((2, 3)),
         bias=jnp.zeros(2),
         best_epoch=np.ones(2, int),
+        failed_epoch=np.full(2, -1),
         history={},
         feature_mean=np.zeros((2, 3)),
         feature_scale=np.ones((2, 3)),

@@ -472,3 +472,159 @@ def test_mixed_loss_methods_with_row_weights_equal_separate_calls(problem, monke
             atol=1e-6,
         )
     assert blocks[0] == 3  # the mixed call: masks of 3, 7 and every feature
+
+
+# ------------------------------------------------------- non-finite training
+
+
+def _bce(z, t):
+    return jnp.maximum(z, 0) - z * t + jnp.log1p(jnp.exp(-jnp.abs(z)))
+
+
+def _register_nan_losses():
+    """Loss methods that go non-finite for probes with ``on = 1`` only, each a
+    case of issue 20 (the double ``where`` keeps the other probes' gradients
+    finite)."""
+    from probe_lab.losses import register_loss
+
+    def make(bad_from):
+        def fn(logits, targets, mask, progress, params):
+            bad = (progress > bad_from) & (params["on"] > 0)
+            return _bce(logits, targets) + jnp.sqrt(jnp.where(bad, -1 - logits**2, 1.0))
+
+        return fn
+
+    register_loss("_nan_after_first_step", params={"on": 0.0}, overwrite=True)(
+        make(0.0)
+    )
+    register_loss("_nan_after_half", params={"on": 0.0}, overwrite=True)(make(0.499))
+
+    @register_loss("_nan_grad_from_epoch_3", params={"on": 0.0}, overwrite=True)
+    def _nan_grad(logits, targets, mask, progress, params):
+        # epochs=6: epoch 3 starts at progress 2/6; the loss stays finite, its
+        # gradient (sqrt at 0) does not.
+        bad = (progress > 2 / 6 - 1e-3) & (params["on"] > 0)
+        return _bce(logits, targets) + jnp.sqrt(jnp.where(bad, 0 * logits, 1.0))
+
+    @register_loss("_nan_value_finite_grad", params={"on": 0.0}, overwrite=True)
+    def _nan_value(logits, targets, mask, progress, params):
+        # NaN from epoch 2 of 4 with a finite (zero) gradient: the loss fails.
+        bad = (progress > 0.25 - 1e-3) & (params["on"] > 0)
+        return jnp.where(bad, jnp.nan, _bce(logits, targets))
+
+    @register_loss(
+        "_targets_leave_range", kind="targets", params={"on": 0.0}, overwrite=True
+    )
+    def _targets(logits, targets, mask, progress, params):
+        bad = (progress > 0) & (params["on"] > 0)
+        return jnp.where(bad, 2 * targets + 0.5, targets)
+
+
+_register_nan_losses()
+
+
+@pytest.mark.parametrize(
+    ("loss", "epochs", "first_bad", "early_stopping"),
+    [
+        ("_nan_after_first_step", 3, 1, False),
+        ("_nan_after_half", 4, 3, False),
+        ("_nan_grad_from_epoch_3", 6, 3, True),
+        ("_targets_leave_range", 3, 1, False),
+    ],
+)
+def test_non_finite_training_fails_only_its_probes_at_the_right_epoch(
+    problem, loss, epochs, first_bad, early_stopping
+):
+    from probe_lab.probes import NonFiniteTrainingWarning
+
+    x, y, _ = problem
+    train, val = split(x.shape[0])
+    on = np.array([0, 1, 0, 0, 1, 0], np.float32)
+    kwargs = dict(val_rows=val if early_stopping else None, key=1)
+
+    def config(flags):
+        return TrainConfig(
+            epochs=epochs, batch_size=32, loss=loss, loss_params={"on": flags}
+        )
+
+    with pytest.warns(NonFiniteTrainingWarning, match=r"1 \(.*epoch") as caught:
+        bad = train_probes(x, y, train, config=config(on), **kwargs)
+    assert "2 of 6 probe(s)" in str(caught[0].message)
+    clean = train_probes(x, y, train, config=config(0.0 * on), **kwargs)
+    expected = np.where(on > 0, first_bad, -1)
+    np.testing.assert_array_equal(bad.failed_epoch, expected)
+    np.testing.assert_array_equal(clean.failed_epoch, -1)
+    assert np.isnan(np.asarray(bad.weights)[on > 0]).all()
+    assert np.isnan(np.asarray(bad.bias)[on > 0]).all()
+    ok = on == 0
+    np.testing.assert_allclose(bad.weights[ok], clean.weights[ok], atol=1e-6)
+    np.testing.assert_array_equal(bad.best_epoch[ok], clean.best_epoch[ok])
+    loss_curve = bad.history["train_loss"]
+    assert np.isfinite(loss_curve[: first_bad - 1]).all()
+    assert np.isnan(loss_curve[first_bad - 1 :, on > 0]).all()
+    assert np.isfinite(loss_curve[:, ok]).all()
+    if early_stopping:  # an earlier epoch was kept, yet the probe is failed
+        assert (bad.best_epoch[on > 0] < first_bad).all()
+
+
+def test_non_finite_training_can_raise_and_without_loss_record(problem):
+    from probe_lab.probes import NonFiniteTrainingError
+
+    x, y, _ = problem
+    on = np.array([1, 0, 0, 0, 0, 0], np.float32)
+    config = TrainConfig(
+        epochs=4,
+        batch_size=32,
+        loss="_nan_after_half",
+        loss_params={"on": on},
+        record_loss=False,
+        on_nonfinite="raise",
+    )
+    with pytest.raises(NonFiniteTrainingError, match="_nan_after_half, epoch 3"):
+        train_probes(x, y, config=config)
+    try:
+        train_probes(x, y, config=config)
+    except NonFiniteTrainingError as err:
+        np.testing.assert_array_equal(err.probes.failed_epoch, [3, -1, -1, -1, -1, -1])
+
+
+def test_targets_that_round_past_one_do_not_fail(problem):
+    from probe_lab.losses import register_loss
+
+    @register_loss("_rounded_mixture", kind="targets", overwrite=True)
+    def _rounded(logits, targets, mask, progress, params):
+        # 1.000001 where the target is 1, after the first step (which
+        # check_method sees)
+        return jnp.where(progress > 0, targets * (1 + 1e-6), targets)
+
+    x, y, _ = problem
+    config = TrainConfig(epochs=2, batch_size=32, loss="_rounded_mixture")
+    probes = train_probes(x, y, config=config)
+    np.testing.assert_array_equal(probes.failed_epoch, -1)
+
+
+def test_a_nan_loss_with_a_finite_gradient_fails_without_loss_record(problem):
+    from probe_lab.probes import NonFiniteTrainingWarning
+
+    x, y, _ = problem
+    on = np.array([0, 0, 1, 0, 0, 0], np.float32)
+    config = TrainConfig(
+        epochs=4,
+        batch_size=32,
+        loss="_nan_value_finite_grad",
+        loss_params={"on": on},
+        record_loss=False,
+    )
+    with pytest.warns(NonFiniteTrainingWarning):
+        probes = train_probes(x, y, config=config)
+    np.testing.assert_array_equal(probes.failed_epoch, [-1, -1, 2, -1, -1, -1])
+
+
+def test_weights_that_overflow_are_failed(problem):
+    from probe_lab.probes import NonFiniteTrainingWarning
+
+    x, y, _ = problem
+    lr = np.array([1e-2, 3e38, 1e-2, 1e-2, 1e-2, 1e-2], np.float32)
+    with pytest.warns(NonFiniteTrainingWarning):
+        probes = train_probes(x, y, config=TrainConfig(epochs=2, lr=lr))
+    np.testing.assert_array_equal(probes.failed_epoch, [-1, 1, -1, -1, -1, -1])
