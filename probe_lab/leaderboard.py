@@ -86,6 +86,9 @@ class Leaderboard:
     """Cells left out by the cell rule (chance or gap)."""
     seeds: int
     """Seeds per cell (the most any method has): the ``S`` of the MDE."""
+    failed: int = 0
+    """Rows of probes that trained to NaN or inf (``failed_epoch`` >= 0), left
+    out of everything (a method whose every row failed is not ranked)."""
 
     def save(self, out: str | Path) -> list[Path]:
         """Write ``leaderboard.md`` and the three tables as Parquet into ``out``."""
@@ -123,6 +126,12 @@ class Leaderboard:
                 f"{row.gain:+.3f} |"
             )
         lines += [*self._ranks(), "", self._rules()]
+        if self.failed:
+            lines += [
+                "",
+                f"{self.failed} failed probe row(s) (trained to NaN or "
+                "inf) are left out of every number above.",
+            ]
         return "\n".join(lines) + "\n"
 
     def _ranks(self) -> list[str]:
@@ -382,6 +391,10 @@ def rank_methods(
         The :class:`Leaderboard`.
     """
     table = _check(table, baseline)
+    failed = table.failed_epoch.fillna(-1) >= 0 if "failed_epoch" in table else None
+    if failed is not None and failed.any():  # never a failed probe's numbers
+        table = table[~failed]
+        _check(table, baseline)
     rule = cell_rule(table, confidence=confidence, min_gap=min_gap, n_test=n_test)
     cells = _paired(table, baseline, confidence, rule)
     kept = cells[cells.kept]
@@ -407,4 +420,5 @@ def rank_methods(
         confidence=confidence,
         excluded_cells=int((~rule.kept).sum()),
         seeds=seeds,
+        failed=0 if failed is None else int(failed.sum()),
     )

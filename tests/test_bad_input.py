@@ -20,6 +20,7 @@ test_bad_files_get_clear_errors, test_missing_presets_and_files_are_named).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -973,3 +974,81 @@ def test_run_locks_its_out_and_refuses_another_experiments_folder(
     assert default_out(load_experiment(linked, preset="smoke")) == Path(
         "runs/methods-smoke"
     )
+
+
+# ------------------------------------------------------------ failed probes (study)
+
+
+@pytest.fixture(scope="module")
+def nan_loss():
+    """The issue's loss: finite on the first minibatch, NaN afterwards."""
+    import jax.numpy as jnp
+
+    from probe_lab.losses import LOSSES, register_loss
+
+    @register_loss("_nan_later", params={"gamma": 2.0}, overwrite=True)
+    def _nan_later(logits, targets, mask, progress, params):
+        del targets, mask, params
+        return jnp.sqrt(jnp.where(progress > 0, -1 - logits**2, 1))
+
+    yield "_nan_later"
+    LOSSES.unregister("_nan_later")
+
+
+def test_failed_students_are_marked_named_and_never_reported(caches, nan_loss, capsys):
+    from probe_lab import TrainConfig
+    from probe_lab.study import StudyConfig, Supervisor, run_study
+
+    config = StudyConfig(
+        cache=str(caches["good"]),
+        layer=2,
+        seeds=2,
+        supervisors=(Supervisor(kind="probe", k=3),),
+        students=(8,),
+        losses=("xent", nan_loss),
+        train=TrainConfig(epochs=3, batch_size=32),
+    )
+    result = run_study(config)
+    out = capsys.readouterr().out
+    table = result.table
+    bad = table[table.loss == nan_loss]
+    good = table[table.loss == "xent"]
+    assert (bad.failed_epoch >= 1).all() and (good.failed_epoch == -1).all()
+    for column in ("student_acc", "pgr", "agreement", "gain", "misfit"):
+        assert bad[column].isna().all(), column
+        assert column == "pgr" or good[column].notna().all(), column
+    assert (bad.pgr_note.str.startswith("failed")).all()
+    # xent's rows are those of a study without the failing loss.
+    alone = run_study(dataclasses.replace(config, losses=("xent",)), progress=False)
+    cols = ["student_acc", "agreement", "pgr", "best_epoch"]
+    np.testing.assert_array_equal(
+        good[cols].to_numpy(float), alone.table[cols].to_numpy(float)
+    )
+    [line] = [ln for ln in out.splitlines() if "FAILED" in ln]
+    for part in (nan_loss, "gamma=2", "supervisor 'M_3'", "k=8", "epoch 1"):
+        assert part in line, (part, line)
+    summary = result.summary().set_index("loss")
+    assert summary.loc[nan_loss, "failed"] == 2 and summary.loc[nan_loss, "seeds"] == 0
+    assert np.isnan(summary.loc[nan_loss, "pgr"])
+    assert summary.loc["xent", "failed"] == 0 and summary.loc["xent", "seeds"] == 2
+    board = rank_methods(table)
+    assert nan_loss not in set(board.overall.method)
+    assert board.failed == 2 and "2 failed probe row(s)" in board.markdown()
+
+
+def test_failed_ground_truth_probes_are_a_clear_study_error(caches):
+    from probe_lab import TrainConfig
+    from probe_lab.study import StudyConfig, StudyError, Supervisor, run_study
+
+    config = StudyConfig(
+        cache=str(caches["good"]),
+        layer=2,
+        seeds=1,
+        supervisors=(Supervisor(kind="probe", k=3),),
+        students=(8,),
+        train=TrainConfig(epochs=2, batch_size=32, lr=1e38),
+    )
+    with pytest.raises(StudyError, match=r"ground truth: .*went NaN or inf: ") as err:
+        run_study(config, progress=False)
+    assert "ceiling_8 (seed 0, k=8, epoch 1)" in str(err.value)
+    assert "M_3 (seed 0" in str(err.value)

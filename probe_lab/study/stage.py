@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from probe_lab.basis import standardizes
 from probe_lab.config import TrainConfig
 from probe_lab.losses import get_loss
 from probe_lab.methods import Condition
+from probe_lab.probes import NonFiniteTrainingWarning
 from probe_lab.study.config import StudyConfig
 from probe_lab.study.data import StudyData
 from probe_lab.train import compiled_trainers, train_probes
@@ -63,6 +65,11 @@ class Trained:
     trained: Any  # probe_lab.Probes
     proba: np.ndarray  # (P, n) P(label 1)
     record: dict[str, Any]  # probes, rows, width, epochs, seconds, compilations
+
+    @property
+    def failed_epoch(self) -> np.ndarray:
+        """``(P,)`` int: each probe's first non-finite epoch, -1 when finite."""
+        return np.asarray(self.trained.failed_epoch, np.int64)
 
 
 def _features_with_imitation(x: np.ndarray, probes: list[StageProbe], gain: float):
@@ -123,7 +130,9 @@ def train_stage(
     val_rows = np.stack([p.val for p in probes])
     start = time.perf_counter()
     trainers = compiled_trainers()
-    with count_compilations() as compiles:
+    with count_compilations() as compiles, warnings.catch_warnings():
+        # The study names failed probes itself (method, epoch, parameters).
+        warnings.simplefilter("ignore", NonFiniteTrainingWarning)
         trained = train_probes(
             features,
             np.stack([p.targets for p in probes]).astype(np.float32),
@@ -153,6 +162,7 @@ def train_stage(
         seconds=seconds,
         compilations=len(compiles),
         trainers=compiled_trainers() - trainers,
+        failed=int(np.sum(np.asarray(trained.failed_epoch) >= 0)),
     )
     return Trained(probes, trained, proba, record)
 
