@@ -39,6 +39,7 @@ from conftest import same_datasets, write_synthetic_cache
 
 import probe_lab.experiments
 import probe_lab.experiments.base
+import probe_lab.metrics
 import probe_lab.study.pipeline
 from activation_cache import ExtractConfig, ExtractError, extract, open_cache, store
 from probe_lab import plots
@@ -1052,3 +1053,129 @@ def test_failed_ground_truth_probes_are_a_clear_study_error(caches):
         run_study(config, progress=False)
     assert "ceiling_8 (seed 0, k=8, epoch 1)" in str(err.value)
     assert "M_3 (seed 0" in str(err.value)
+
+
+# ------------------------------------------------------- your own method, end to end
+
+MYLOSSES = '''
+import jax
+
+
+def half(logits, targets, mask, progress, params):
+    """Cross-entropy at half weight: the same ranking as xent, its own name."""
+    del mask, progress
+    return params["w"] * (jax.nn.softplus(logits) - targets * logits)
+
+
+half.params = {"w": 0.5}
+'''
+
+
+@pytest.fixture
+def mylosses(tmp_path, monkeypatch):
+    """A user's loss module on the path, as ``PYTHONPATH=.`` puts it there."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "_mylosses_w2s.py").write_text(MYLOSSES)
+    monkeypatch.syspath_prepend(str(folder))
+    yield "_mylosses_w2s:half"
+    sys.modules.pop("_mylosses_w2s", None)
+
+
+def test_study_on_your_own_method_writes_a_summary_and_a_method_figure(
+    caches, tmp_path, capsys, mylosses
+):
+    toml = tmp_path / "study.toml"
+    toml.write_text(
+        study_text(top='losses = ["xent"]\nseeds = 2', sups=PROBE)
+        .replace("seeds = 1\n", "")
+        .replace("epochs = 1", "epochs = 3")
+        + f'\n[[methods]]\nname = "{mylosses}"\n'
+    )
+    toml.write_text(toml.read_text().format(good=caches["good"]))
+    out = tmp_path / "out"
+    assert main(["study", str(toml), "--out", str(out), "--quiet"]) == 0
+    text = (out / "summary.md").read_text()
+    assert f"| M_3 | 8 | {mylosses}(w=0.5) | 2 |" in text or mylosses in text
+    assert "Fieller" in text and "| xent |" in text
+    assert (out / "methods.png").stat().st_size > 10_000
+    assert "summary.md, methods.png" in capsys.readouterr().out
+
+
+def test_study_report_gives_fieller_intervals_and_says_one_seed():
+    from probe_lab.study import StudyConfig
+    from probe_lab.study.report import method_pgr, summary_markdown
+    from probe_lab.study.result import StudyResult
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(4):
+        for loss, student in (("xent", 0.8), ("mine", 0.85)):
+            rows.append(
+                dict(
+                    supervisor="M_3",
+                    kind="probe",
+                    student=8,
+                    loss=loss,
+                    method=loss,
+                    seed=seed,
+                    weak_acc=0.7 + 0.01 * rng.normal(),
+                    student_acc=student + 0.01 * rng.normal(),
+                    ceiling_acc=0.9 + 0.01 * rng.normal(),
+                    failed_epoch=3 if (loss == "mine" and seed == 0) else -1,
+                    agreement=0.9,
+                    agreement_weak_wrong=0.5,
+                    agreement_weak_right=0.95,
+                )
+            )
+    table = pd.DataFrame(rows)
+    config = StudyConfig(cache="x.h5", layer=2, seeds=4)
+    result = StudyResult(table, pd.DataFrame(), config, {}, [])
+    frame = method_pgr(result).set_index("loss")
+    ok = table[(table.loss == "mine") & (table.failed_epoch < 0)]
+    ref = probe_lab.metrics.pgr_interval(ok.weak_acc, ok.student_acc, ok.ceiling_acc)
+    assert frame.loc["mine", "seeds"] == 3 and frame.loc["mine", "failed"] == 1
+    np.testing.assert_allclose(
+        frame.loc["mine", ["pgr", "pgr_low", "pgr_high"]].to_numpy(float),
+        [ref.pgr, ref.low, ref.high],
+    )
+    assert "mine on M_3, student k=8, seed 0: non-finite from epoch 3" in (
+        summary_markdown(result)
+    )
+    one = StudyResult(
+        table[table.seed == 1],
+        pd.DataFrame(),
+        dataclasses.replace(config, seeds=1),
+        {},
+        [],
+    )
+    assert (method_pgr(one).note == "1 seed: no interval").all()
+    assert (one.summary().interval == "1 seed: no interval").all()
+    assert "1 seed: no interval" in summary_markdown(one)
+
+
+def test_run_methods_with_your_own_method_ranks_it_next_to_the_builtins(
+    caches, tmp_path, capsys, mylosses
+):
+    out = tmp_path / "run"
+    argv = ["run", "methods", "--smoke", "--cache", str(caches["good"])]
+    argv += ["--method", mylosses, "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    board = pd.read_parquet(out / "leaderboard_overall.parquet")
+    methods = set(board.method)
+    assert any(m.startswith(mylosses) for m in methods), methods
+    assert {"xent", "confidence", "gce"} <= methods
+    assert main(["run", "methods", "--method", "_nope_w2s:x", "--quiet"]) == 2
+    assert "--method _nope_w2s:x" in one_error_line(capsys, "run")
+
+
+def test_run_methods_default_folder_names_the_added_methods():
+    from probe_lab.experiments import load_experiment
+    from probe_lab.experiments.run import default_out, with_methods
+
+    config = load_experiment("methods", preset="smoke")
+    added = with_methods(config, ["gce", "gce"])
+    assert [m["name"] for m in added.study["methods"]].count("gce") == 1
+    assert default_out(config, ["mylosses:focal"]) == Path(
+        "runs/methods+mylosses_focal-smoke"
+    )
