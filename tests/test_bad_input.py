@@ -1179,3 +1179,72 @@ def test_run_methods_default_folder_names_the_added_methods():
     assert default_out(config, ["mylosses:focal"]) == Path(
         "runs/methods+mylosses_focal-smoke"
     )
+
+
+# ------------------------------------------------------ supervisor plug-ins, checked
+
+
+def _plugin_returning(make):
+    """A supervisor kind whose label function returns ``make(ctx)``."""
+    from probe_lab.supervisors import WeakLabels
+
+    def label(sup, ctx):
+        del sup
+        return make(ctx, WeakLabels)
+
+    return label
+
+
+def _labels(ctx, weak_labels, **change):
+    n = ctx.truth.shape[0]
+    fields = dict(targets=ctx.truth.astype(np.float32), hard=ctx.truth, weak_acc=0.9)
+    fields.update({k: v(n) if callable(v) else v for k, v in change.items()})
+    return weak_labels(**fields)
+
+
+def _raises(ctx, weak_labels):
+    return {}["missing"]
+
+
+PLUGIN_CASES = [
+    ("wrong-length", lambda c, w: _labels(c, w, targets=lambda n: np.ones(n - 1)),
+     r"targets must be a numeric array of shape \(400,\).*shape \(399,\)"),
+    ("out-of-range", lambda c, w: _labels(c, w, targets=lambda n: np.full(n, 1.5)),
+     r"targets must be finite, in \[0, 1\]; 400 of 400 rows are not"),
+    ("nan-targets", lambda c, w: _labels(c, w, targets=lambda n: np.full(n, np.nan)),
+     r"targets must be finite, in \[0, 1\]"),
+    ("hard-not-binary", lambda c, w: _labels(c, w, hard=lambda n: np.full(n, 2)),
+     r"hard must be 0 or 1"),
+    ("weak-acc-string", lambda c, w: _labels(c, w, weak_acc="high"),
+     r"weak_acc must be a number"),
+    ("a-tuple", lambda c, w: (c.truth, c.truth, 0.9),
+     r"returned a tuple; return WeakLabels\(targets=..., hard=..., weak_acc=...\)"),
+    ("raises", _raises, r"its label function raised KeyError: 'missing'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("make", "pattern"), [c[1:] for c in PLUGIN_CASES], ids=[c[0] for c in PLUGIN_CASES]
+)
+def test_a_broken_supervisor_plugin_is_named(caches, make, pattern):
+    from probe_lab import TrainConfig
+    from probe_lab.study import StudyConfig, StudyError, Supervisor, run_study
+    from probe_lab.supervisors import SUPERVISORS, register_supervisor
+
+    register_supervisor("_broken_w2s", overwrite=True)(_plugin_returning(make))
+    try:
+        config = StudyConfig(
+            cache=str(caches["good"]),
+            layer=2,
+            seeds=1,
+            supervisors=(Supervisor(kind="_broken_w2s", name="mine"),),
+            students=(8,),
+            train=TrainConfig(epochs=1, batch_size=32),
+        )
+        with pytest.raises(StudyError) as err:
+            run_study(config, progress=False)
+    finally:
+        SUPERVISORS.unregister("_broken_w2s")
+    message = str(err.value)
+    assert "supervisor 'mine' (kind '_broken_w2s', seed 0)" in message, message
+    assert pd.Series([message]).str.contains(pattern).all(), (pattern, message)

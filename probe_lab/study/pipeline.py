@@ -58,7 +58,13 @@ from probe_lab.study.data import StudyData, load_study_data
 from probe_lab.study.result import StudyResult
 from probe_lab.study.scoring import score_students, training_eval_sets
 from probe_lab.study.stage import StageProbe, Trained, train_stage
-from probe_lab.supervisors import LabelContext, SeedAsk, WeakLabels, WeakProbe
+from probe_lab.supervisors import (
+    LabelContext,
+    SeedAsk,
+    WeakLabels,
+    WeakProbe,
+    call_label,
+)
 
 __all__ = [
     "GroundTruth",
@@ -239,7 +245,7 @@ def make_labels(
                 data=data,
                 study=config,
             )
-            made[sup.label] = sup.kind_spec.label(sup, ctx)
+            made[sup.label] = call_label(sup, ctx)
             labels[(sup.label, seed)] = made[sup.label]
     return labels
 
