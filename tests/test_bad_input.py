@@ -57,7 +57,8 @@ from probe_lab.experiments import (
 from probe_lab.experiments.config import KINDS
 from probe_lab.experiments.saved import MARKER
 from probe_lab.leaderboard import rank_methods
-from probe_lab.study.data import fingerprint_cache
+from probe_lab.study import StudyError
+from probe_lab.study.data import PartialJoinWarning, fingerprint_cache
 
 pytest_plugins = ["cache_fixtures"]
 
@@ -267,10 +268,15 @@ def test_fingerprints_hash_the_content_not_the_name(caches, tmp_path):
         same["sha256"] == fingerprint_cache(open_cache(caches["good"]), [2])["sha256"]
     )
     assert same["path"] == str(copy.resolve()) and same["layers"] == [2]
+    assert same["checksums"] == "verified"
     with h5py.File(copy, "r+") as f:  # one value of the layer read changes
         f["features/layer_02"][0, 0] += 1
-    assert fingerprint_cache(open_cache(copy), [2])["sha256"] != same["sha256"]
+    changed = fingerprint_cache(open_cache(copy), [2], verify=False)
+    assert changed["sha256"] != same["sha256"]
     assert fingerprint_cache(open_cache(copy), [1])["sha256"] != same["sha256"]
+    # The checksums the file stored catch the change (finite garbage included).
+    with pytest.raises(StudyError, match=r"copy.h5, layer 2: its feature values"):
+        fingerprint_cache(open_cache(copy), [2])
 
 
 @pytest.mark.parametrize(
@@ -1248,3 +1254,71 @@ def test_a_broken_supervisor_plugin_is_named(caches, make, pattern):
     message = str(err.value)
     assert "supervisor 'mine' (kind '_broken_w2s', seed 0)" in message, message
     assert pd.Series([message]).str.contains(pattern).all(), (pattern, message)
+
+
+# ------------------------------------------- joined caches, fingerprints, checksums
+
+
+def _some_ids(path: Path, shared: int) -> Path:
+    """A copy of ``path`` whose ids past the first ``shared`` are another task's."""
+    with h5py.File(path, "r+") as f:
+        ids = f["ids"].asstr()[()]
+        ids[shared:] = [f"other-{i}" for i in range(ids.size - shared)]
+        f["ids"][...] = np.array(ids, dtype=object)
+    return path
+
+
+@pytest.mark.parametrize("shared", [300, 100])
+def test_a_cache_sharing_some_ids_is_warned_about_or_refused(
+    caches, tmp_path, capsys, shared
+):
+    other = tmp_path / "other.h5"
+    shutil.copy(caches["good"], other)
+    _some_ids(other, shared)
+    sups = PROBE + f'[[supervisors]]\nkind = "probe"\nname = "o"\ncache = "{other}"\n'
+    toml = tmp_path / "study.toml"
+    toml.write_text(study_text(sups=sups).format(good=caches["good"]))
+    argv = ["study", str(toml), "--out", str(tmp_path / "out"), "--quiet"]
+    counts = (
+        f"{other} (400 rows) shares {shared} of the 400 ids of the study's cache "
+        f"{caches['good']}"
+    )
+    if shared < 200:
+        assert main(argv) == 2
+        line = one_error_line(capsys, "study")
+        assert counts in line and "below the floor of 50%" in line
+        return
+    with pytest.warns(PartialJoinWarning) as warned:
+        assert main(argv) == 0
+    assert [str(w.message) for w in warned] == [
+        f"{counts} (75%): the study runs on those 300 rows only"
+    ]
+    found = json.loads((tmp_path / "out" / "fingerprints.json").read_text())
+    assert found["rows"] == 300
+
+
+def test_fingerprints_cut_huge_attributes_and_verify_checksums(tmp_path):
+    from probe_lab import TrainConfig
+    from probe_lab.study import StudyConfig, Supervisor, run_study
+
+    path = write_synthetic_cache(tmp_path / "c.h5", n=400, d=8)
+    with h5py.File(path, "r+") as f:
+        f.attrs["task"] = "\x1b[31m" + "t" * 200_000
+    config = StudyConfig(
+        cache=str(path),
+        layer=2,
+        seeds=1,
+        supervisors=(Supervisor(kind="probe", k=3),),
+        students=(8,),
+        train=TrainConfig(epochs=1, batch_size=32),
+    )
+    result = run_study(config, progress=False)
+    result.save(tmp_path / "out")
+    text = (tmp_path / "out" / "fingerprints.json").read_text()
+    assert len(text) < 5_000 and "\x1b" not in text
+    [cache] = result.fingerprints["caches"].values()
+    assert cache["checksums"] == "verified"
+    with h5py.File(path, "r+") as f:  # finite garbage in one feature row
+        f["features/layer_02"][5] = 3.0
+    with pytest.raises(StudyError, match=r"c.h5, layer 2: its feature values changed"):
+        run_study(config, progress=False)
