@@ -1322,3 +1322,21 @@ def test_fingerprints_cut_huge_attributes_and_verify_checksums(tmp_path):
         f["features/layer_02"][5] = 3.0
     with pytest.raises(StudyError, match=r"c.h5, layer 2: its feature values changed"):
         run_study(config, progress=False)
+
+
+def test_one_seed_is_one_rule_no_interval_and_nothing_judged(caches, tmp_path):
+    toml = tmp_path / "exp.toml"
+    toml.write_text(
+        EXPERIMENT + "[study]\nseeds = 1\nstudents = [8]\n[study.train]\nepochs = 3\n"
+        "batch_size = 32\n" + EXP_PROBE + '[[study.supervisors]]\nkind = "random"\n'
+    )
+    out = tmp_path / "out"
+    argv = ["run", str(toml), "--cache", str(caches["good"]), "--quiet"]
+    assert main([*argv, "--cache-dir", str(tmp_path / "c"), "--out", str(out)]) == 0
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["findings"]
+    for finding in record["findings"]:
+        assert finding["held"] is None and "1 seed: no interval" in finding["measured"]
+    summary = pd.read_csv(out / "summary.csv")
+    assert (summary.interval == "1 seed: no interval").all()
+    assert summary.pgr_low.isna().all()

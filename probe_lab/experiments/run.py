@@ -16,17 +16,24 @@ import pandas as pd
 
 from activation_cache.output import hold_lock
 from probe_lab.experiments import report
-from probe_lab.experiments.base import Context, ExperimentResult, summary_frame
+from probe_lab.experiments.base import (
+    Context,
+    ExperimentResult,
+    Finding,
+    summary_frame,
+)
 from probe_lab.experiments.caches import build_cache
 from probe_lab.experiments.config import ExperimentConfig, ExperimentError, slug
 from probe_lab.experiments.kinds import check, load_experiment
 from probe_lab.methods import Method
 from probe_lab.study import StudyResult
+from probe_lab.study.result import ONE_SEED
 
 __all__ = [
     "check_out",
     "default_out",
     "lock_out",
+    "one_seed_rule",
     "run_demo",
     "run_experiment",
     "with_methods",
@@ -234,6 +241,7 @@ def _run_locked(
     )
     ctx.log(f"{config.kind} on {ctx.cache} ({config.preset} size)")
     studies, findings, figures = config.spec.run(ctx)
+    findings = one_seed_rule(studies, findings)
     folders = _save_studies(studies, out)
     result = ExperimentResult(
         config=config,
@@ -257,6 +265,20 @@ def _run_locked(
         )
     ctx.log(f"done in {result.seconds:.0f} s; wrote {out}/")
     return result
+
+
+def one_seed_rule(
+    studies: Mapping[str, StudyResult], findings: list[Finding]
+) -> list[Finding]:
+    """The one rule for a run with a study of fewer than 2 seeds: no interval
+    exists, so no finding is judged (``held`` None) and each says ``1 seed: no
+    interval``, as every summary row does."""
+    if min((r.config.seeds for r in studies.values()), default=2) >= 2:
+        return findings
+    return [
+        dataclasses.replace(f, held=None, measured=f"{f.measured} ({ONE_SEED})")
+        for f in findings
+    ]
 
 
 def _cache(
