@@ -69,12 +69,16 @@ def _study(args: argparse.Namespace) -> int:
             result = run_study(config, progress=not args.quiet)
             out = result.save(args.out)
             from probe_lab import plots  # the study returns data; the figure is here
-            from probe_lab.study.report import write_report
+            from probe_lab.study.report import method_pgr, write_summary
 
             plots.save(
                 plots.plot_gain_vs_misfit(result.table), out / "gain_vs_misfit.png"
             )
-            write_report(result, out)
+            write_summary(result, out)
+            figure = plots.plot_method_pgr(
+                method_pgr(result), seeds=result.config.seeds
+            )
+            plots.save(figure, out / "methods.png")
     except BaseException:
         if made and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
             Path(args.out).rmdir()  # a failed study leaves no folder behind

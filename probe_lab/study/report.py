@@ -1,6 +1,7 @@
-"""What ``probe-lab study`` writes beside a study's tables: ``summary.md`` and a
-method-comparison figure, PGR by method and supervisor with Fieller's interval
-over seeds (:func:`probe_lab.metrics.pgr_interval`).
+"""What ``probe-lab study`` writes beside a study's tables: ``summary.md``, and the
+numbers of its method-comparison figure (:func:`method_pgr`: PGR by method and
+supervisor with Fieller's interval over seeds, :func:`probe_lab.metrics.pgr_interval`;
+the figure is :func:`probe_lab.plots.plot_method_pgr`, the study draws nothing).
 
 Probes that trained to NaN or inf are left out of every number here and counted
 (``failed``); with one seed there is no interval (``1 seed: no interval``) and
@@ -13,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from probe_lab import metrics, plots
+from probe_lab import metrics
 from probe_lab.study.result import ONE_SEED, StudyResult, failed_rows
 
-__all__ = ["method_pgr", "plot_methods", "summary_markdown", "write_report"]
+__all__ = ["method_pgr", "summary_markdown", "write_summary"]
 
 KEYS = ["supervisor", "student", "loss"]
 
@@ -115,56 +115,10 @@ def summary_markdown(result: StudyResult, *, confidence: float = 0.95) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_methods(result: StudyResult, *, confidence: float = 0.95) -> Figure:
-    """PGR by method (rows) in one panel per supervisor, one marker per student
-    size, with Fieller's interval over seeds; n/a where PGR is undefined."""
-    frame = method_pgr(result, confidence=confidence)
-    supervisors = list(dict.fromkeys(frame.supervisor))
-    methods = list(dict.fromkeys(frame.loss))
-    students = sorted(set(frame.student))
-    y = np.arange(len(methods))[::-1]
-    cols = min(len(supervisors), 4)
-    rows = -(-len(supervisors) // cols)
-    with plots.style():
-        fig = Figure(
-            figsize=(3.6 * cols + 2.0, rows * (1.2 + 0.45 * len(methods)) + 0.8),
-            layout="constrained",
-        )
-        grid = plots.panels(fig, len(supervisors), cols, sharey=True).reshape(-1)
-        colors = plots.colors(len(students))
-        for ax, sup in zip(grid, supervisors, strict=False):
-            for j, (k, color) in enumerate(zip(students, colors, strict=True)):
-                part = frame[(frame.supervisor == sup) & (frame.student == k)]
-                part = part.set_index("loss").reindex(methods)
-                at = y + (j - (len(students) - 1) / 2) * 0.8 / len(students)
-                err = np.vstack([part.pgr - part.pgr_low, part.pgr_high - part.pgr])
-                ax.errorbar(
-                    part.pgr,
-                    at,
-                    xerr=np.clip(np.nan_to_num(err), 0, None),
-                    fmt="o",
-                    color=color,
-                    capsize=3,
-                    label=f"student k={k}",
-                )
-                for pos in at[~np.isfinite(part.pgr.to_numpy(float))]:
-                    ax.text(0, pos, "n/a", va="center", fontsize=8, color=color)
-            ax.axvline(0, color="0.6", lw=0.8)
-            ax.set_title(plots.pretty(sup))
-            ax.set_xlabel("PGR")
-        grid[0].set_yticks(y, methods)
-        grid[0].legend(loc="lower right", fontsize=8)
-        fig.suptitle(
-            f"PGR by method and supervisor ({confidence:.0%} Fieller intervals "
-            f"over {result.config.seeds} seed(s))"
-        )
-    return fig
-
-
-def write_report(result: StudyResult, out: str | Path) -> list[Path]:
-    """Write ``summary.md`` and ``methods.png`` into ``out``."""
+def write_summary(result: StudyResult, out: str | Path) -> Path:
+    """Write ``summary.md`` into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "summary.md"
     path.write_text(summary_markdown(result))
-    return [path, plots.save(plot_methods(result), out / "methods.png")]
+    return path
