@@ -1059,6 +1059,11 @@ def test_failed_ground_truth_probes_are_a_clear_study_error(caches):
         run_study(config, progress=False)
     assert "ceiling_8 (seed 0, k=8, epoch 1)" in str(err.value)
     assert "M_3 (seed 0" in str(err.value)
+    raising = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, on_nonfinite="raise")
+    )
+    with pytest.raises(StudyError, match=r"^ground truth: .* trained to NaN or inf"):
+        run_study(raising, progress=False)
 
 
 # ------------------------------------------------------- your own method, end to end

@@ -19,9 +19,10 @@ import numpy as np
 from probe_lab._jax import count_compilations
 from probe_lab.basis import standardizes
 from probe_lab.config import TrainConfig
+from probe_lab.errors import StudyError
 from probe_lab.losses import get_loss
 from probe_lab.methods import Condition
-from probe_lab.probes import NonFiniteTrainingWarning
+from probe_lab.probes import NonFiniteTrainingError, NonFiniteTrainingWarning
 from probe_lab.study.config import StudyConfig
 from probe_lab.study.data import StudyData
 from probe_lab.train import compiled_trainers, train_probes
@@ -133,19 +134,24 @@ def train_stage(
     with count_compilations() as compiles, warnings.catch_warnings():
         # The study names failed probes itself (method, epoch, parameters).
         warnings.simplefilter("ignore", NonFiniteTrainingWarning)
-        trained = train_probes(
-            features,
-            np.stack([p.targets for p in probes]).astype(np.float32),
-            train_rows,
-            val_rows,
-            feature_mask=mask,
-            config=train_config,
-            key=0,
-            groups=np.array([p.seed if p.group is None else p.group for p in probes]),
-            eval_sets=eval_sets or {},
-            feature_gain=feature_gain,
-            sample_weight=weights,
-        )
+        try:
+            trained = train_probes(
+                features,
+                np.stack([p.targets for p in probes]).astype(np.float32),
+                train_rows,
+                val_rows,
+                feature_mask=mask,
+                config=train_config,
+                key=0,
+                groups=np.array(
+                    [p.seed if p.group is None else p.group for p in probes]
+                ),
+                eval_sets=eval_sets or {},
+                feature_gain=feature_gain,
+                sample_weight=weights,
+            )
+        except NonFiniteTrainingError as err:  # on_nonfinite = "raise"
+            raise StudyError(f"{name}: {err}") from None
         proba = np.asarray(trained.predict_proba(features))
     seconds = time.perf_counter() - start
     log(f"[study] {name}: {len(probes)} probes in {seconds:.1f}s")
