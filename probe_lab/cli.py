@@ -69,10 +69,16 @@ def _study(args: argparse.Namespace) -> int:
             result = run_study(config, progress=not args.quiet)
             out = result.save(args.out)
             from probe_lab import plots  # the study returns data; the figure is here
+            from probe_lab.study.report import method_pgr, write_summary
 
             plots.save(
                 plots.plot_gain_vs_misfit(result.table), out / "gain_vs_misfit.png"
             )
+            write_summary(result, out)
+            figure = plots.plot_method_pgr(
+                method_pgr(result), seeds=result.config.seeds
+            )
+            plots.save(figure, out / "methods.png")
     except BaseException:
         if made and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
             Path(args.out).rmdir()  # a failed study leaves no folder behind
@@ -85,16 +91,25 @@ def _study(args: argparse.Namespace) -> int:
         f"{fit['correlation']:.2f}, slope {fit['slope']:.2f}, gain >= misfit in "
         f"{fit['share_above']:.0%} (gain_vs_misfit.png)"
     )
-    print(f"wrote {out}/ (table, dynamics, summary, config, fingerprints)")
+    if len(result.failed):
+        print(
+            f"{len(result.failed)} probe(s) trained to NaN or inf (named above) "
+            "are left out of the summary (its 'failed' column counts them)"
+        )
+    print(
+        f"wrote {out}/ (table, dynamics, summary.csv, summary.md, methods.png, "
+        "config, fingerprints)"
+    )
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from probe_lab.experiments import findings_table, load_experiment, run_experiment
-    from probe_lab.experiments.run import default_out
+    from probe_lab.experiments.run import default_out, with_methods
 
     config = load_experiment(args.config, preset="smoke" if args.smoke else "full")
-    args.out = args.out or str(default_out(config))
+    config = with_methods(config, args.method)
+    args.out = args.out or str(default_out(config, args.method))
     check_out_folder(args.out)
     check_out_folder(args.cache_dir, "--cache-dir")
     result = run_experiment(
@@ -172,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", help="use this cache instead of building [cache]")
     run.add_argument("--cache-dir", default="runs/caches", help="built caches")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument(
+        "--method",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="add your own student method to the studies (a registered name or "
+        "'module:function'; repeatable), e.g. run methods --method mylosses:focal "
+        "ranks it on the leaderboard next to the built-ins",
+    )
     run.add_argument(
         "--fresh",
         action="store_true",

@@ -117,6 +117,9 @@ class Leaderboard:
     """Seeds per cell (the most any method has): the ``S`` of the MDE."""
     stopping: dict[str, bool] = dataclasses.field(default_factory=dict)
     """Each early-stopping rule compared and whether the table had its column."""
+    failed: int = 0
+    """Rows of probes that trained to NaN or inf (``failed_epoch`` >= 0), left
+    out of everything (a method whose every row failed is not ranked)."""
 
     def save(self, out: str | Path) -> list[Path]:
         """Write ``leaderboard.md`` and the three tables as Parquet into ``out``."""
@@ -154,6 +157,12 @@ class Leaderboard:
                 f"{row.gain:+.3f} |"
             )
         lines += [*self._ranks(), *self._stopping(), "", self._rules()]
+        if self.failed:
+            lines += [
+                "",
+                f"{self.failed} failed probe row(s) (trained to NaN or "
+                "inf) are left out of every number above.",
+            ]
         return "\n".join(lines) + "\n"
 
     def _ranks(self) -> list[str]:
@@ -518,6 +527,10 @@ def rank_methods(
         The :class:`Leaderboard`.
     """
     table = _check(table, baseline)
+    failed = table.failed_epoch.fillna(-1) >= 0 if "failed_epoch" in table else None
+    if failed is not None and failed.any():  # never a failed probe's numbers
+        table = table[~failed]
+        _check(table, baseline)
     rules = _stopping_rules(stopping)
     rule = cell_rule(table, confidence=confidence, min_gap=min_gap, n_test=n_test)
     cells = _paired(table, baseline, confidence, rule)
@@ -547,4 +560,5 @@ def rank_methods(
         excluded_cells=int((~rule.kept).sum()),
         seeds=seeds,
         stopping={r: available[r] for r in rules},
+        failed=0 if failed is None else int(failed.sum()),
     )

@@ -38,6 +38,7 @@ __all__ = [
     "panels",
     "pgr_and_agreement",
     "plot_gain_vs_misfit",
+    "plot_method_pgr",
     "pretty",
     "save",
     "style",
@@ -238,4 +239,52 @@ def plot_gain_vs_misfit(table: pd.DataFrame, *, title: str = "") -> Figure:
         ax.set_ylabel("gain: student accuracy - weak accuracy (test)")
         ax.legend(loc="best")
         fig.suptitle(title or "Gain against misfit (means over seeds)")
+    return fig
+
+
+def plot_method_pgr(
+    frame: pd.DataFrame, *, seeds: int, confidence: float = 0.95
+) -> Figure:
+    """PGR by method (rows) in one panel per supervisor, one marker per student
+    size, with Fieller's interval over seeds; n/a where PGR is undefined.
+    ``frame``: :func:`probe_lab.study.report.method_pgr` of a study."""
+    supervisors = list(dict.fromkeys(frame.supervisor))
+    methods = list(dict.fromkeys(frame.loss))
+    students = sorted(set(frame.student))
+    y = np.arange(len(methods))[::-1]
+    cols = min(len(supervisors), 4)
+    rows = -(-len(supervisors) // cols)
+    with style():
+        fig = Figure(
+            figsize=(3.6 * cols + 2.0, rows * (1.2 + 0.45 * len(methods)) + 0.8),
+            layout="constrained",
+        )
+        grid = panels(fig, len(supervisors), cols, sharey=True).reshape(-1)
+        shades = colors(len(students))
+        for ax, sup in zip(grid, supervisors, strict=False):
+            for j, (k, color) in enumerate(zip(students, shades, strict=True)):
+                part = frame[(frame.supervisor == sup) & (frame.student == k)]
+                part = part.set_index("loss").reindex(methods)
+                at = y + (j - (len(students) - 1) / 2) * 0.8 / len(students)
+                err = np.vstack([part.pgr - part.pgr_low, part.pgr_high - part.pgr])
+                ax.errorbar(
+                    part.pgr,
+                    at,
+                    xerr=np.clip(np.nan_to_num(err), 0, None),
+                    fmt="o",
+                    color=color,
+                    capsize=3,
+                    label=f"student k={k}",
+                )
+                for pos in at[~np.isfinite(part.pgr.to_numpy(float))]:
+                    ax.text(0, pos, "n/a", va="center", fontsize=8, color=color)
+            ax.axvline(0, color="0.6", lw=0.8)
+            ax.set_title(pretty(sup))
+            ax.set_xlabel("PGR")
+        grid[0].set_yticks(y, methods)
+        grid[0].legend(loc="lower right", fontsize=8)
+        fig.suptitle(
+            f"PGR by method and supervisor ({confidence:.0%} Fieller intervals "
+            f"over {seeds} seed(s))"
+        )
     return fig

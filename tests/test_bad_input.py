@@ -20,6 +20,7 @@ test_bad_files_get_clear_errors, test_missing_presets_and_files_are_named).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -38,6 +39,7 @@ from conftest import same_datasets, write_synthetic_cache
 
 import probe_lab.experiments
 import probe_lab.experiments.base
+import probe_lab.metrics
 import probe_lab.study.pipeline
 from activation_cache import ExtractConfig, ExtractError, extract, open_cache, store
 from probe_lab import plots
@@ -55,7 +57,8 @@ from probe_lab.experiments import (
 from probe_lab.experiments.config import KINDS
 from probe_lab.experiments.saved import MARKER
 from probe_lab.leaderboard import rank_methods
-from probe_lab.study.data import fingerprint_cache
+from probe_lab.study import StudyError
+from probe_lab.study.data import PartialJoinWarning, fingerprint_cache
 
 pytest_plugins = ["cache_fixtures"]
 
@@ -146,6 +149,9 @@ def write_flat_cache(path: Path) -> Path:
             x = f["features"][name][()]
             x[:, 0] = np.where(y == 1, 20.0, -20.0)
             f["features"][name][...] = x
+        # A legitimate cache of these features: its stored checksums match them.
+        layers = [int(k) for k in json.loads(f.attrs[store.CHECKSUMS])]
+        f.attrs[store.CHECKSUMS] = store.feature_digests(f, layers)
     return path
 
 
@@ -265,10 +271,15 @@ def test_fingerprints_hash_the_content_not_the_name(caches, tmp_path):
         same["sha256"] == fingerprint_cache(open_cache(caches["good"]), [2])["sha256"]
     )
     assert same["path"] == str(copy.resolve()) and same["layers"] == [2]
+    assert same["checksums"] == "verified"
     with h5py.File(copy, "r+") as f:  # one value of the layer read changes
         f["features/layer_02"][0, 0] += 1
-    assert fingerprint_cache(open_cache(copy), [2])["sha256"] != same["sha256"]
+    changed = fingerprint_cache(open_cache(copy), [2], verify=False)
+    assert changed["sha256"] != same["sha256"]
     assert fingerprint_cache(open_cache(copy), [1])["sha256"] != same["sha256"]
+    # The checksums the file stored catch the change (finite garbage included).
+    with pytest.raises(StudyError, match=r"copy.h5, layer 2: its feature values"):
+        fingerprint_cache(open_cache(copy), [2])
 
 
 @pytest.mark.parametrize(
@@ -973,3 +984,367 @@ def test_run_locks_its_out_and_refuses_another_experiments_folder(
     assert default_out(load_experiment(linked, preset="smoke")) == Path(
         "runs/methods-smoke"
     )
+
+
+# ------------------------------------------------------------ failed probes (study)
+
+
+@pytest.fixture(scope="module")
+def nan_loss():
+    """The issue's loss: finite on the first minibatch, NaN afterwards."""
+    import jax.numpy as jnp
+
+    from probe_lab.losses import LOSSES, register_loss
+
+    @register_loss("_nan_later", params={"gamma": 2.0}, overwrite=True)
+    def _nan_later(logits, targets, mask, progress, params):
+        del targets, mask, params
+        return jnp.sqrt(jnp.where(progress > 0, -1 - logits**2, 1))
+
+    yield "_nan_later"
+    LOSSES.unregister("_nan_later")
+
+
+def test_failed_students_are_marked_named_and_never_reported(caches, nan_loss, capsys):
+    from probe_lab import TrainConfig
+    from probe_lab.study import StudyConfig, Supervisor, run_study
+
+    config = StudyConfig(
+        cache=str(caches["good"]),
+        layer=2,
+        seeds=2,
+        supervisors=(Supervisor(kind="probe", k=3),),
+        students=(8,),
+        losses=("xent", nan_loss),
+        train=TrainConfig(epochs=3, batch_size=32),
+    )
+    result = run_study(config)
+    out = capsys.readouterr().out
+    table = result.table
+    bad = table[table.loss == nan_loss]
+    good = table[table.loss == "xent"]
+    assert (bad.failed_epoch >= 1).all() and (good.failed_epoch == -1).all()
+    for column in ("student_acc", "pgr", "agreement", "gain", "misfit"):
+        assert bad[column].isna().all(), column
+        assert column == "pgr" or good[column].notna().all(), column
+    assert (bad.pgr_note.str.startswith("failed")).all()
+    # xent's rows are those of a study without the failing loss.
+    alone = run_study(dataclasses.replace(config, losses=("xent",)), progress=False)
+    cols = ["student_acc", "agreement", "pgr", "best_epoch"]
+    np.testing.assert_array_equal(
+        good[cols].to_numpy(float), alone.table[cols].to_numpy(float)
+    )
+    [line] = [ln for ln in out.splitlines() if "FAILED" in ln]
+    for part in (nan_loss, "gamma=2", "supervisor 'M_3'", "k=8", "epoch 1"):
+        assert part in line, (part, line)
+    summary = result.summary().set_index("loss")
+    assert summary.loc[nan_loss, "failed"] == 2 and summary.loc[nan_loss, "seeds"] == 0
+    assert np.isnan(summary.loc[nan_loss, "pgr"])
+    assert summary.loc["xent", "failed"] == 0 and summary.loc["xent", "seeds"] == 2
+    board = rank_methods(table)
+    assert nan_loss not in set(board.overall.method)
+    assert board.failed == 2 and "2 failed probe row(s)" in board.markdown()
+
+
+def test_failed_ground_truth_probes_are_a_clear_study_error(caches):
+    from probe_lab import TrainConfig
+    from probe_lab.study import StudyConfig, StudyError, Supervisor, run_study
+
+    config = StudyConfig(
+        cache=str(caches["good"]),
+        layer=2,
+        seeds=1,
+        supervisors=(Supervisor(kind="probe", k=3),),
+        students=(8,),
+        train=TrainConfig(epochs=2, batch_size=32, lr=1e38),
+    )
+    with pytest.raises(StudyError, match=r"ground truth: .*went NaN or inf: ") as err:
+        run_study(config, progress=False)
+    assert "ceiling_8 (seed 0, k=8, epoch 1)" in str(err.value)
+    assert "M_3 (seed 0" in str(err.value)
+    raising = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, on_nonfinite="raise")
+    )
+    with pytest.raises(StudyError, match=r"^ground truth: .* trained to NaN or inf"):
+        run_study(raising, progress=False)
+
+
+# ------------------------------------------------------- your own method, end to end
+
+MYLOSSES = '''
+import jax
+
+
+def half(logits, targets, mask, progress, params):
+    """Cross-entropy at half weight: the same ranking as xent, its own name."""
+    del mask, progress
+    return params["w"] * (jax.nn.softplus(logits) - targets * logits)
+
+
+half.params = {"w": 0.5}
+'''
+
+
+@pytest.fixture
+def mylosses(tmp_path, monkeypatch):
+    """A user's loss module on the path, as ``PYTHONPATH=.`` puts it there."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "_mylosses_w2s.py").write_text(MYLOSSES)
+    monkeypatch.syspath_prepend(str(folder))
+    yield "_mylosses_w2s:half"
+    sys.modules.pop("_mylosses_w2s", None)
+
+
+def test_study_on_your_own_method_writes_a_summary_and_a_method_figure(
+    caches, tmp_path, capsys, mylosses
+):
+    toml = tmp_path / "study.toml"
+    toml.write_text(
+        study_text(top='losses = ["xent"]\nseeds = 2', sups=PROBE)
+        .replace("seeds = 1\n", "")
+        .replace("epochs = 1", "epochs = 3")
+        + f'\n[[methods]]\nname = "{mylosses}"\n'
+    )
+    toml.write_text(toml.read_text().format(good=caches["good"]))
+    out = tmp_path / "out"
+    assert main(["study", str(toml), "--out", str(out), "--quiet"]) == 0
+    text = (out / "summary.md").read_text()
+    assert f"| M_3 | 8 | {mylosses}(w=0.5) | 2 |" in text or mylosses in text
+    assert "Fieller" in text and "| xent |" in text
+    assert (out / "methods.png").stat().st_size > 10_000
+    assert "summary.md, methods.png" in capsys.readouterr().out
+
+
+def test_study_report_gives_fieller_intervals_and_says_one_seed():
+    from probe_lab.study import StudyConfig
+    from probe_lab.study.report import method_pgr, summary_markdown
+    from probe_lab.study.result import StudyResult
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(4):
+        for loss, student in (("xent", 0.8), ("mine", 0.85)):
+            rows.append(
+                dict(
+                    supervisor="M_3",
+                    kind="probe",
+                    student=8,
+                    loss=loss,
+                    method=loss,
+                    seed=seed,
+                    weak_acc=0.7 + 0.01 * rng.normal(),
+                    student_acc=student + 0.01 * rng.normal(),
+                    ceiling_acc=0.9 + 0.01 * rng.normal(),
+                    failed_epoch=3 if (loss == "mine" and seed == 0) else -1,
+                    agreement=0.9,
+                    agreement_weak_wrong=0.5,
+                    agreement_weak_right=0.95,
+                )
+            )
+    table = pd.DataFrame(rows)
+    config = StudyConfig(cache="x.h5", layer=2, seeds=4)
+    result = StudyResult(table, pd.DataFrame(), config, {}, [])
+    frame = method_pgr(result).set_index("loss")
+    ok = table[(table.loss == "mine") & (table.failed_epoch < 0)]
+    ref = probe_lab.metrics.pgr_interval(ok.weak_acc, ok.student_acc, ok.ceiling_acc)
+    assert frame.loc["mine", "seeds"] == 3 and frame.loc["mine", "failed"] == 1
+    np.testing.assert_allclose(
+        frame.loc["mine", ["pgr", "pgr_low", "pgr_high"]].to_numpy(float),
+        [ref.pgr, ref.low, ref.high],
+    )
+    assert "mine on M_3, student k=8, seed 0: non-finite from epoch 3" in (
+        summary_markdown(result)
+    )
+    one = StudyResult(
+        table[table.seed == 1],
+        pd.DataFrame(),
+        dataclasses.replace(config, seeds=1),
+        {},
+        [],
+    )
+    assert (method_pgr(one).note == "1 seed: no interval").all()
+    assert (one.summary().interval == "1 seed: no interval").all()
+    assert "1 seed: no interval" in summary_markdown(one)
+
+
+def test_run_methods_with_your_own_method_ranks_it_next_to_the_builtins(
+    caches, tmp_path, capsys, mylosses
+):
+    out = tmp_path / "run"
+    argv = ["run", "methods", "--smoke", "--cache", str(caches["good"])]
+    argv += ["--method", mylosses, "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    board = pd.read_parquet(out / "leaderboard_overall.parquet")
+    methods = set(board.method)
+    assert any(m.startswith(mylosses) for m in methods), methods
+    assert {"xent", "confidence", "gce"} <= methods
+    assert main(["run", "methods", "--method", "_nope_w2s:x", "--quiet"]) == 2
+    assert "--method _nope_w2s:x" in one_error_line(capsys, "run")
+
+
+def test_run_methods_default_folder_names_the_added_methods():
+    from probe_lab.experiments import load_experiment
+    from probe_lab.experiments.run import default_out, with_methods
+
+    config = load_experiment("methods", preset="smoke")
+    added = with_methods(config, ["gce", "gce"])
+    assert [m["name"] for m in added.study["methods"]].count("gce") == 1
+    assert default_out(config, ["mylosses:focal"]) == Path(
+        "runs/methods+mylosses_focal-smoke"
+    )
+
+
+# ------------------------------------------------------ supervisor plug-ins, checked
+
+
+def _plugin_returning(make):
+    """A supervisor kind whose label function returns ``make(ctx)``."""
+    from probe_lab.supervisors import WeakLabels
+
+    def label(sup, ctx):
+        del sup
+        return make(ctx, WeakLabels)
+
+    return label
+
+
+def _labels(ctx, weak_labels, **change):
+    n = ctx.truth.shape[0]
+    fields = dict(targets=ctx.truth.astype(np.float32), hard=ctx.truth, weak_acc=0.9)
+    fields.update({k: v(n) if callable(v) else v for k, v in change.items()})
+    return weak_labels(**fields)
+
+
+def _raises(ctx, weak_labels):
+    return {}["missing"]
+
+
+PLUGIN_CASES = [
+    ("wrong-length", lambda c, w: _labels(c, w, targets=lambda n: np.ones(n - 1)),
+     r"targets must be a numeric array of shape \(400,\).*shape \(399,\)"),
+    ("out-of-range", lambda c, w: _labels(c, w, targets=lambda n: np.full(n, 1.5)),
+     r"targets must be finite, in \[0, 1\]; 400 of 400 rows are not"),
+    ("nan-targets", lambda c, w: _labels(c, w, targets=lambda n: np.full(n, np.nan)),
+     r"targets must be finite, in \[0, 1\]"),
+    ("hard-not-binary", lambda c, w: _labels(c, w, hard=lambda n: np.full(n, 2)),
+     r"hard must be 0 or 1"),
+    ("weak-acc-string", lambda c, w: _labels(c, w, weak_acc="high"),
+     r"weak_acc must be a number"),
+    ("a-tuple", lambda c, w: (c.truth, c.truth, 0.9),
+     r"returned a tuple; return WeakLabels\(targets=..., hard=..., weak_acc=...\)"),
+    ("raises", _raises, r"its label function raised KeyError: 'missing'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("make", "pattern"), [c[1:] for c in PLUGIN_CASES], ids=[c[0] for c in PLUGIN_CASES]
+)
+def test_a_broken_supervisor_plugin_is_named(caches, make, pattern):
+    from probe_lab import TrainConfig
+    from probe_lab.study import StudyConfig, StudyError, Supervisor, run_study
+    from probe_lab.supervisors import SUPERVISORS, register_supervisor
+
+    register_supervisor("_broken_w2s", overwrite=True)(_plugin_returning(make))
+    try:
+        config = StudyConfig(
+            cache=str(caches["good"]),
+            layer=2,
+            seeds=1,
+            supervisors=(Supervisor(kind="_broken_w2s", name="mine"),),
+            students=(8,),
+            train=TrainConfig(epochs=1, batch_size=32),
+        )
+        with pytest.raises(StudyError) as err:
+            run_study(config, progress=False)
+    finally:
+        SUPERVISORS.unregister("_broken_w2s")
+    message = str(err.value)
+    assert "supervisor 'mine' (kind '_broken_w2s', seed 0)" in message, message
+    assert pd.Series([message]).str.contains(pattern).all(), (pattern, message)
+
+
+# ------------------------------------------- joined caches, fingerprints, checksums
+
+
+def _some_ids(path: Path, shared: int) -> Path:
+    """A copy of ``path`` whose ids past the first ``shared`` are another task's."""
+    with h5py.File(path, "r+") as f:
+        ids = f["ids"].asstr()[()]
+        ids[shared:] = [f"other-{i}" for i in range(ids.size - shared)]
+        f["ids"][...] = np.array(ids, dtype=object)
+    return path
+
+
+@pytest.mark.parametrize("shared", [300, 100])
+def test_a_cache_sharing_some_ids_is_warned_about_or_refused(
+    caches, tmp_path, capsys, shared
+):
+    other = tmp_path / "other.h5"
+    shutil.copy(caches["good"], other)
+    _some_ids(other, shared)
+    sups = PROBE + f'[[supervisors]]\nkind = "probe"\nname = "o"\ncache = "{other}"\n'
+    toml = tmp_path / "study.toml"
+    toml.write_text(study_text(sups=sups).format(good=caches["good"]))
+    argv = ["study", str(toml), "--out", str(tmp_path / "out"), "--quiet"]
+    counts = (
+        f"{other} (400 rows) shares {shared} of the 400 ids of the study's cache "
+        f"{caches['good']}"
+    )
+    if shared < 200:
+        assert main(argv) == 2
+        line = one_error_line(capsys, "study")
+        assert counts in line and "below the floor of 50%" in line
+        return
+    with pytest.warns(PartialJoinWarning) as warned:
+        assert main(argv) == 0
+    assert [str(w.message) for w in warned] == [
+        f"{counts} (75%): the study runs on those 300 rows only"
+    ]
+    found = json.loads((tmp_path / "out" / "fingerprints.json").read_text())
+    assert found["rows"] == 300
+
+
+def test_fingerprints_cut_huge_attributes_and_verify_checksums(tmp_path):
+    from probe_lab import TrainConfig
+    from probe_lab.study import StudyConfig, Supervisor, run_study
+
+    path = write_synthetic_cache(tmp_path / "c.h5", n=400, d=8)
+    with h5py.File(path, "r+") as f:
+        f.attrs["task"] = "\x1b[31m" + "t" * 200_000
+    config = StudyConfig(
+        cache=str(path),
+        layer=2,
+        seeds=1,
+        supervisors=(Supervisor(kind="probe", k=3),),
+        students=(8,),
+        train=TrainConfig(epochs=1, batch_size=32),
+    )
+    result = run_study(config, progress=False)
+    result.save(tmp_path / "out")
+    text = (tmp_path / "out" / "fingerprints.json").read_text()
+    assert len(text) < 5_000 and "\x1b" not in text
+    [cache] = result.fingerprints["caches"].values()
+    assert cache["checksums"] == "verified"
+    with h5py.File(path, "r+") as f:  # finite garbage in one feature row
+        f["features/layer_02"][5] = 3.0
+    with pytest.raises(StudyError, match=r"c.h5, layer 2: its feature values changed"):
+        run_study(config, progress=False)
+
+
+def test_one_seed_is_one_rule_no_interval_and_nothing_judged(caches, tmp_path):
+    toml = tmp_path / "exp.toml"
+    toml.write_text(
+        EXPERIMENT + "[study]\nseeds = 1\nstudents = [8]\n[study.train]\nepochs = 3\n"
+        "batch_size = 32\n" + EXP_PROBE + '[[study.supervisors]]\nkind = "random"\n'
+    )
+    out = tmp_path / "out"
+    argv = ["run", str(toml), "--cache", str(caches["good"]), "--quiet"]
+    assert main([*argv, "--cache-dir", str(tmp_path / "c"), "--out", str(out)]) == 0
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["findings"]
+    for finding in record["findings"]:
+        assert finding["held"] is None and "1 seed: no interval" in finding["measured"]
+    summary = pd.read_csv(out / "summary.csv")
+    assert (summary.interval == "1 seed: no interval").all()
+    assert summary.pgr_low.isna().all()

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import json
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -14,13 +16,28 @@ import pandas as pd
 
 from activation_cache.output import hold_lock
 from probe_lab.experiments import report
-from probe_lab.experiments.base import Context, ExperimentResult, summary_frame
+from probe_lab.experiments.base import (
+    Context,
+    ExperimentResult,
+    Finding,
+    summary_frame,
+)
 from probe_lab.experiments.caches import build_cache
 from probe_lab.experiments.config import ExperimentConfig, ExperimentError, slug
 from probe_lab.experiments.kinds import check, load_experiment
+from probe_lab.methods import Method
 from probe_lab.study import StudyResult
+from probe_lab.study.result import ONE_SEED
 
-__all__ = ["check_out", "default_out", "lock_out", "run_demo", "run_experiment"]
+__all__ = [
+    "check_out",
+    "default_out",
+    "lock_out",
+    "one_seed_rule",
+    "run_demo",
+    "run_experiment",
+    "with_methods",
+]
 
 DEMO = ("simulation_difficulty", "error_structures")
 """The experiments ``probe-lab demo`` runs."""
@@ -40,14 +57,41 @@ def _resolve(
     return experiment
 
 
-def default_out(config: ExperimentConfig) -> Path:
+def default_out(config: ExperimentConfig, methods: Sequence[str] = ()) -> Path:
     """Where an experiment writes without ``out``: ``runs/<name>`` (full size) or
     ``runs/<name>-<preset>`` for a packaged experiment; for your own file, its
     file name instead of ``<name>`` (``runs/mymethods`` for ``mymethods.toml``),
-    so a copy of a packaged file never writes into the packaged run's folder."""
+    so a copy of a packaged file never writes into the packaged run's folder.
+    Methods added with ``--method`` (``methods``) name the folder too
+    (``runs/methods+mylosses_focal``)."""
     name = config.name if _packaged(config.source) else Path(config.source).stem
     suffix = "" if config.preset == "full" else f"-{config.preset}"
-    return Path("runs") / f"{name or config.name}{suffix}"
+    added = "".join(f"+{slug(m.replace(':', '_'))}" for m in methods)
+    return Path("runs") / f"{name or config.name}{added}{suffix}"
+
+
+def with_methods(config: ExperimentConfig, methods: Sequence[str]) -> ExperimentConfig:
+    """``config`` with your own student methods added to its ``[study]`` methods
+    (``probe-lab run methods --method mylosses:focal``), each a registered name
+    or an import path ``"module:function"``, checked now (a name that resolves to
+    nothing is refused before any cache is built). On the ``methods`` leaderboard
+    they are ranked next to the built-ins."""
+    if not methods:
+        return config
+    given = list(config.study.get("methods", ()))
+    names = {m.get("name") if isinstance(m, Mapping) else None for m in given}
+    added = []
+    for name in methods:
+        try:
+            Method(name=name)
+        except ValueError as err:
+            raise ExperimentError(f"--method {name}: {err}") from None
+        if name not in names:
+            added.append({"name": name})
+            names.add(name)
+    return dataclasses.replace(
+        config, study={**config.study, "methods": [*given, *added]}
+    )
 
 
 def _packaged(source: str) -> bool:
@@ -197,6 +241,7 @@ def _run_locked(
     )
     ctx.log(f"{config.kind} on {ctx.cache} ({config.preset} size)")
     studies, findings, figures = config.spec.run(ctx)
+    findings = one_seed_rule(studies, findings)
     folders = _save_studies(studies, out)
     result = ExperimentResult(
         config=config,
@@ -220,6 +265,20 @@ def _run_locked(
         )
     ctx.log(f"done in {result.seconds:.0f} s; wrote {out}/")
     return result
+
+
+def one_seed_rule(
+    studies: Mapping[str, StudyResult], findings: list[Finding]
+) -> list[Finding]:
+    """The one rule for a run with a study of fewer than 2 seeds: no interval
+    exists, so no finding is judged (``held`` None) and each says ``1 seed: no
+    interval``, as every summary row does."""
+    if min((r.config.seeds for r in studies.values()), default=2) >= 2:
+        return findings
+    return [
+        dataclasses.replace(f, held=None, measured=f"{f.measured} ({ONE_SEED})")
+        for f in findings
+    ]
 
 
 def _cache(

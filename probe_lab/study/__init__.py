@@ -9,7 +9,9 @@ The package, one concern per module (docs/architecture.md):
   compiled call per stage);
 * :mod:`~probe_lab.study.scoring`: the evaluation sets, curves and table rows;
 * :mod:`~probe_lab.study.pipeline`: the four stages and :func:`run_study`;
-* :mod:`~probe_lab.study.result`: :class:`StudyResult` (summary, save, load).
+* :mod:`~probe_lab.study.result`: :class:`StudyResult` (summary, save, load);
+* :mod:`~probe_lab.study.report`: ``summary.md`` and the method-comparison figure
+  that ``probe-lab study`` writes.
 """
 
 from probe_lab.methods import Method

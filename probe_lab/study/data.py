@@ -11,7 +11,15 @@ cache's absolute path and a sha256 of its content, hashed over what the study re
 (the file's attributes, every per-example dataset and the stored features of each
 layer read, all rows), so a result names exactly the bytes it came from; the
 layers a study does not read are not hashed (a big cache's other layers can be
-gigabytes).
+gigabytes). Where the file stores its feature checksums (``probe-lab info
+--validate`` checks them too), each layer read is verified against them from the
+bytes already in memory (one sha256 pass; finite garbage written into a feature
+row after extraction is refused, naming the cache and the layer).
+
+Caches joined by id: the study runs on the ids every cache holds. When another
+cache holds only some of the main cache's ids, a :class:`PartialJoinWarning` names
+both files and the row counts; below :data:`MIN_SHARED` of the main cache's rows
+the study is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,9 +40,12 @@ from probe_lab.study.config import StudyConfig
 from probe_lab.supervisors import WeakProbe
 
 __all__ = [
+    "MIN_SHARED",
     "SPLITS",
+    "PartialJoinWarning",
     "StudyData",
     "cache_fingerprints",
+    "check_feature_checksums",
     "fingerprint_cache",
     "load_study_data",
     "make_splits",
@@ -43,6 +55,16 @@ __all__ = [
 SPLITS = ("test", "weak_train", "weak_val", "student_train", "student_val")
 
 Source = tuple[str | None, int | None]  # (cache, layer); (None, None): the study's
+
+MIN_SHARED = 0.5
+"""The least share of the main cache's rows another cache must hold (by id) for a
+study to join them; below it the study is refused (the other cache is probably
+another task's or another sample's)."""
+
+
+class PartialJoinWarning(UserWarning):
+    """Another cache holds only some of the main cache's ids: the study runs on
+    the rows both hold."""
 
 
 @dataclasses.dataclass
@@ -216,7 +238,11 @@ def _digest_array(digest: Any, name: str, values: Any) -> None:
 
 
 def fingerprint_cache(
-    cache: Any, layers: Iterable[int], read: Mapping[int, np.ndarray] | None = None
+    cache: Any,
+    layers: Iterable[int],
+    read: Mapping[int, np.ndarray] | None = None,
+    *,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """What identifies the content a study reads from one cache.
 
@@ -225,11 +251,14 @@ def fingerprint_cache(
         layers: the layers read (negative counts from the last).
         read: stored layers already read in full (hidden_states index -> ``(n,
             d)`` array), hashed from memory instead of read again.
+        verify: check the layers read against the checksums the file stored
+            (:func:`check_feature_checksums`; a mismatch is a StudyError).
 
     Returns:
         ``path`` (absolute), ``sha256`` over the file's attributes, ids, labels,
         lengths, texts, extra fields and the stored features of each layer read,
-        ``layers`` (hidden_states indices hashed), ``rows``, ``bytes`` (file size).
+        ``layers`` (hidden_states indices hashed), ``rows``, ``bytes`` (file size),
+        ``checksums`` (``"verified"``, ``"none stored"`` or ``"not checked"``).
     """
     read = dict(read or {})
     stored = sorted({_stored_layer(cache, layer) for layer in layers})
@@ -239,9 +268,10 @@ def fingerprint_cache(
         _digest_array(digest, name, getattr(cache, name))
     for name, values in sorted(cache.extra.items()):
         _digest_array(digest, f"extra/{name}", values)
+    arrays = {}
     for layer in stored:
-        x = read[layer] if layer in read else cache.features(layer)
-        _digest_array(digest, f"layer {layer}", x)
+        arrays[layer] = read[layer] if layer in read else cache.features(layer)
+        _digest_array(digest, f"layer {layer}", arrays[layer])
     path = Path(cache.path).resolve()
     return dict(
         path=str(path),
@@ -249,7 +279,38 @@ def fingerprint_cache(
         layers=stored,
         rows=int(cache.n),
         bytes=path.stat().st_size,
+        checksums=check_feature_checksums(cache, arrays) if verify else "not checked",
     )
+
+
+def check_feature_checksums(cache: Any, arrays: Mapping[int, np.ndarray]) -> str:
+    """Verify layers read in full (hidden_states index -> ``(n, d)`` array in the
+    stored dtype) against the feature checksums the cache stored when it was
+    written, from the bytes in memory (the sha256 ``probe-lab info --validate``
+    compares).
+
+    Returns:
+        ``"verified"``, or ``"none stored"`` for a file made before checksums (or
+        still incomplete).
+
+    Raises:
+        StudyError: a layer's values changed since the file was written.
+    """
+    from activation_cache.store import CHECKSUMS
+
+    if not cache.has_checksums or not cache.complete:
+        return "none stored"
+    expected = json.loads(str(cache.meta[CHECKSUMS]))
+    for layer, x in arrays.items():
+        found = hashlib.sha256(np.ascontiguousarray(x).data).hexdigest()
+        if found != expected.get(str(layer)):
+            raise StudyError(
+                f"{cache.path}, layer {layer}: its feature values changed after the "
+                "file was written (sha256 differs from the stored checksum); "
+                f"re-extract the cache (`probe-lab info {cache.path} --validate` "
+                "checks every layer)"
+            )
+    return "verified"
 
 
 def cache_fingerprints(reads: Mapping[str, Iterable[int]]) -> dict[str, Any]:
@@ -294,6 +355,7 @@ def _join(
     for path in paths:
         caches[path] = open_cache(path)
         ia, ib = join(main, caches[path])
+        _check_shared(main, caches[path], ia.size)
         maps[path] = dict(zip(ia.tolist(), ib.tolist(), strict=True))
         rows = np.array([r for r in rows if r in maps[path]], np.int64)
     if max_rows is not None and max_rows < rows.size:
@@ -303,6 +365,28 @@ def _join(
         path: np.array([m[r] for r in rows], np.int64) for path, m in maps.items()
     }
     return caches, lookup
+
+
+def _check_shared(main: Any, other: Any, shared: int) -> None:
+    """Warn when ``other`` holds only some of ``main``'s ids; refuse below
+    :data:`MIN_SHARED` of them."""
+    if shared >= main.n:
+        return
+    counts = (
+        f"{other.path} ({other.n} rows) shares {shared} of the {main.n} ids of the "
+        f"study's cache {main.path} ({shared / main.n:.0%})"
+    )
+    if shared < MIN_SHARED * main.n:
+        raise StudyError(
+            f"{counts}, below the floor of {MIN_SHARED:.0%}: a study runs only on "
+            "the ids every cache holds; extract both caches from the same task and "
+            "size"
+        )
+    warnings.warn(
+        f"{counts}: the study runs on those {shared} rows only",
+        PartialJoinWarning,
+        stacklevel=4,
+    )
 
 
 def load_study_data(
@@ -379,6 +463,8 @@ def _load_sources(
     Returns:
         Each cache's stored layers as read in full (to hash them from memory).
     """
+    from activation_cache.store import printable
+
     read: dict[str | None, dict[int, np.ndarray]] = {c: {} for c in data.caches}
     fit_rows = data.splits["weak_train"][0] | data.splits["student_train"][0]
     sources = [(None, None)] + [p.source for p in probes if p.source != (None, None)]
@@ -386,7 +472,7 @@ def _load_sources(
         cache, layer = source
         opened = data.caches[cache]
         layer = source_layer(config, data.caches[None], source)
-        stored = opened.features(layer)
+        stored = opened.features(layer)  # the stored dtype (checksums)
         read[cache][_stored_layer(opened, layer)] = stored
         x = stored[data.lookup[cache]]
         check_finite(x, opened, layer, data.lookup[cache])
@@ -399,10 +485,10 @@ def _load_sources(
         data.bases[source] = config.basis if counted else "raw"
         whiten = config.whiten and counted
         data.sources[source] = to_basis(x, data.bases[source], fit_rows, whiten=whiten)
-        data.fingerprints[f"{opened.path}#layer{layer}"] = dict(
-            model=opened.meta.get("model"),
-            task=opened.meta.get("task"),
-            task_fingerprint=opened.fingerprint,
+        data.fingerprints[f"{opened.path}#layer{layer}"] = dict(  # cut: anyone's text
+            model=printable(opened.meta.get("model"), 300),
+            task=printable(opened.meta.get("task"), 300),
+            task_fingerprint=printable(opened.fingerprint, 300),
             layer=int(layer),
             shape=list(x.shape),
             path=str(Path(opened.path).resolve()),

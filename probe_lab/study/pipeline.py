@@ -52,17 +52,25 @@ import pandas as pd
 from probe_lab import metrics
 from probe_lab.errors import StudyError
 from probe_lab.label_methods import LabelMethodError, get_label_method
+from probe_lab.losses import get_loss
 from probe_lab.study.config import StudyConfig
 from probe_lab.study.data import StudyData, load_study_data
 from probe_lab.study.result import StudyResult
 from probe_lab.study.scoring import score_students, training_eval_sets
-from probe_lab.study.stage import StageProbe, train_stage
-from probe_lab.supervisors import LabelContext, SeedAsk, WeakLabels, WeakProbe
+from probe_lab.study.stage import StageProbe, Trained, train_stage
+from probe_lab.supervisors import (
+    LabelContext,
+    SeedAsk,
+    WeakLabels,
+    WeakProbe,
+    call_label,
+)
 
 __all__ = [
     "GroundTruth",
     "Scored",
     "make_labels",
+    "mark_failed",
     "run_study",
     "train_bootstrap",
     "train_ground_truth",
@@ -168,6 +176,7 @@ def train_ground_truth(
             log=log,
         )
         records.append(stage.record)
+        _refuse_failed_ground_truth(stage, "ground truth" + _source_name(source))
         for p, row in zip(probes, stage.proba, strict=True):
             proba[(p.name, p.seed)] = row
     ceiling_acc = {
@@ -236,7 +245,7 @@ def make_labels(
                 data=data,
                 study=config,
             )
-            made[sup.label] = sup.kind_spec.label(sup, ctx)
+            made[sup.label] = call_label(sup, ctx)
             labels[(sup.label, seed)] = made[sup.label]
     return labels
 
@@ -289,7 +298,95 @@ def train_students(
     }
     kinds = {s.label: s.kind for s in config.supervisors}
     table, dynamics = score_students(stage, weak, kinds, truth.ceiling_acc, data)
+    table = mark_failed(table, stage, "students", log)
     return Scored(table, dynamics, (stage.record,))
+
+
+FAILED_NUMBERS = (
+    "student_acc",
+    "agreement",
+    "agreement_weak_wrong",
+    "agreement_weak_right",
+    "misfit",
+    "misfit_xent",
+)
+"""The table's numbers of a student that a failed probe never reports (NaN);
+``pgr`` and ``gain``, computed from ``student_acc``, follow."""
+FAILED_NOTE = "failed: trained to NaN or inf"
+"""The ``pgr_note`` of a failed probe's row."""
+
+
+def mark_failed(
+    table: pd.DataFrame,
+    stage: Trained,
+    name: str,
+    log: Callable[..., None] = print,
+    *,
+    failed_epoch: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """A students' table with a ``failed_epoch`` column (the first epoch whose
+    loss, gradient or weights went NaN or inf; -1 when finite; default the
+    stage's) and the failed rows' numbers NaN, and one printed line per failed
+    (supervisor, student, condition) naming the method, the parameters it trained
+    with, the seeds and the epochs."""
+    probes = stage.probes
+    if failed_epoch is None:
+        failed_epoch = stage.failed_epoch
+    failed_epoch = np.asarray(failed_epoch, np.int64)
+    table = table.assign(failed_epoch=failed_epoch)
+    bad = failed_epoch >= 0
+    table.loc[bad, list(FAILED_NUMBERS)] = np.nan
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for i in np.flatnonzero(bad):
+        p = probes[i]
+        groups.setdefault((p.name, p.k, p.label), []).append(i)
+    for (sup, k, label), index in groups.items():
+        cond = probes[index[0]].condition
+        method = cond.method if cond else label
+        params = _trained_params(stage, index[0])
+        seeds = ", ".join(f"{probes[i].seed} (epoch {failed_epoch[i]})" for i in index)
+        log(
+            f"[study] FAILED {name}: method {method!r} "
+            f"({'parameters ' + params if params else 'no parameters'}; condition "
+            f"{label!r}), supervisor {sup!r}, student k={k}: seeds {seeds} trained "
+            f"to NaN or inf; their accuracies, PGR and agreement are NaN and "
+            f"summaries leave them out"
+        )
+    return table
+
+
+def _trained_params(stage: Trained, i: int) -> str:
+    """``gamma=2.0, ...``: the parameters probe ``i`` trained with (its loss
+    method's, and its label method's)."""
+    p = stage.probes[i]
+    declared = dict(get_loss(p.loss).params)
+    values = {
+        n: np.broadcast_to(v, len(stage.probes))[i]
+        for n, v in stage.trained.config.loss_params
+        if n in declared
+    }
+    if p.condition is not None and p.condition.relabel:
+        values |= p.condition.relabel_params
+    return ", ".join(f"{n}={float(v):g}" for n, v in values.items())
+
+
+def _refuse_failed_ground_truth(stage: Trained, name: str) -> None:
+    """A ground-truth, weak or ceiling probe that trained to NaN or inf leaves
+    every number built on it undefined: refuse, naming them."""
+    bad = np.flatnonzero(stage.failed_epoch >= 0)
+    if bad.size:
+        shown = ", ".join(
+            f"{stage.probes[i].name} (seed {stage.probes[i].seed}, k="
+            f"{stage.probes[i].k}, epoch {stage.failed_epoch[i]})"
+            for i in bad[:8]
+        )
+        more = f" and {bad.size - 8} more" if bad.size > 8 else ""
+        raise StudyError(
+            f"{name}: {bad.size} probe(s) trained on the ground truth went NaN or "
+            f"inf: {shown}{more}. Every weak label and ceiling is built on them; "
+            "lower [study.train] lr, or check the features for huge values "
+            "(probe-lab info --validate)"
+        )
 
 
 def relabel(probes: list[StageProbe], data: StudyData) -> list[StageProbe]:
@@ -350,6 +447,7 @@ def train_bootstrap(
         for s in seeds
     }
     tables, dynamics, records = [], [], []
+    failed = {key: -1 for key in prev}  # a failed link fails the rest of its chain
     for step, k in enumerate(chain[1:], start=1):
         name = "bootstrap:" + ">".join(str(c) for c in chain[:step])
         probes = [
@@ -381,6 +479,12 @@ def train_bootstrap(
         table, dyn = score_students(
             stage, weak, {name: "bootstrap"}, truth.ceiling_acc, data
         )
+        epochs = np.array([failed[(p.label, p.seed)] for p in probes])
+        epochs = np.where(epochs >= 0, epochs, stage.failed_epoch)
+        failed = {
+            (p.label, p.seed): int(e) for p, e in zip(probes, epochs, strict=True)
+        }
+        table = mark_failed(table, stage, f"bootstrap {step}", log, failed_epoch=epochs)
         tables.append(table)
         dynamics.append(dyn)
         records.append(stage.record)
@@ -422,6 +526,7 @@ def run_study(config: StudyConfig, *, progress: bool = True) -> StudyResult:
         table.weak_acc, table.student_acc, table.ceiling_acc, warn=False
     )
     table["pgr_note"] = metrics.pgr_reason(table.weak_acc, table.ceiling_acc)
+    table.loc[table.failed_epoch >= 0, "pgr_note"] = FAILED_NOTE
     table["gain"] = table.student_acc - table.weak_acc
     return StudyResult(
         table=table,

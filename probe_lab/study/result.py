@@ -13,7 +13,25 @@ import pandas as pd
 from probe_lab import metrics
 from probe_lab.study.config import StudyConfig
 
-__all__ = ["StudyResult"]
+__all__ = ["ONE_SEED", "StudyResult", "failed_rows", "single_seed"]
+
+
+def single_seed(seeds: int) -> str:
+    """What a summary row says in place of an interval with fewer than 2 seeds
+    (one rule for every summary and finding: nothing is judged on it)."""
+    return ONE_SEED if seeds == 1 else "no seed left (every probe failed)"
+
+
+ONE_SEED = "1 seed: no interval"
+"""The interval text of a summary row with one seed."""
+
+
+def failed_rows(table: pd.DataFrame) -> pd.Series:
+    """``(rows,)`` bool: the rows of probes that trained to NaN or inf (a
+    ``failed_epoch`` >= 0; tables saved before that column have none)."""
+    if "failed_epoch" not in table:
+        return pd.Series(False, index=table.index)
+    return table.failed_epoch.fillna(-1) >= 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,16 +59,22 @@ class StudyResult:
         """Mean accuracies and PGR per (supervisor, student, loss), with a
         percentile bootstrap interval of PGR over seeds. ``pgr_dropped`` counts
         bootstrap resamples without a gap (left out of the interval); ``interval``
-        says what the seeds vary."""
+        says what the seeds vary. Probes that trained to NaN or inf (the table's
+        ``failed_epoch`` >= 0) are left out; ``failed`` counts them."""
         rows = []
         keys = ["supervisor", "student", "loss"]
         covers = f"{confidence:.0%} bootstrap over seeds ({self.interval_covers})"
-        for key, group in self.table.groupby(keys, sort=False):
+        for key, every in self.table.groupby(keys, sort=False):
+            failed = failed_rows(every)
+            group = every[~failed]
             accs = (group.weak_acc, group.student_acc, group.ceiling_acc)
-            _, dropped = metrics.bootstrap_pgr_samples(*accs)
-            with warnings.catch_warnings():  # the count is a column here
-                warnings.simplefilter("ignore", metrics.PGRWarning)
-                low, high = metrics.bootstrap_pgr(*accs, confidence=confidence)
+            low = high = float("nan")
+            dropped = 0
+            if len(group):  # every seed failed: nothing to report
+                _, dropped = metrics.bootstrap_pgr_samples(*accs)
+                with warnings.catch_warnings():  # the count is a column here
+                    warnings.simplefilter("ignore", metrics.PGRWarning)
+                    low, high = metrics.bootstrap_pgr(*accs, confidence=confidence)
             point = metrics.pgr(
                 group.weak_acc.mean(),
                 group.student_acc.mean(),
@@ -60,8 +84,9 @@ class StudyResult:
             rows.append(
                 dict(
                     zip(keys, key, strict=True),
-                    kind=group.kind.iloc[0],
+                    kind=every.kind.iloc[0],
                     seeds=len(group),
+                    failed=int(failed.sum()),
                     weak_acc=group.weak_acc.mean(),
                     student_acc=group.student_acc.mean(),
                     ceiling_acc=group.ceiling_acc.mean(),
@@ -69,13 +94,18 @@ class StudyResult:
                     pgr_low=low,
                     pgr_high=high,
                     pgr_dropped=dropped,
-                    interval=covers,
+                    interval=covers if len(group) > 1 else single_seed(len(group)),
                     agreement=group.agreement.mean(),
                     agreement_weak_wrong=group.agreement_weak_wrong.mean(),
                     agreement_weak_right=group.agreement_weak_right.mean(),
                 )
             )
         return pd.DataFrame(rows)
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """The table's rows of probes that trained to NaN or inf."""
+        return self.table[failed_rows(self.table)]
 
     def save(self, out: str | Path) -> Path:
         """Write the table and dynamics (Parquet if pyarrow is installed, else CSV),

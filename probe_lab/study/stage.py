@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,10 @@ import numpy as np
 from probe_lab._jax import count_compilations
 from probe_lab.basis import standardizes
 from probe_lab.config import TrainConfig
+from probe_lab.errors import StudyError
 from probe_lab.losses import get_loss
 from probe_lab.methods import Condition
+from probe_lab.probes import NonFiniteTrainingError, NonFiniteTrainingWarning
 from probe_lab.study.config import StudyConfig
 from probe_lab.study.data import StudyData
 from probe_lab.train import compiled_trainers, train_probes
@@ -63,6 +66,11 @@ class Trained:
     trained: Any  # probe_lab.Probes
     proba: np.ndarray  # (P, n) P(label 1)
     record: dict[str, Any]  # probes, rows, width, epochs, seconds, compilations
+
+    @property
+    def failed_epoch(self) -> np.ndarray:
+        """``(P,)`` int: each probe's first non-finite epoch, -1 when finite."""
+        return np.asarray(self.trained.failed_epoch, np.int64)
 
 
 def _features_with_imitation(x: np.ndarray, probes: list[StageProbe], gain: float):
@@ -123,20 +131,27 @@ def train_stage(
     val_rows = np.stack([p.val for p in probes])
     start = time.perf_counter()
     trainers = compiled_trainers()
-    with count_compilations() as compiles:
-        trained = train_probes(
-            features,
-            np.stack([p.targets for p in probes]).astype(np.float32),
-            train_rows,
-            val_rows,
-            feature_mask=mask,
-            config=train_config,
-            key=0,
-            groups=np.array([p.seed if p.group is None else p.group for p in probes]),
-            eval_sets=eval_sets or {},
-            feature_gain=feature_gain,
-            sample_weight=weights,
-        )
+    with count_compilations() as compiles, warnings.catch_warnings():
+        # The study names failed probes itself (method, epoch, parameters).
+        warnings.simplefilter("ignore", NonFiniteTrainingWarning)
+        try:
+            trained = train_probes(
+                features,
+                np.stack([p.targets for p in probes]).astype(np.float32),
+                train_rows,
+                val_rows,
+                feature_mask=mask,
+                config=train_config,
+                key=0,
+                groups=np.array(
+                    [p.seed if p.group is None else p.group for p in probes]
+                ),
+                eval_sets=eval_sets or {},
+                feature_gain=feature_gain,
+                sample_weight=weights,
+            )
+        except NonFiniteTrainingError as err:  # on_nonfinite = "raise"
+            raise StudyError(f"{name}: {err}") from None
         proba = np.asarray(trained.predict_proba(features))
     seconds = time.perf_counter() - start
     log(f"[study] {name}: {len(probes)} probes in {seconds:.1f}s")
@@ -153,6 +168,7 @@ def train_stage(
         seconds=seconds,
         compilations=len(compiles),
         trainers=compiled_trainers() - trainers,
+        failed=int(np.sum(np.asarray(trained.failed_epoch) >= 0)),
     )
     return Trained(probes, trained, proba, record)
 

@@ -50,6 +50,7 @@ __all__ = [
     "SupervisorKind",
     "WeakLabels",
     "WeakProbe",
+    "call_label",
     "paths_in",
     "reference_name",
     "register_supervisor",
@@ -157,6 +158,67 @@ def _no_prepare(sup: Supervisor, data: Any) -> None:
 def _no_feature(sup: Supervisor) -> float | None:
     del sup
     return None
+
+
+def call_label(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
+    """``sup``'s kind's ``label(sup, ctx)``, checked: what it raises (other than
+    a :class:`StudyError`) and what it returns that is not ``(n,)`` finite
+    targets in [0, 1], ``(n,)`` hard labels in {0, 1} and a numeric ``weak_acc``
+    become a :class:`StudyError` naming the supervisor and its kind."""
+    who = f"supervisor {sup.label!r} (kind {sup.kind!r}, seed {ctx.seed})"
+    try:
+        out = sup.kind_spec.label(sup, ctx)
+    except StudyError:
+        raise
+    except Exception as err:
+        raise StudyError(
+            f"{who}: its label function raised {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(out, WeakLabels):
+        raise StudyError(
+            f"{who}: its label function returned a {type(out).__name__}; return "
+            "WeakLabels(targets=..., hard=..., weak_acc=...) "
+            "(probe_lab.supervisors.WeakLabels)"
+        )
+    n = ctx.truth.shape[0]
+    for name in ("targets", "hard", "imitation"):
+        _check_column(who, name, getattr(out, name), n)
+    if not isinstance(out.weak_acc, int | float | np.number) or isinstance(
+        out.weak_acc, bool
+    ):
+        raise StudyError(
+            f"{who}: weak_acc must be a number (the supervisor's test accuracy), "
+            f"got {out.weak_acc!r}"
+        )
+    return out
+
+
+def _check_column(who: str, name: str, value: Any, n: int) -> None:
+    """One ``(n,)`` column of :class:`WeakLabels`: shape, finite, in range."""
+    if value is None and name == "imitation":
+        return
+    array = np.asarray(value)
+    if array.shape != (n,) or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == bool
+    ):
+        raise StudyError(
+            f"{who}: {name} must be a numeric array of shape ({n},), one value per "
+            f"row of the study, got {type(value).__name__} of shape {array.shape} "
+            f"and dtype {array.dtype}"
+        )
+    bad = ~np.isfinite(array.astype(np.float64))
+    if name == "targets":
+        bad |= (array < 0) | (array > 1)
+    elif name == "hard":
+        bad |= ~np.isin(array, (0, 1))
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(f"{i} ({array[i]!r})" for i in rows[:3])
+        want = {"targets": "finite, in [0, 1]", "hard": "0 or 1"}.get(name, "finite")
+        raise StudyError(
+            f"{who}: {name} must be {want}; {rows.size} of {n} rows are not "
+            f"(rows {shown})"
+        )
 
 
 def _kind_name(sup: Supervisor) -> str:
