@@ -4,11 +4,13 @@ Each experiment kind draws its own figure in its module (``plot`` in
 :mod:`probe_lab.experiments.simulation_difficulty`, ...) with these helpers: the
 style (:func:`style`), panel grids, per-seed bands and lines, grouped bars, the
 strong-ceiling band and :func:`save`. Figures take tidy tables (one row per seed,
-or a summary with bootstrap intervals) and are built without pyplot, so no display
+or a summary with PGR intervals) and are built without pyplot, so no display
 or global backend is involved; :func:`save` writes one as a PNG.
 Intervals: bands are the mean over seeds with a 95% Student-t interval (n - 1
-degrees of freedom; with 3-10 seeds 1.96 standard errors would be too narrow); PGR
-error bars are the study's percentile bootstrap interval over seeds.
+degrees of freedom, :func:`probe_lab.metrics.t_interval`; with 3-10 seeds 1.96
+standard errors would be too narrow); PGR error bars are the summary's Fieller
+interval (:func:`probe_lab.metrics.pgr_interval`), none where PGR is undefined at
+the study's precision.
 """
 
 from __future__ import annotations
@@ -98,14 +100,20 @@ def save(fig: Figure, path: str | Path) -> Path:
 
 
 def band(frame: pd.DataFrame, by: Sequence[str] | str, column: str) -> pd.DataFrame:
-    """Mean of ``column`` per group with a 95% Student-t interval over seeds."""
-    from scipy import stats as scipy_stats
+    """Mean of ``column`` per group with a 95% Student-t interval over seeds
+    (:func:`probe_lab.metrics.t_interval`; a single seed gives a zero-width band)."""
+    from probe_lab.metrics import t_interval
 
     stats = frame.groupby(by)[column].agg(["mean", "std", "count"]).reset_index()
-    dof = np.maximum(stats["count"] - 1, 1)
-    quantile = scipy_stats.t.ppf(0.975, dof)
-    half = quantile * stats["std"].fillna(0.0) / np.sqrt(stats["count"])
-    return stats.assign(low=stats["mean"] - half, high=stats["mean"] + half)
+    groups = frame.groupby(by)[column]
+    bounds = [t_interval(values.to_numpy(float)) for _, values in groups]
+    low = np.array([b.low for b in bounds], np.float64)
+    high = np.array([b.high for b in bounds], np.float64)
+    single = ~np.isfinite(low)
+    return stats.assign(
+        low=np.where(single, stats["mean"], low),
+        high=np.where(single, stats["mean"], high),
+    )
 
 
 def line(ax: Axes, stats: pd.DataFrame, x: str, **style) -> None:
@@ -144,7 +152,7 @@ def bars(
     ax: Axes, summary: pd.DataFrame, order: Sequence[str], column: str, *, errors: bool
 ) -> None:
     """Bars of ``column`` per supervisor in ``order``, one per loss (xent,
-    confidence); ``errors``: PGR's bootstrap interval as error bars; n/a where
+    confidence); ``errors``: PGR's Fieller interval as error bars; n/a where
     undefined."""
     losses = [loss for loss in LOSS_NAMES if loss in set(summary.loss)]
     width = 0.8 / len(losses)
@@ -183,7 +191,7 @@ def pgr_and_agreement(
     agreement_label: str,
     top: float,
 ) -> Figure:
-    """Two bar panels per supervisor and loss: PGR with bootstrap intervals, and
+    """Two bar panels per supervisor and loss: PGR with Fieller intervals, and
     the student's agreement with the weak labels (``column``)."""
     fig = Figure(figsize=(12, 5.0), layout="constrained")
     left, right = fig.subplots(1, 2)

@@ -132,7 +132,7 @@ def check(summary: pd.DataFrame, ref: str) -> list[Finding]:
 def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
     """PGR (left) and agreement with the weak labels (right) against the number of
     weak-labelled training rows, one line per supervisor (the simulatable M_k and
-    random flips at its accuracy), with the bootstrap intervals over seeds.
+    random flips at its accuracy), with Fieller intervals over seeds.
 
     Args:
         summary: ``StudyResult.summary()`` rows with a ``labelled`` column (rows
@@ -172,7 +172,7 @@ def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
         if cut:
             left.set_ylim(bottom=-1.55)
         left.set_title(
-            f"PGR (95% bootstrap interval over seeds){cut}"
+            f"PGR (95% Fieller interval over seeds){cut}"
             if summary.pgr.notna().any()
             else "PGR undefined: the ceiling is not above the weak accuracy"
         )

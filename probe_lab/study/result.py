@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +37,22 @@ class StudyResult:
         return "split and minibatch order" if resplit else "minibatch order only"
 
     def summary(self, *, confidence: float = 0.95) -> pd.DataFrame:
-        """Mean accuracies and PGR per (supervisor, student, loss), with a
-        percentile bootstrap interval of PGR over seeds. ``pgr_dropped`` counts
-        bootstrap resamples without a gap (left out of the interval); ``interval``
-        says what the seeds vary."""
+        """Mean accuracies and PGR per (supervisor, student, loss), with Fieller's
+        interval of PGR over seeds (:func:`probe_lab.metrics.pgr_interval`, paired
+        within each seed; nothing is resampled or dropped).
+
+        ``pgr`` is ``mean(student - weak) / mean(ceiling - weak)`` (the paper's PGR
+        of averaged accuracies); ``pgr_low`` / ``pgr_high`` its interval, NaN with
+        ``pgr_note`` saying why where it is undefined ("PGR undefined at this
+        precision" where the gap's own t-interval includes 0); ``interval`` says
+        what the seeds vary.
+        """
         rows = []
         keys = ["supervisor", "student", "loss"]
-        covers = f"{confidence:.0%} bootstrap over seeds ({self.interval_covers})"
+        covers = f"{confidence:.0%} Fieller over seeds ({self.interval_covers})"
         for key, group in self.table.groupby(keys, sort=False):
             accs = (group.weak_acc, group.student_acc, group.ceiling_acc)
-            _, dropped = metrics.bootstrap_pgr_samples(*accs)
-            with warnings.catch_warnings():  # the count is a column here
-                warnings.simplefilter("ignore", metrics.PGRWarning)
-                low, high = metrics.bootstrap_pgr(*accs, confidence=confidence)
-            point = metrics.pgr(
-                group.weak_acc.mean(),
-                group.student_acc.mean(),
-                group.ceiling_acc.mean(),
-                warn=False,
-            )
+            fit = metrics.pgr_interval(*accs, confidence=confidence)
             rows.append(
                 dict(
                     zip(keys, key, strict=True),
@@ -65,10 +61,10 @@ class StudyResult:
                     weak_acc=group.weak_acc.mean(),
                     student_acc=group.student_acc.mean(),
                     ceiling_acc=group.ceiling_acc.mean(),
-                    pgr=float(point),
-                    pgr_low=low,
-                    pgr_high=high,
-                    pgr_dropped=dropped,
+                    pgr=float(fit.pgr),
+                    pgr_low=float(fit.low),
+                    pgr_high=float(fit.high),
+                    pgr_note=str(fit.reason),
                     interval=covers,
                     agreement=group.agreement.mean(),
                     agreement_weak_wrong=group.agreement_weak_wrong.mean(),
