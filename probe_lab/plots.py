@@ -1,4 +1,4 @@
-"""Drawing helpers shared by the figures, and the study's gain-against-misfit figure.
+"""Drawing helpers shared by the figures, and the study's misfit-theorem figure.
 
 Each experiment kind draws its own figure in its module (``plot`` in
 :mod:`probe_lab.experiments.simulation_difficulty`, ...) with these helpers: the
@@ -39,7 +39,7 @@ __all__ = [
     "line",
     "panels",
     "pgr_and_agreement",
-    "plot_gain_vs_misfit",
+    "plot_misfit_theorem",
     "pretty",
     "save",
     "style",
@@ -210,40 +210,69 @@ def pgr_and_agreement(
     return fig
 
 
-def plot_gain_vs_misfit(table: pd.DataFrame, *, title: str = "") -> Figure:
-    """Gain (student - weak accuracy) against misfit (the student's disagreement
-    with its weak labels), one point per condition (supervisor x student x method,
-    mean over seeds), colored by method; the least-squares line, and the line
-    ``gain = misfit`` that Charikar et al. (2024) bound the gain by from below for
-    convex students. The fit's correlation and slope are in the legend."""
-    from probe_lab.metrics import misfit_fit
+def plot_misfit_theorem(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """The misfit theorem (Charikar et al. 2024) in its own quantities: squared-loss
+    gain against squared-loss misfit, means over seeds, with the line ``gain =
+    misfit``.
 
-    keys = ["supervisor", "student", "loss"]
-    means = table.groupby(keys, sort=False)[["gain", "misfit"]].mean().reset_index()
-    fit = misfit_fit(means.gain, means.misfit)
+    Left: the projection student (least squares of the weak probabilities on the
+    student's features, fit on the labelled rows; one point per supervisor x
+    student k), on the held-out test rows (filled: what is tested, the theorem
+    predicts points on or above the line up to estimation error) and on the fitted
+    rows (hollow: an identity for a realizable target). Right: the trained
+    students (one point per supervisor x k x method) on the test rows, which
+    satisfy none of the theorem's assumptions (a logistic probe trained with its
+    own loss, not a projection). Columns from :mod:`probe_lab.study.scoring`.
+    """
+    keys = ["supervisor", "student"]
+    columns = ["sq_gain_test", "sq_misfit_test", "sq_gain_fit", "sq_misfit_fit"]
+    proj = table.groupby(keys, sort=False)[columns].mean().reset_index()
+    trained = (
+        table.groupby([*keys, "loss"], sort=False)[
+            ["student_sq_gain_test", "student_sq_misfit_test"]
+        ]
+        .mean()
+        .reset_index()
+    )
+    share = (proj.sq_gain_test >= proj.sq_misfit_test).mean()
     with style():
-        fig = Figure(figsize=(10.5, 6.5), layout="constrained")
-        ax = fig.add_subplot()
-        ax.set_title(
-            f"{int(fit['n'])} conditions; gain >= misfit in {fit['share_above']:.0%}"
+        fig = Figure(figsize=(12, 5.5), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        left.scatter(proj.sq_misfit_test, proj.sq_gain_test, s=30, label="test rows")
+        left.scatter(
+            proj.sq_misfit_fit,
+            proj.sq_gain_fit,
+            s=30,
+            facecolors="none",
+            edgecolors="0.3",
+            label="fitted rows (identity)",
         )
-        methods = list(dict.fromkeys(means.loss))
+        left.set_title(
+            f"Projection student: is gain >= misfit on held-out rows? "
+            f"{share:.0%} of {len(proj)}"
+        )
+        methods = list(dict.fromkeys(trained.loss))
         for method, color in zip(methods, colors(len(methods), "tab10"), strict=True):
-            rows = means[means.loss == method]
-            ax.scatter(rows.misfit, rows.gain, s=28, color=color, label=method)
-        span = np.linspace(0, max(float(means.misfit.max()), 1e-3), 50)
-        ax.plot(span, span, "k--", lw=1, label="gain = misfit")
-        if np.isfinite(fit["slope"]):
-            ax.plot(
-                span,
-                fit["intercept"] + fit["slope"] * span,
-                color="0.4",
-                lw=1.5,
-                label=f"fit: slope {fit['slope']:.2f}, r = {fit['correlation']:.2f}",
+            rows = trained[trained.loss == method]
+            right.scatter(
+                rows.student_sq_misfit_test,
+                rows.student_sq_gain_test,
+                s=28,
+                color=color,
+                label=method,
             )
-        ax.axhline(0, color="0.6", lw=0.8)
-        ax.set_xlabel("misfit: student disagrees with weak labels (labelled rows)")
-        ax.set_ylabel("gain: student accuracy - weak accuracy (test)")
-        ax.legend(loc="best")
-        fig.suptitle(title or "Gain against misfit (means over seeds)")
+        right.set_title("Trained students on test rows (outside the theorem)")
+        for ax, pts in ((left, proj.sq_misfit_test), (right, trained.iloc[:, -1])):
+            top = max(float(np.nanmax(np.r_[pts.to_numpy(float), 1e-3])), 1e-3)
+            span = np.linspace(0, top, 50)
+            ax.plot(span, span, "k--", lw=1, label="gain = misfit")
+            ax.axhline(0, color="0.6", lw=0.8)
+            ax.set_xlabel("squared misfit: mean (s - w)^2")
+            ax.set_ylabel("squared gain: mean (y - w)^2 - mean (y - s)^2")
+            ax.legend(loc="best")
+        fig.suptitle(
+            title
+            or "Misfit theorem in squared loss (w: weak probabilities, y: ceiling "
+            "probe, s: student; means over seeds)"
+        )
     return fig

@@ -122,7 +122,10 @@ def test_table_dynamics_and_stages_are_complete(cache, tmp_path):
         metrics.pgr(table.weak_acc, table.student_acc, table.ceiling_acc, warn=False),
     )
     makers = table[table.kind.isin(["longest", "strong_unconfident", "mixture"])]
-    np.testing.assert_allclose(makers.weak_label_acc, makers.target_acc, atol=2e-3)
+    # Matched on the test rows: weak_acc is the test target to the row.
+    np.testing.assert_allclose(
+        makers.weak_acc, makers.target_acc, atol=1 / makers.n_test.min() + 1e-9
+    )
     assert len(result.dynamics) == len(table) * 4
     stage_names = [s["stage"] for s in result.stages]
     assert stage_names == [
@@ -175,7 +178,10 @@ def test_dynamics_off_scores_the_same_students(cache):
     columns = ["student_acc", "agreement", "agreement_weak_wrong", "best_epoch"]
     n_test = 400
     np.testing.assert_allclose(off[columns], on[columns], atol=2 / n_test)
-    assert off_result.dynamics.test_acc.isna().sum() == len(off) * 4
+    # The test accuracy is recorded every epoch (student_acc_final and
+    # student_acc_best_test need it); the agreements only at the kept epoch.
+    assert off_result.dynamics.test_acc.notna().all()
+    assert off_result.dynamics.agreement.isna().sum() == len(off) * 4
     assert off_result.dynamics.val_agreement.notna().all()
 
 

@@ -20,7 +20,15 @@ class StudyResult:
     """Tidy outputs of :func:`run_study`."""
 
     table: pd.DataFrame
-    """One row per (supervisor, student, loss, seed)."""
+    """One row per (supervisor, student, loss, seed): accuracies (``weak_acc``, the
+    supervisor's test accuracy for every kind; ``student_acc`` at the early-stopping
+    epoch; ``ceiling_acc``), agreements, ``pgr``; ``n_test``; per-row metrics on the
+    test rows (``correction``, ``corruption``, ``auroc``, ``ece``); early-stopping
+    sensitivity (``student_acc_final`` at the last epoch, ``student_acc_best_test``
+    the best test epoch: an upper bound); the misfit theorem in squared loss
+    (``weak_probs``, ``sq_gain_fit`` / ``_test``, ``sq_misfit_*``, ``sq_slack_*`` of
+    the projection student, ``student_sq_gain_test``, ``student_sq_misfit_test``).
+    Each column: docs/statistics.md, "Study table columns"."""
     dynamics: pd.DataFrame
     """One row per (supervisor, student, loss, seed, epoch)."""
     config: StudyConfig
@@ -73,12 +81,34 @@ class StudyResult:
             )
         return pd.DataFrame(rows)
 
+    def cell_warnings(self, *, confidence: float = 0.95) -> list[str]:
+        """One line per (supervisor, student k) whose supervisor is within noise of
+        chance or of the ceiling, by :func:`probe_lab.leaderboard.cell_rule`'s rule
+        (the weak accuracy's t-interval must clear 0.5 and, with ``n_test`` test
+        rows, by two binomial standard errors; the gap ``ceiling - weak`` must have
+        a t-interval above 0, be at least 0.02 and exceed two standard errors of
+        the two test accuracies). PGR in such a cell says nothing. Empty with one
+        seed (no interval), and for a table without the columns the rule reads."""
+        from probe_lab import leaderboard
+
+        table = self.table
+        need = {"supervisor", "student", "seed", "weak_acc", "ceiling_acc"}
+        if not need <= set(table) or table.seed.nunique() < 2:
+            return []
+        cells = leaderboard.cell_rule(table, confidence=confidence)
+        return [
+            f"warning: supervisor {row.supervisor} (student k = {row.student}): "
+            f"{row.excluded} (weak accuracy {row.weak_acc:.3f}, ceiling - weak "
+            f"{row.gap:+.3f}); its PGR says nothing at this precision"
+            for row in cells[~cells.kept].itertuples()
+        ]
+
     def save(self, out: str | Path) -> Path:
         """Write the table and dynamics (Parquet if pyarrow is installed, else CSV),
         the summary, the resolved config, the cache fingerprints and the stages'
         records into ``out``. Figures are the caller's (a study returns data):
-        ``probe_lab.plots.plot_gain_vs_misfit(result.table)`` draws gain against
-        misfit."""
+        ``probe_lab.plots.plot_misfit_theorem(result.table)`` draws the
+        squared-loss misfit test."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for name, frame in (("table", self.table), ("dynamics", self.dynamics)):
@@ -120,9 +150,19 @@ class StudyResult:
         )
 
     def misfit_fit(self) -> dict[str, float]:
-        """Gain against misfit over the study's conditions (means over seeds):
-        correlation, slope, intercept and the share with gain >= misfit
-        (:func:`probe_lab.metrics.misfit_fit`)."""
-        keys = ["supervisor", "student", "loss"]
-        means = self.table.groupby(keys, sort=False)[["gain", "misfit"]].mean()
-        return metrics.misfit_fit(means.gain, means.misfit)
+        """The misfit theorem's test over the study's conditions: the projection
+        student's squared-loss gain against its squared-loss misfit on the
+        held-out test rows (means over seeds per supervisor and student k;
+        columns ``sq_gain_test`` and ``sq_misfit_test``): ``n``, correlation,
+        slope, intercept and ``share_above`` (share with gain >= misfit), from
+        :func:`probe_lab.metrics.misfit_fit`; plus ``mean_slack_test`` and
+        ``mean_slack_fit`` (``gain - misfit`` on test and on the fitted rows,
+        where it is an identity up to the target's misfit from the student
+        class)."""
+        keys = ["supervisor", "student"]
+        columns = ["sq_gain_test", "sq_misfit_test", "sq_slack_test", "sq_slack_fit"]
+        means = self.table.groupby(keys, sort=False)[columns].mean()
+        out = metrics.misfit_fit(means.sq_gain_test, means.sq_misfit_test)
+        out["mean_slack_test"] = float(means.sq_slack_test.mean())
+        out["mean_slack_fit"] = float(means.sq_slack_fit.mean())
+        return out
