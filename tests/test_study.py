@@ -516,6 +516,10 @@ def test_random_flips_match_a_named_supervisors_accuracy(tmp_path):
         assert rows.weak_label_acc["random"] == pytest.approx(
             rows.weak_label_acc["rule"], abs=1e-3
         )
+        # ... and on the test rows, where weak_acc is measured for every kind.
+        assert rows.weak_acc["random"] == pytest.approx(
+            rows.weak_acc["rule"], abs=1 / rows.n_test["rule"] + 1e-9
+        )
     with pytest.raises(StudyError, match="match 'nobody' is not a supervisor"):
         StudyConfig(
             cache="x.h5", supervisors=(Supervisor(kind="random", match="nobody"),)

@@ -147,9 +147,8 @@ def _test_columns(
 
 def _theorem_columns(
     stage: Trained,
-    weak_proba: np.ndarray,
-    soft: np.ndarray,
-    ceiling_proba: np.ndarray,
+    entries: list[Mapping[str, Any]],
+    ceiling: Mapping[tuple[int, int], tuple[float, np.ndarray]],
     data: StudyData,
     rows: tuple[np.ndarray, np.ndarray],
 ) -> pd.DataFrame:
@@ -168,8 +167,14 @@ def _theorem_columns(
     """
     from probe_lab import theory
 
-    fit_rows, test_rows = rows
-    ks = np.array([p.k for p in stage.probes])
+    probes, (fit_rows, test_rows) = stage.probes, rows
+    given = [e.get("proba") for e in entries]
+    soft = np.array([g is not None for g in given])
+    weak_proba = np.stack(
+        [p.reference if g is None else g for p, g in zip(probes, given, strict=True)]
+    ).astype(np.float64)
+    ceiling_proba = np.stack([ceiling[(p.k, p.seed)][1] for p in probes])
+    ks = np.array([p.k for p in probes])
     cols = {
         name: np.full(ks.size, np.nan)
         for name in (
@@ -252,20 +257,12 @@ def score_students(
     table.insert(
         4, "method", [p.condition.method if p.condition else p.loss for p in probes]
     )
-    given = [e.get("proba") for e in entries]
-    soft = np.array([g is not None for g in given])
-    weak_proba = np.stack(
-        [p.reference if g is None else g for p, g in zip(probes, given, strict=True)]
-    ).astype(np.float64)
-    ceiling_proba = np.stack([ceiling[(p.k, p.seed)][1] for p in probes])
     table = pd.concat(
         [
             table,
             _fit_columns(stage, labelled),
             _test_columns(stage, data, test, curves_["test_acc"]),
-            _theorem_columns(
-                stage, weak_proba, soft, ceiling_proba, data, (labelled, test)
-            ),
+            _theorem_columns(stage, entries, ceiling, data, (labelled, test)),
         ],
         axis=1,
     )
