@@ -28,14 +28,14 @@ def cache(tmp_path_factory):
     return str(write_synthetic_cache(tmp_path_factory.mktemp("c") / "p.h5", n=1500))
 
 
-def stages(cache, *, dynamics=True, supervisors=None, **kwargs):
+def stages(cache, *, dynamics=True, supervisors=None, students=(4, None), **kwargs):
     """The study's first three stages run by hand, so the test sees the weak
     labels and ceilings the table was computed from."""
     config = StudyConfig(
         cache=cache,
         layer=2,
         seeds=2,
-        students=(4, None),
+        students=students,
         supervisors=supervisors
         or (Supervisor(kind="probe", k=3), Supervisor(kind="random")),
         dynamics=dynamics,
@@ -196,3 +196,29 @@ def test_the_summary_warns_about_supervisors_near_chance_or_the_ceiling():
         stages=[],
     )
     assert one_seed.cell_warnings() == []
+
+
+def test_misfit_fit_reports_the_squared_loss_test_and_refuses_old_tables(run):
+    import pandas as pd
+
+    from probe_lab.study import StudyResult
+
+    table = run[3].table
+
+    def result(frame):
+        return StudyResult(
+            table=frame,
+            dynamics=pd.DataFrame(),
+            config=None,
+            fingerprints={},
+            stages=[],
+        )
+
+    fit = result(table).misfit_fit()
+    means = table.groupby(["supervisor", "student"]).mean(numeric_only=True)
+    assert fit["n"] == len(means)
+    share = (means.sq_gain_test >= means.sq_misfit_test).mean()
+    assert fit["share_above"] == pytest.approx(share)
+    assert fit["mean_slack_test"] == pytest.approx(means.sq_slack_test.mean())
+    with pytest.raises(ValueError, match="older probe-lab; re-run the study"):
+        result(table.drop(columns=["sq_gain_test"])).misfit_fit()

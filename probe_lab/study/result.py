@@ -161,6 +161,12 @@ class StudyResult:
         class)."""
         keys = ["supervisor", "student"]
         columns = ["sq_gain_test", "sq_misfit_test", "sq_slack_test", "sq_slack_fit"]
+        missing = [c for c in columns if c not in self.table]
+        if missing:
+            raise ValueError(
+                f"the study table has no {', '.join(missing)}: it was saved by an "
+                f"older probe-lab; re-run the study to get the squared-loss test"
+            )
         means = self.table.groupby(keys, sort=False)[columns].mean()
         out = metrics.misfit_fit(means.sq_gain_test, means.sq_misfit_test)
         out["mean_slack_test"] = float(means.sq_slack_test.mean())
