@@ -72,7 +72,7 @@ def _study(args: argparse.Namespace) -> int:
             from probe_lab.study.report import method_pgr, write_summary
 
             plots.save(
-                plots.plot_gain_vs_misfit(result.table), out / "gain_vs_misfit.png"
+                plots.plot_misfit_theorem(result.table), out / "misfit_theorem.png"
             )
             write_summary(result, out)
             figure = plots.plot_method_pgr(
@@ -85,11 +85,14 @@ def _study(args: argparse.Namespace) -> int:
         raise
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.summary().round(3).to_string(index=False))
+    for line in result.cell_warnings():
+        print(line)
     fit = result.misfit_fit()
     print(
-        f"\ngain vs misfit over {fit['n']:.0f} conditions: correlation "
-        f"{fit['correlation']:.2f}, slope {fit['slope']:.2f}, gain >= misfit in "
-        f"{fit['share_above']:.0%} (gain_vs_misfit.png)"
+        f"\nmisfit theorem (squared loss, projection student, test rows) over "
+        f"{fit['n']:.0f} supervisor x k: gain >= misfit in {fit['share_above']:.0%}, "
+        f"mean slack {fit['mean_slack_test']:+.4f} (in-sample "
+        f"{fit['mean_slack_fit']:+.4f}) (misfit_theorem.png)"
     )
     if len(result.failed):
         print(

@@ -5,8 +5,8 @@ tests/test_intervals.py, documented in docs/statistics.md): :func:`t_interval`
 (a mean over seeds), :func:`pgr_interval` (PGR of mean performances, Fieller),
 :func:`paired_difference` (A vs B on the same seeds); :func:`holm` corrects a family
 of paired tests and :func:`minimum_detectable_effect` says what a seed count can
-detect. The percentile bootstrap functions are kept for old callers only: they
-under-cover at 3-10 seeds and are not what the project reports.
+detect. There is no bootstrap: a percentile bootstrap over 3-10 seeds under-covers
+(docs/statistics.md).
 
 Every function is vectorized over leading axes: predictions ``(P, n)`` give ``(P,)``
 results; ``(n,)`` gives a scalar. Predictions may be probabilities (hardened at 0.5),
@@ -20,7 +20,6 @@ for logits, in the trainer, the evaluation and ``Probes.predict``).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,9 +34,6 @@ __all__ = [
     "accuracy",
     "agreement",
     "auroc",
-    "bootstrap_interval",
-    "bootstrap_pgr",
-    "bootstrap_pgr_samples",
     "correction_rate",
     "corruption_rate",
     "expected_calibration_error",
@@ -152,110 +148,6 @@ def pgr(weak: Any, student: Any, ceiling: Any, *, warn: bool = True) -> np.ndarr
             stacklevel=2,
         )
     return out
-
-
-def bootstrap_interval(
-    values: Any,
-    *,
-    statistic: Callable[[np.ndarray], Any] = np.mean,
-    confidence: float = 0.95,
-    n_boot: int = 10_000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of a statistic over seeds (axis 0).
-
-    Not used for reported intervals: with 3-10 seeds it covers well below its
-    nominal level (docs/statistics.md); use :func:`t_interval`.
-
-    Args:
-        values: ``(S,)`` one value per seed (NaNs are dropped).
-        statistic: called as ``statistic(resamples, axis=1)`` on the resampled
-            ``(n_boot, S)`` array; defaults to the mean.
-        confidence: central coverage of the interval.
-        n_boot: bootstrap resamples.
-        seed: seed of the resampling generator.
-
-    Returns:
-        ``(low, high)``; ``(nan, nan)`` with fewer than 2 finite values.
-    """
-    x = np.asarray(values, np.float64).reshape(-1)
-    x = x[np.isfinite(x)]
-    if x.size < 2:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    stats = np.asarray(statistic(x[idx], axis=1))
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(stats, [tail, 1 - tail])
-    return float(low), float(high)
-
-
-def bootstrap_pgr_samples(
-    weak: Any,
-    student: Any,
-    ceiling: Any,
-    *,
-    n_boot: int = 10_000,
-    seed: int = 0,
-) -> tuple[np.ndarray, int]:
-    """PGR of resampled seeds: each resample draws seeds with replacement and
-    takes the PGR of the mean weak, student and ceiling accuracies over them.
-
-    Returns:
-        ``(values, dropped)``: the finite PGRs, and how many resamples had no gap
-        (ceiling <= weak, PGR undefined) and were dropped.
-    """
-    w, s, c = (np.asarray(v, np.float64).reshape(-1) for v in (weak, student, ceiling))
-    if not w.size == s.size == c.size:
-        raise ValueError(
-            f"weak, student and ceiling need one value per seed each, got sizes "
-            f"{w.size}, {s.size}, {c.size}"
-        )
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, w.size, size=(n_boot, w.size))
-    values = pgr(w[idx].mean(1), s[idx].mean(1), c[idx].mean(1), warn=False)
-    finite = values[np.isfinite(values)]
-    return finite, int(values.size - finite.size)
-
-
-def bootstrap_pgr(
-    weak: Any,
-    student: Any,
-    ceiling: Any,
-    *,
-    confidence: float = 0.95,
-    n_boot: int = 10_000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of PGR over seeds, resampling seeds jointly
-    (the paper's PGR of averaged performances, :func:`bootstrap_pgr_samples`).
-
-    Resamples without a gap are dropped; a :class:`PGRWarning` says how many (the
-    interval then covers only resamples where PGR exists). Superseded by
-    :func:`pgr_interval` (near-nominal coverage at 3-10 seeds, nothing dropped);
-    kept for old callers.
-
-    Args:
-        weak, student, ceiling: ``(S,)`` accuracies per seed.
-
-    Returns:
-        ``(low, high)``; NaN bounds when fewer than 2 seeds or no resample has a gap.
-    """
-    values, dropped = bootstrap_pgr_samples(
-        weak, student, ceiling, n_boot=n_boot, seed=seed
-    )
-    if np.asarray(weak).size < 2 or values.size == 0:
-        return (float("nan"), float("nan"))
-    if dropped:
-        warnings.warn(
-            f"{dropped} of {n_boot} bootstrap resamples had no gap (ceiling <= "
-            f"weak) and were dropped from the PGR interval",
-            PGRWarning,
-            stacklevel=2,
-        )
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
-    return float(low), float(high)
 
 
 def misfit_fit(gain: Any, misfit: Any) -> dict[str, float]:

@@ -1,14 +1,16 @@
-"""Drawing helpers shared by the figures, and the study's gain-against-misfit figure.
+"""Drawing helpers shared by the figures, and the study's misfit-theorem figure.
 
 Each experiment kind draws its own figure in its module (``plot`` in
 :mod:`probe_lab.experiments.simulation_difficulty`, ...) with these helpers: the
 style (:func:`style`), panel grids, per-seed bands and lines, grouped bars, the
 strong-ceiling band and :func:`save`. Figures take tidy tables (one row per seed,
-or a summary with bootstrap intervals) and are built without pyplot, so no display
+or a summary with PGR intervals) and are built without pyplot, so no display
 or global backend is involved; :func:`save` writes one as a PNG.
 Intervals: bands are the mean over seeds with a 95% Student-t interval (n - 1
-degrees of freedom; with 3-10 seeds 1.96 standard errors would be too narrow); PGR
-error bars are the study's percentile bootstrap interval over seeds.
+degrees of freedom, :func:`probe_lab.metrics.t_interval`; with 3-10 seeds 1.96
+standard errors would be too narrow); PGR error bars are the summary's Fieller
+interval (:func:`probe_lab.metrics.pgr_interval`), none where PGR is undefined at
+the study's precision.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ __all__ = [
     "line",
     "panels",
     "pgr_and_agreement",
-    "plot_gain_vs_misfit",
     "plot_method_pgr",
+    "plot_misfit_theorem",
     "pretty",
     "save",
     "style",
@@ -99,14 +101,20 @@ def save(fig: Figure, path: str | Path) -> Path:
 
 
 def band(frame: pd.DataFrame, by: Sequence[str] | str, column: str) -> pd.DataFrame:
-    """Mean of ``column`` per group with a 95% Student-t interval over seeds."""
-    from scipy import stats as scipy_stats
+    """Mean of ``column`` per group with a 95% Student-t interval over seeds
+    (:func:`probe_lab.metrics.t_interval`; a single seed gives a zero-width band)."""
+    from probe_lab.metrics import t_interval
 
     stats = frame.groupby(by)[column].agg(["mean", "std", "count"]).reset_index()
-    dof = np.maximum(stats["count"] - 1, 1)
-    quantile = scipy_stats.t.ppf(0.975, dof)
-    half = quantile * stats["std"].fillna(0.0) / np.sqrt(stats["count"])
-    return stats.assign(low=stats["mean"] - half, high=stats["mean"] + half)
+    groups = frame.groupby(by)[column]
+    bounds = [t_interval(values.to_numpy(float)) for _, values in groups]
+    low = np.array([b.low for b in bounds], np.float64)
+    high = np.array([b.high for b in bounds], np.float64)
+    single = ~np.isfinite(low)
+    return stats.assign(
+        low=np.where(single, stats["mean"], low),
+        high=np.where(single, stats["mean"], high),
+    )
 
 
 def line(ax: Axes, stats: pd.DataFrame, x: str, **style) -> None:
@@ -145,7 +153,7 @@ def bars(
     ax: Axes, summary: pd.DataFrame, order: Sequence[str], column: str, *, errors: bool
 ) -> None:
     """Bars of ``column`` per supervisor in ``order``, one per loss (xent,
-    confidence); ``errors``: PGR's bootstrap interval as error bars; n/a where
+    confidence); ``errors``: PGR's Fieller interval as error bars; n/a where
     undefined."""
     losses = [loss for loss in LOSS_NAMES if loss in set(summary.loss)]
     width = 0.8 / len(losses)
@@ -184,7 +192,7 @@ def pgr_and_agreement(
     agreement_label: str,
     top: float,
 ) -> Figure:
-    """Two bar panels per supervisor and loss: PGR with bootstrap intervals, and
+    """Two bar panels per supervisor and loss: PGR with Fieller intervals, and
     the student's agreement with the weak labels (``column``)."""
     fig = Figure(figsize=(12, 5.0), layout="constrained")
     left, right = fig.subplots(1, 2)
@@ -203,42 +211,71 @@ def pgr_and_agreement(
     return fig
 
 
-def plot_gain_vs_misfit(table: pd.DataFrame, *, title: str = "") -> Figure:
-    """Gain (student - weak accuracy) against misfit (the student's disagreement
-    with its weak labels), one point per condition (supervisor x student x method,
-    mean over seeds), colored by method; the least-squares line, and the line
-    ``gain = misfit`` that Charikar et al. (2024) bound the gain by from below for
-    convex students. The fit's correlation and slope are in the legend."""
-    from probe_lab.metrics import misfit_fit
+def plot_misfit_theorem(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """The misfit theorem (Charikar et al. 2024) in its own quantities: squared-loss
+    gain against squared-loss misfit, means over seeds, with the line ``gain =
+    misfit``.
 
-    keys = ["supervisor", "student", "loss"]
-    means = table.groupby(keys, sort=False)[["gain", "misfit"]].mean().reset_index()
-    fit = misfit_fit(means.gain, means.misfit)
+    Left: the projection student (least squares of the weak probabilities on the
+    student's features, fit on the labelled rows; one point per supervisor x
+    student k), on the held-out test rows (filled: what is tested, the theorem
+    predicts points on or above the line up to estimation error) and on the fitted
+    rows (hollow: an identity for a realizable target). Right: the trained
+    students (one point per supervisor x k x method) on the test rows, which
+    satisfy none of the theorem's assumptions (a logistic probe trained with its
+    own loss, not a projection). Columns from :mod:`probe_lab.study.scoring`.
+    """
+    keys = ["supervisor", "student"]
+    columns = ["sq_gain_test", "sq_misfit_test", "sq_gain_fit", "sq_misfit_fit"]
+    proj = table.groupby(keys, sort=False)[columns].mean().reset_index()
+    trained = (
+        table.groupby([*keys, "loss"], sort=False)[
+            ["student_sq_gain_test", "student_sq_misfit_test"]
+        ]
+        .mean()
+        .reset_index()
+    )
+    share = (proj.sq_gain_test >= proj.sq_misfit_test).mean()
     with style():
-        fig = Figure(figsize=(10.5, 6.5), layout="constrained")
-        ax = fig.add_subplot()
-        ax.set_title(
-            f"{int(fit['n'])} conditions; gain >= misfit in {fit['share_above']:.0%}"
+        fig = Figure(figsize=(12, 5.5), layout="constrained")
+        left, right = fig.subplots(1, 2)
+        left.scatter(proj.sq_misfit_test, proj.sq_gain_test, s=30, label="test rows")
+        left.scatter(
+            proj.sq_misfit_fit,
+            proj.sq_gain_fit,
+            s=30,
+            facecolors="none",
+            edgecolors="0.3",
+            label="fitted rows (identity)",
         )
-        methods = list(dict.fromkeys(means.loss))
+        left.set_title(
+            f"Projection student: is gain >= misfit on held-out rows? "
+            f"{share:.0%} of {len(proj)}"
+        )
+        methods = list(dict.fromkeys(trained.loss))
         for method, color in zip(methods, colors(len(methods), "tab10"), strict=True):
-            rows = means[means.loss == method]
-            ax.scatter(rows.misfit, rows.gain, s=28, color=color, label=method)
-        span = np.linspace(0, max(float(means.misfit.max()), 1e-3), 50)
-        ax.plot(span, span, "k--", lw=1, label="gain = misfit")
-        if np.isfinite(fit["slope"]):
-            ax.plot(
-                span,
-                fit["intercept"] + fit["slope"] * span,
-                color="0.4",
-                lw=1.5,
-                label=f"fit: slope {fit['slope']:.2f}, r = {fit['correlation']:.2f}",
+            rows = trained[trained.loss == method]
+            right.scatter(
+                rows.student_sq_misfit_test,
+                rows.student_sq_gain_test,
+                s=28,
+                color=color,
+                label=method,
             )
-        ax.axhline(0, color="0.6", lw=0.8)
-        ax.set_xlabel("misfit: student disagrees with weak labels (labelled rows)")
-        ax.set_ylabel("gain: student accuracy - weak accuracy (test)")
-        ax.legend(loc="best")
-        fig.suptitle(title or "Gain against misfit (means over seeds)")
+        right.set_title("Trained students on test rows (outside the theorem)")
+        for ax, pts in ((left, proj.sq_misfit_test), (right, trained.iloc[:, -1])):
+            top = max(float(np.nanmax(np.r_[pts.to_numpy(float), 1e-3])), 1e-3)
+            span = np.linspace(0, top, 50)
+            ax.plot(span, span, "k--", lw=1, label="gain = misfit")
+            ax.axhline(0, color="0.6", lw=0.8)
+            ax.set_xlabel("squared misfit: mean (s - w)^2")
+            ax.set_ylabel("squared gain: mean (y - w)^2 - mean (y - s)^2")
+            ax.legend(loc="best")
+        fig.suptitle(
+            title
+            or "Misfit theorem in squared loss (w: weak probabilities, y: ceiling "
+            "probe, s: student; means over seeds)"
+        )
     return fig
 
 

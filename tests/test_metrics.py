@@ -31,29 +31,6 @@ def test_pgr_by_hand_and_nan_with_reason():
     assert reasons[0] == "" and "ceiling <= weak" in reasons[1]
 
 
-def test_bootstrap_interval_covers_and_is_reproducible():
-    values = np.array([0.50, 0.52, 0.55, 0.49, 0.51, 0.53])
-    low, high = metrics.bootstrap_interval(values, seed=1)
-    assert low < values.mean() < high
-    assert (low, high) == metrics.bootstrap_interval(values, seed=1)
-    assert values.min() <= low and high <= values.max()
-    assert np.isnan(metrics.bootstrap_interval([0.5])[0])
-
-
-def test_bootstrap_pgr_matches_resampled_means():
-    weak = np.array([0.60, 0.62, 0.61])
-    student = np.array([0.70, 0.74, 0.72])
-    ceiling = np.array([0.80, 0.82, 0.81])
-    low, high = metrics.bootstrap_pgr(weak, student, ceiling, seed=0)
-    point = metrics.pgr(weak.mean(), student.mean(), ceiling.mean())
-    assert low <= point <= high
-    # Every resample is a mix of these three seeds: PGR lies in their hull.
-    per_seed = metrics.pgr(weak, student, ceiling)
-    assert per_seed.min() - 1e-9 <= low and high <= per_seed.max() + 1e-9
-    with pytest.raises(ValueError, match="one value per seed"):
-        metrics.bootstrap_pgr(weak, student[:2], ceiling)
-
-
 def test_one_rule_for_a_hard_prediction_at_ties():
     """A logit of exactly 0 (p = 0.5) is label 1 for the probes, the trainer's
     evaluation and the metrics alike."""

@@ -109,15 +109,19 @@ FIGURES = {
     "imitation": lambda: trivial_imitation.plot(
         summary(("weak", "weak as feature", "weak in prompt")), title="t"
     ),
-    "gain_vs_misfit": lambda: plots.plot_gain_vs_misfit(misfits(), title="t"),
+    "misfit_theorem": lambda: plots.plot_misfit_theorem(misfits(), title="t"),
 }
 
 
 def misfits() -> pd.DataFrame:
     table = runs(("M_2", "random"))
     rng = np.random.default_rng(1)
-    table["misfit"] = rng.uniform(0.05, 0.3, len(table))
-    table["gain"] = 0.8 * table.misfit + 0.02 * rng.normal(size=len(table))
+    for where in ("fit", "test"):
+        misfit = rng.uniform(0.01, 0.05, len(table))
+        table[f"sq_misfit_{where}"] = misfit
+        table[f"sq_gain_{where}"] = misfit + 0.002 * rng.normal(size=len(table))
+    table["student_sq_misfit_test"] = rng.uniform(0.01, 0.2, len(table))
+    table["student_sq_gain_test"] = rng.uniform(-0.05, 0.1, len(table))
     return table
 
 

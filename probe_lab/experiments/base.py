@@ -154,8 +154,8 @@ class Context:
         result.fingerprints["study_key"] = key
         save_study(result, folder, key)
         # The study returns data; its figure is drawn here.
-        figure = plots.plot_gain_vs_misfit(result.table)
-        plots.save(figure, folder / "gain_vs_misfit.png")
+        figure = plots.plot_misfit_theorem(result.table)
+        plots.save(figure, folder / "misfit_theorem.png")
         return result
 
     def save(self, fig: Figure) -> Path:

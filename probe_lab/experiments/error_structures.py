@@ -231,8 +231,8 @@ def _spread(xent: pd.DataFrame) -> Finding:
 
 def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
     """Fig. 25 analog: PGR per weak-error structure at matched weak accuracy, for
-    each loss, with the study summary's intervals over seeds; and how much the
-    student agrees with the weak labels where they are wrong.
+    each loss, with Fieller intervals; and how much the student agrees with the
+    weak labels where they are wrong.
 
     Args:
         summary: ``StudyResult.summary()`` rows of one student size.
@@ -250,7 +250,7 @@ def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
             order,
             "agreement_weak_wrong",
             titles=(
-                "PGR per error structure (95% interval over seeds)",
+                "PGR per error structure (95% Fieller interval over seeds)",
                 "imitation of the weak errors",
             ),
             agreement_label=(

@@ -107,7 +107,7 @@ def write_summary(result: ExperimentResult) -> Path:
         columns=["claim", "measured", "held"],
     )
     lines += [markdown_table(checks), ""]
-    lines += ["## Numbers (means over seeds; PGR interval: bootstrap over seeds)", ""]
+    lines += ["## Numbers (means over seeds; PGR interval: Fieller over seeds)", ""]
     columns = [
         c
         for c in _COLUMNS

@@ -225,7 +225,7 @@ def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
     weak-labelled training rows per student feature, ``n / d`` (the rows where
     there is no ``n_over_d`` column), one line per supervisor (the simulatable M_k
     and random flips at its accuracy), dashed for the L2-regularized student (an
-    ``l2`` column above 0), with the intervals over seeds.
+    ``l2`` column above 0), with Fieller intervals over seeds.
 
     Args:
         summary: ``StudyResult.summary()`` rows with a ``labelled`` column (rows
@@ -266,7 +266,7 @@ def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
         if cut:
             left.set_ylim(bottom=-1.55)
         left.set_title(
-            f"PGR (95% interval over seeds){cut}"
+            f"PGR (95% Fieller interval over seeds){cut}"
             if summary.pgr.notna().any()
             else "PGR undefined: the ceiling is not above the weak accuracy"
         )

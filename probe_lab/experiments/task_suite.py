@@ -258,7 +258,7 @@ def check(table: pd.DataFrame) -> list[Finding]:
 def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
     """PGR per supervisor on every task (largest student), one panel per task:
     each natural supervisor (a bag-of-words probe, a rule, M_k) in color and the
-    random flips at its accuracy hatched beside it, with the study summary's intervals;
+    random flips at its accuracy hatched beside it, with Fieller intervals;
     each panel's title gives the MiniLM ceiling. Tasks with no gap show n/a."""
     tasks = list(dict.fromkeys(summary.task))
     cols = min(3, len(tasks))
@@ -298,7 +298,7 @@ def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
         axes[0].legend(loc="best")
         fig.suptitle(
             (title or "The task suite")
-            + "\nPGR of the largest student (xent), 95% intervals over seeds"
+            + "\nPGR of the largest student (xent), 95% Fieller intervals over seeds"
         )
     return fig
 

@@ -329,7 +329,7 @@ def plot(summary: pd.DataFrame, *, title: str = "") -> Figure:
             order,
             "agreement",
             titles=(
-                "PGR (95% interval over seeds)",
+                "PGR (95% Fieller interval over seeds)",
                 "imitation of the weak labels",
             ),
             agreement_label="agreement with weak labels (test)",

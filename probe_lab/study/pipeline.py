@@ -28,9 +28,10 @@ Choices where the paper is silent, stated here and in the README:
 * The k-feature family M_k uses the first k principal components (``basis="pca"``,
   fit without labels on the seed-0 training rows), so that k orders strength; raw
   residual-stream coordinates (``basis="raw"``) carry no such order.
-* Synthetic labellers label both the student split and the test split at the target
-  accuracy, so agreement can be measured on test. Their ``weak_acc`` is that exact
-  accuracy; a probe supervisor's ``weak_acc`` is its test accuracy.
+* Synthetic labellers label the student split and the test split separately, each
+  at the reference's accuracy on those same rows (to the row), so agreement can be
+  measured on test and every kind's ``weak_acc`` is its test accuracy: a matched
+  structure's equals its reference probe's to within one test row.
 * The ``strong_*`` structures rank rows by out-of-fold strong ceilings of the
   largest student k (:mod:`probe_lab.supervisors.strong`).
 * The loss grid runs in one call: each probe's loss method is data of the compiled
@@ -86,6 +87,14 @@ class GroundTruth:
     proba: dict[tuple[str, int], np.ndarray]  # (name, seed) -> (n,) P(label 1)
     ceiling_acc: dict[tuple[int, int], float]  # (k, seed) -> test accuracy
     records: tuple[dict[str, Any], ...]
+
+    @property
+    def ceilings(self) -> dict[tuple[int, int], tuple[float, np.ndarray]]:
+        """``(k, seed) -> (test accuracy, probabilities)`` of the ceilings."""
+        return {
+            (k, s): (acc, self.proba[(f"ceiling_{k}", s)])
+            for (k, s), acc in self.ceiling_acc.items()
+        }
 
     def of_seed(self, seed: int) -> dict[str, np.ndarray]:
         """The probabilities of one seed's probes, by probe name."""
@@ -289,15 +298,15 @@ def train_students(
         config,
         data,
         gain=config.feature_scale,
-        eval_sets=training_eval_sets(students, data) if config.dynamics else None,
+        eval_sets=training_eval_sets(students, data, dynamics=config.dynamics),
         log=log,
     )
     weak = {
-        key: dict(weak_acc=e.weak_acc, target_acc=e.target_acc)
+        key: dict(weak_acc=e.weak_acc, target_acc=e.target_acc, proba=e.proba)
         for key, e in labels.items()
     }
     kinds = {s.label: s.kind for s in config.supervisors}
-    table, dynamics = score_students(stage, weak, kinds, truth.ceiling_acc, data)
+    table, dynamics = score_students(stage, weak, kinds, truth.ceilings, data)
     table = mark_failed(table, stage, "students", log)
     return Scored(table, dynamics, (stage.record,))
 
@@ -309,6 +318,14 @@ FAILED_NUMBERS = (
     "agreement_weak_right",
     "misfit",
     "misfit_xent",
+    "student_acc_final",
+    "student_acc_best_test",
+    "correction",
+    "corruption",
+    "auroc",
+    "ece",
+    "student_sq_gain_test",
+    "student_sq_misfit_test",
 )
 """The table's numbers of a student that a failed probe never reports (NaN);
 ``pgr`` and ``gain``, computed from ``student_acc``, follow."""
@@ -335,7 +352,7 @@ def mark_failed(
     failed_epoch = np.asarray(failed_epoch, np.int64)
     table = table.assign(failed_epoch=failed_epoch)
     bad = failed_epoch >= 0
-    table.loc[bad, list(FAILED_NUMBERS)] = np.nan
+    table.loc[bad, [c for c in FAILED_NUMBERS if c in table]] = np.nan
     groups: dict[tuple[str, int, str], list[int]] = {}
     for i in np.flatnonzero(bad):
         p = probes[i]
@@ -472,12 +489,14 @@ def train_bootstrap(
             probes,
             config,
             data,
-            eval_sets=training_eval_sets(probes, data) if config.dynamics else None,
+            eval_sets=training_eval_sets(probes, data, dynamics=config.dynamics),
             log=log,
         )
+        # each condition's chain has its own labels: the theorem's w is the hard
+        # labels the step trained on (StageProbe.reference)
         weak = {(name, s): dict(weak_acc=weak_acc[s]) for s in seeds}
         table, dyn = score_students(
-            stage, weak, {name: "bootstrap"}, truth.ceiling_acc, data
+            stage, weak, {name: "bootstrap"}, truth.ceilings, data
         )
         epochs = np.array([failed[(p.label, p.seed)] for p in probes])
         epochs = np.where(epochs >= 0, epochs, stage.failed_epoch)

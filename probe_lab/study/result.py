@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,15 @@ class StudyResult:
     """Tidy outputs of :func:`run_study`."""
 
     table: pd.DataFrame
-    """One row per (supervisor, student, loss, seed)."""
+    """One row per (supervisor, student, loss, seed): accuracies (``weak_acc``, the
+    supervisor's test accuracy for every kind; ``student_acc`` at the early-stopping
+    epoch; ``ceiling_acc``), agreements, ``pgr``; ``n_test``; per-row metrics on the
+    test rows (``correction``, ``corruption``, ``auroc``, ``ece``); early-stopping
+    sensitivity (``student_acc_final`` at the last epoch, ``student_acc_best_test``
+    the best test epoch: an upper bound); the misfit theorem in squared loss
+    (``weak_probs``, ``sq_gain_fit`` / ``_test``, ``sq_misfit_*``, ``sq_slack_*`` of
+    the projection student, ``student_sq_gain_test``, ``student_sq_misfit_test``).
+    Each column: docs/statistics.md, "Study table columns"."""
     dynamics: pd.DataFrame
     """One row per (supervisor, student, loss, seed, epoch)."""
     config: StudyConfig
@@ -56,31 +63,25 @@ class StudyResult:
         return "split and minibatch order" if resplit else "minibatch order only"
 
     def summary(self, *, confidence: float = 0.95) -> pd.DataFrame:
-        """Mean accuracies and PGR per (supervisor, student, loss), with a
-        percentile bootstrap interval of PGR over seeds. ``pgr_dropped`` counts
-        bootstrap resamples without a gap (left out of the interval); ``interval``
-        says what the seeds vary. Probes that trained to NaN or inf (the table's
-        ``failed_epoch`` >= 0) are left out; ``failed`` counts them."""
+        """Mean accuracies and PGR per (supervisor, student, loss), with Fieller's
+        interval of PGR over seeds (:func:`probe_lab.metrics.pgr_interval`, paired
+        within each seed; nothing is resampled or dropped).
+
+        ``pgr`` is ``mean(student - weak) / mean(ceiling - weak)`` (the paper's PGR
+        of averaged accuracies); ``pgr_low`` / ``pgr_high`` its interval, NaN with
+        ``pgr_note`` saying why where it is undefined ("PGR undefined at this
+        precision" where the gap's own t-interval includes 0); ``interval`` says
+        what the seeds vary. Probes that trained to NaN or inf (the table's
+        ``failed_epoch`` >= 0) are left out; ``failed`` counts them.
+        """
         rows = []
         keys = ["supervisor", "student", "loss"]
-        covers = f"{confidence:.0%} bootstrap over seeds ({self.interval_covers})"
+        covers = f"{confidence:.0%} Fieller over seeds ({self.interval_covers})"
         for key, every in self.table.groupby(keys, sort=False):
             failed = failed_rows(every)
             group = every[~failed]
             accs = (group.weak_acc, group.student_acc, group.ceiling_acc)
-            low = high = float("nan")
-            dropped = 0
-            if len(group):  # every seed failed: nothing to report
-                _, dropped = metrics.bootstrap_pgr_samples(*accs)
-                with warnings.catch_warnings():  # the count is a column here
-                    warnings.simplefilter("ignore", metrics.PGRWarning)
-                    low, high = metrics.bootstrap_pgr(*accs, confidence=confidence)
-            point = metrics.pgr(
-                group.weak_acc.mean(),
-                group.student_acc.mean(),
-                group.ceiling_acc.mean(),
-                warn=False,
-            )
+            fit = metrics.pgr_interval(*accs, confidence=confidence)
             rows.append(
                 dict(
                     zip(keys, key, strict=True),
@@ -90,10 +91,10 @@ class StudyResult:
                     weak_acc=group.weak_acc.mean(),
                     student_acc=group.student_acc.mean(),
                     ceiling_acc=group.ceiling_acc.mean(),
-                    pgr=float(point),
-                    pgr_low=low,
-                    pgr_high=high,
-                    pgr_dropped=dropped,
+                    pgr=float(fit.pgr),
+                    pgr_low=float(fit.low),
+                    pgr_high=float(fit.high),
+                    pgr_note=str(fit.reason),
                     interval=covers if len(group) > 1 else single_seed(len(group)),
                     agreement=group.agreement.mean(),
                     agreement_weak_wrong=group.agreement_weak_wrong.mean(),
@@ -107,12 +108,34 @@ class StudyResult:
         """The table's rows of probes that trained to NaN or inf."""
         return self.table[failed_rows(self.table)]
 
+    def cell_warnings(self, *, confidence: float = 0.95) -> list[str]:
+        """One line per (supervisor, student k) whose supervisor is within noise of
+        chance or of the ceiling, by :func:`probe_lab.leaderboard.cell_rule`'s rule
+        (the weak accuracy's t-interval must clear 0.5 and, with ``n_test`` test
+        rows, by two binomial standard errors; the gap ``ceiling - weak`` must have
+        a t-interval above 0, be at least 0.02 and exceed two standard errors of
+        the two test accuracies). PGR in such a cell says nothing. Empty with one
+        seed (no interval), and for a table without the columns the rule reads."""
+        from probe_lab import leaderboard
+
+        table = self.table
+        need = {"supervisor", "student", "seed", "weak_acc", "ceiling_acc"}
+        if not need <= set(table) or table.seed.nunique() < 2:
+            return []
+        cells = leaderboard.cell_rule(table, confidence=confidence)
+        return [
+            f"warning: supervisor {row.supervisor} (student k = {row.student}): "
+            f"{row.excluded} (weak accuracy {row.weak_acc:.3f}, ceiling - weak "
+            f"{row.gap:+.3f}); its PGR says nothing at this precision"
+            for row in cells[~cells.kept].itertuples()
+        ]
+
     def save(self, out: str | Path) -> Path:
         """Write the table and dynamics (Parquet if pyarrow is installed, else CSV),
         the summary, the resolved config, the cache fingerprints and the stages'
         records into ``out``. Figures are the caller's (a study returns data):
-        ``probe_lab.plots.plot_gain_vs_misfit(result.table)`` draws gain against
-        misfit."""
+        ``probe_lab.plots.plot_misfit_theorem(result.table)`` draws the
+        squared-loss misfit test."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for name, frame in (("table", self.table), ("dynamics", self.dynamics)):
@@ -154,9 +177,25 @@ class StudyResult:
         )
 
     def misfit_fit(self) -> dict[str, float]:
-        """Gain against misfit over the study's conditions (means over seeds):
-        correlation, slope, intercept and the share with gain >= misfit
-        (:func:`probe_lab.metrics.misfit_fit`)."""
-        keys = ["supervisor", "student", "loss"]
-        means = self.table.groupby(keys, sort=False)[["gain", "misfit"]].mean()
-        return metrics.misfit_fit(means.gain, means.misfit)
+        """The misfit theorem's test over the study's conditions: the projection
+        student's squared-loss gain against its squared-loss misfit on the
+        held-out test rows (means over seeds per supervisor and student k;
+        columns ``sq_gain_test`` and ``sq_misfit_test``): ``n``, correlation,
+        slope, intercept and ``share_above`` (share with gain >= misfit), from
+        :func:`probe_lab.metrics.misfit_fit`; plus ``mean_slack_test`` and
+        ``mean_slack_fit`` (``gain - misfit`` on test and on the fitted rows,
+        where it is an identity up to the target's misfit from the student
+        class)."""
+        keys = ["supervisor", "student"]
+        columns = ["sq_gain_test", "sq_misfit_test", "sq_slack_test", "sq_slack_fit"]
+        missing = [c for c in columns if c not in self.table]
+        if missing:
+            raise ValueError(
+                f"the study table has no {', '.join(missing)}: it was saved by an "
+                f"older probe-lab; re-run the study to get the squared-loss test"
+            )
+        means = self.table.groupby(keys, sort=False)[columns].mean()
+        out = metrics.misfit_fit(means.sq_gain_test, means.sq_misfit_test)
+        out["mean_slack_test"] = float(means.sq_slack_test.mean())
+        out["mean_slack_fit"] = float(means.sq_slack_fit.mean())
+        return out

@@ -1,5 +1,6 @@
 """Scoring students: one builder of the four evaluation sets, the per-epoch curves
-and the table rows.
+and the table rows (accuracies, agreements, per-row metrics, early-stopping
+sensitivity, and the misfit theorem's squared-loss quantities).
 
 The four sets (:func:`eval_sets`): test accuracy, agreement with the supervisor's
 hard labels on test, and that agreement on the test rows where the supervisor is
@@ -41,9 +42,15 @@ def eval_sets(
     }
 
 
-def training_eval_sets(probes: list[StageProbe], data: StudyData) -> dict[str, Any]:
-    """:func:`eval_sets` as the trainer scores them every epoch (dynamics)."""
+def training_eval_sets(
+    probes: list[StageProbe], data: StudyData, *, dynamics: bool = True
+) -> dict[str, Any]:
+    """:func:`eval_sets` as the trainer scores them every epoch: all four with
+    ``dynamics``, else the test accuracy alone (one product over the test rows per
+    epoch, for ``student_acc_final`` and ``student_acc_best_test``)."""
     sets = eval_sets(probes, data)
+    if not dynamics:
+        return {"test": sets["test"]}
     test = sets["test"][0]
     for name in ("agreement_weak_wrong", "agreement_weak_right"):
         # A supervisor with no wrong (or no right) test labels leaves that
@@ -60,26 +67,24 @@ def _curve_name(name: str) -> str:
 def curves(stage: Trained, data: StudyData) -> dict[str, np.ndarray]:
     """Per-epoch ``(E, P)`` test accuracy and agreements of a student stage.
 
-    Without a per-epoch record (``dynamics=False``) the kept parameters are scored
-    once, at their best epoch, and the other epochs are NaN.
+    A set without a per-epoch record (the agreements with ``dynamics=False``) is
+    scored once with the kept parameters, at their best epoch; its other epochs
+    are NaN.
     """
     probes, hist = stage.probes, stage.trained.history
     n_probes, epochs = len(probes), hist["val_agreement"].shape[0]
     best = np.asarray(stage.trained.best_epoch, np.int64) - 1
     scored = eval_sets(probes, data)
-    if "test_acc" in hist:
-        out = {
-            _curve_name(name): np.array(hist[f"{name}_acc"], np.float64)
-            for name in scored
-        }
-    else:  # no per-epoch record: score the kept parameters once
-        pred = metrics.positive(stage.proba)
-        out = {}
-        for name, (rows, labels) in scored.items():
-            hits = ((pred == labels.astype(bool)) & rows).sum(axis=1)
-            curve = np.full((epochs, n_probes), np.nan)
-            curve[best, np.arange(n_probes)] = hits / np.maximum(rows.sum(axis=1), 1)
-            out[_curve_name(name)] = curve
+    pred = metrics.positive(stage.proba)
+    out = {}
+    for name, (rows, labels) in scored.items():
+        if f"{name}_acc" in hist:
+            out[_curve_name(name)] = np.array(hist[f"{name}_acc"], np.float64)
+            continue
+        hits = ((pred == labels.astype(bool)) & rows).sum(axis=1)
+        curve = np.full((epochs, n_probes), np.nan)
+        curve[best, np.arange(n_probes)] = hits / np.maximum(rows.sum(axis=1), 1)
+        out[_curve_name(name)] = curve
     for name in ("agreement_weak_wrong", "agreement_weak_right"):
         out[name][:, ~scored[name][0].any(axis=1)] = np.nan
     return out
@@ -117,20 +122,112 @@ def _fit_columns(stage: Trained, labelled: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _test_columns(
+    stage: Trained, data: StudyData, test: np.ndarray, test_curve: np.ndarray
+) -> pd.DataFrame:
+    """Per-row metrics of the kept students on each seed's test rows, and the
+    early-stopping sensitivity of their test accuracy.
+
+    ``n_test``: test rows of the seed; ``correction`` / ``corruption``: share of
+    the test rows the supervisor's hard labels got wrong that the student gets
+    right / got right that the student gets wrong; ``auroc`` and ``ece`` (10
+    equal-width bins of P(label 1)) of the student's probabilities against the
+    truth (:func:`probe_lab.metrics.row_metrics`). ``student_acc_final``: test
+    accuracy at the last epoch (no early stopping); ``student_acc_best_test``: the
+    best test accuracy over epochs, an UPPER BOUND (it picks the epoch on the test
+    rows themselves), never an estimate.
+    """
+    ref = np.stack([p.reference for p in stage.probes]).astype(bool)
+    out = dict(n_test=test.sum(axis=1))
+    out |= metrics.row_metrics(stage.proba, ref, data.truth, test)
+    out["student_acc_final"] = test_curve[-1]
+    out["student_acc_best_test"] = np.nanmax(test_curve, axis=0)
+    return pd.DataFrame(out)
+
+
+def _theorem_columns(
+    stage: Trained,
+    entries: list[Mapping[str, Any]],
+    ceiling: Mapping[tuple[int, int], tuple[float, np.ndarray]],
+    data: StudyData,
+    rows: tuple[np.ndarray, np.ndarray],
+) -> pd.DataFrame:
+    """The misfit theorem in its own quantities (:mod:`probe_lab.theory`).
+
+    ``weak_probs`` says what ``w`` is: the supervisor's soft probabilities
+    (``soft``) where it has them, else its hard labels (``hard``); ``y`` is the
+    ceiling probe's probabilities on the same k features (the realizable target,
+    up to its sigmoid). The projection student is the least-squares fit of ``w``
+    on the student's k features and a constant over the labelled rows (closed form,
+    float64; the imitation column, if any, is not part of it): ``sq_gain_*``,
+    ``sq_misfit_*`` and ``sq_slack_* = gain - misfit`` on those rows (``_fit``,
+    where the theorem is an identity) and on the test rows (``_test``). The trained
+    student's own squared-loss ``student_sq_gain_test`` and
+    ``student_sq_misfit_test`` use its kept probabilities as ``s``.
+    """
+    from probe_lab import theory
+
+    probes, (fit_rows, test_rows) = stage.probes, rows
+    given = [e.get("proba") for e in entries]
+    soft = np.array([g is not None for g in given])
+    weak_proba = np.stack(
+        [p.reference if g is None else g for p, g in zip(probes, given, strict=True)]
+    ).astype(np.float64)
+    ceiling_proba = np.stack([ceiling[(p.k, p.seed)][1] for p in probes])
+    ks = np.array([p.k for p in probes])
+    cols = {
+        name: np.full(ks.size, np.nan)
+        for name in (
+            "sq_gain_fit sq_misfit_fit sq_slack_fit sq_gain_test sq_misfit_test "
+            "sq_slack_test"
+        ).split()
+    }
+    for k in np.unique(ks):
+        at = np.flatnonzero(ks == k)
+        check = theory.misfit_theorem(
+            data.features[:, :k],
+            weak_proba[at],
+            ceiling_proba[at],
+            fit_rows=fit_rows[at],
+            test_rows=test_rows[at],
+        )
+        for name in cols:
+            cols[name][at] = getattr(check, name.removeprefix("sq_"))
+    student = stage.proba.astype(np.float64)
+    return pd.DataFrame(
+        dict(
+            weak_probs=np.where(soft, "soft", "hard"),
+            **cols,
+            student_sq_gain_test=theory.squared_gain(
+                student, weak_proba, ceiling_proba, test_rows
+            ),
+            student_sq_misfit_test=theory.squared_misfit(
+                student, weak_proba, test_rows
+            ),
+        )
+    )
+
+
 def score_students(
     stage: Trained,
     weak: Mapping[tuple[str, int], Mapping[str, Any]],
     kinds: Mapping[str, str],
-    ceiling_acc: Mapping[tuple[int, int], float],
+    ceiling: Mapping[tuple[int, int], tuple[float, np.ndarray]],
     data: StudyData,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The students' table rows (at their best epochs) and their curves."""
+    """The students' table rows (at their best epochs) and their curves.
+
+    ``weak[(name, seed)]``: ``weak_acc``, optional ``target_acc`` and ``proba``
+    (the supervisor's soft probabilities, None for hard labels only);
+    ``ceiling[(k, seed)]``: the ceiling's test accuracy and its probabilities.
+    """
     probes, hist = stage.probes, stage.trained.history
     n_probes, epochs = len(probes), hist["val_agreement"].shape[0]
     seeds = np.array([p.seed for p in probes])
     best = np.asarray(stage.trained.best_epoch, np.int64) - 1
     ref = np.stack([p.reference for p in probes]).astype(bool)
     labelled = (data.splits["student_train"] | data.splits["student_val"])[seeds]
+    test = data.splits["test"][seeds]
     curves_ = curves(stage, data)
     at_best = {
         name: curve[best, np.arange(n_probes)] for name, curve in curves_.items()
@@ -150,7 +247,7 @@ def score_students(
             weak_label_acc=metrics.accuracy(ref, data.truth.astype(bool), labelled),
             target_acc=[e.get("target_acc", np.nan) for e in entries],
             student_acc=at_best["test_acc"],
-            ceiling_acc=[ceiling_acc[(p.k, p.seed)] for p in probes],
+            ceiling_acc=[ceiling[(p.k, p.seed)][0] for p in probes],
             agreement=at_best["agreement"],
             agreement_weak_wrong=at_best["agreement_weak_wrong"],
             agreement_weak_right=at_best["agreement_weak_right"],
@@ -160,7 +257,15 @@ def score_students(
     table.insert(
         4, "method", [p.condition.method if p.condition else p.loss for p in probes]
     )
-    table = pd.concat([table, _fit_columns(stage, labelled)], axis=1)
+    table = pd.concat(
+        [
+            table,
+            _fit_columns(stage, labelled),
+            _test_columns(stage, data, test, curves_["test_acc"]),
+            _theorem_columns(stage, entries, ceiling, data, (labelled, test)),
+        ],
+        axis=1,
+    )
     nan = np.full((epochs, n_probes), np.nan)
 
     def per_row(curve: np.ndarray) -> np.ndarray:  # (E, P) -> probe-major rows

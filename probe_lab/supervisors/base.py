@@ -104,6 +104,10 @@ class WeakLabels:
     """Synthetic structures: the accuracy they were made to match."""
     imitation: np.ndarray | None = None
     """``(n,)`` a column appended to the student's features (trivial imitation)."""
+    proba: np.ndarray | None = None
+    """``(n,)`` the supervisor's soft P(label 1) where it has one (a probe, an
+    ensemble), whatever the students train on; None for hard labels only. The
+    misfit theorem's columns use it (hard labels otherwise)."""
 
 
 @dataclasses.dataclass(frozen=True)

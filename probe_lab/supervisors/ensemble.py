@@ -74,4 +74,5 @@ def label(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
         targets=mean if sup.settings.soft else hard,
         hard=hard,
         weak_acc=ctx.test_accuracy(mean),
+        proba=mean,
     )

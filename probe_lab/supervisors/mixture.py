@@ -60,10 +60,10 @@ def _probes(sup: Supervisor) -> tuple[WeakProbe, ...]:
 def label(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
     """A share ``level`` of random flips, the rest the M_k probe's own errors."""
     s = sup.settings
-    target = target_accuracy(sup, ctx)
     simulatable = metrics.positive(ctx.proba[f"M_{s.k}"]).astype(np.int8)
     hard = ctx.truth.copy()
-    for rows in (ctx.label_rows, ctx.test_rows):
+    for mask, rows in ((ctx.labelled, ctx.label_rows), (ctx.test, ctx.test_rows)):
+        target = target_accuracy(sup, ctx, mask)  # the same rows' accuracy
         made = mixture_labels(ctx.truth, simulatable, rows, target, s.level, ctx.rng)
         hard[rows] = made[rows]
     return synthetic(hard, target, ctx)

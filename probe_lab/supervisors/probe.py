@@ -67,4 +67,5 @@ def label(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
         targets=proba if sup.settings.soft else hard,
         hard=hard,
         weak_acc=ctx.test_accuracy(proba),
+        proba=proba,
     )

@@ -262,24 +262,36 @@ def check_matched(sup: Supervisor, supervisors: Sequence[Supervisor]) -> None:
         )
 
 
-def target_accuracy(sup: Supervisor, ctx: LabelContext) -> float:
-    """``accuracy``, or the accuracy on the labelled rows of the supervisor
-    ``match`` names, or of the reference probe (clipped into (0.5, 1])."""
+def target_accuracy(
+    sup: Supervisor, ctx: LabelContext, rows: np.ndarray | None = None
+) -> float:
+    """``accuracy``, or the accuracy on ``rows`` (bool, default the labelled rows)
+    of the supervisor ``match`` names, or of the reference probe (clipped into
+    (0.5, 1]).
+
+    The matching rule: a structure matched to another supervisor reaches that
+    supervisor's accuracy on each row set it labels, measured on the same rows:
+    on the labelled rows its labelled-row accuracy, on the test rows its test
+    accuracy (each to the row, :func:`flips`), so ``weak_acc`` (the test accuracy,
+    for every kind) of a matched structure equals its reference's to one row.
+    """
     s = sup.settings
     if s.accuracy is not None:
         return float(s.accuracy)
     labels = ctx.made[s.match].hard if s.match else ctx.proba[ctx.reference]
-    acc = float(metrics.accuracy(labels, ctx.truth, ctx.labelled))
+    rows = ctx.labelled if rows is None else rows
+    acc = float(metrics.accuracy(labels, ctx.truth, rows))
     return min(max(acc, 0.5 + 1e-9), 1.0)
 
 
 def synthetic(hard: np.ndarray, target: float, ctx: LabelContext) -> WeakLabels:
-    """Hard labels made at a target accuracy; ``weak_acc`` is the accuracy they
-    reached on the labelled rows (the target, to the row)."""
+    """Hard labels made at a target accuracy; ``weak_acc`` is their accuracy on
+    the test rows (the test target, to the row), as for every other kind;
+    ``target_acc`` the test-row target."""
     return WeakLabels(
         targets=hard,
         hard=hard,
-        weak_acc=float(metrics.accuracy(hard, ctx.truth, ctx.labelled)),
+        weak_acc=ctx.test_accuracy(hard),
         target_acc=target,
     )
 
@@ -288,10 +300,11 @@ def flips(
     sup: Supervisor, ctx: LabelContext, strong_logits: np.ndarray | None = None
 ) -> WeakLabels:
     """Ground truth with exactly the flips of a structure, on the labelled rows and
-    on the test rows separately (so agreement is measured on test)."""
-    target = target_accuracy(sup, ctx)
+    on the test rows separately (so agreement is measured on test), each at the
+    target accuracy on those rows (:func:`target_accuracy`)."""
     hard = ctx.truth.copy()
-    for rows in (ctx.label_rows, ctx.test_rows):
+    for mask, rows in ((ctx.labelled, ctx.label_rows), (ctx.test, ctx.test_rows)):
+        target = target_accuracy(sup, ctx, mask)
         made = make_weak_labels(
             sup.kind,
             ctx.truth,
