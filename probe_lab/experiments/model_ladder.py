@@ -259,9 +259,10 @@ def pair_table(
         nat, rnd = nat.loc[seeds], rnd.loc[seeds]
         interval = metrics.pgr_interval(nat.weak_acc, nat.student_acc, nat.ceiling_acc)
         chance = metrics.pgr_interval(rnd.weak_acc, rnd.student_acc, rnd.ceiling_acc)
-        units = [
-            (f.student_acc - f.weak_acc) / (f.ceiling_acc - f.weak_acc).mean()
-            for f in (nat, rnd)
+        gaps = [(f.ceiling_acc - f.weak_acc).mean() for f in (nat, rnd)]
+        units = [  # PGR units; without a gap (mean gap <= 0) PGR is undefined
+            (f.student_acc - f.weak_acc) / (gap if gap > 0 else np.nan)
+            for f, gap in zip((nat, rnd), gaps, strict=True)
         ]
         diff = metrics.paired_difference(*units)
         rows.append(
@@ -431,7 +432,7 @@ def plot(pairs: pd.DataFrame, rungs: pd.DataFrame, *, title: str = "") -> Figure
                     edgecolor="black", zorder=4,
                 )  # fmt: skip
             ax.axhline(0, color="0.5", lw=0.8)
-            ax.set_xscale("log")
+            _size_axis(ax, frame)
             ax.set_xlabel("strong model parameters")
             ax.set_ylabel("PGR (largest student)")
             ranked = rungs[rungs.task == task]
@@ -447,6 +448,20 @@ def plot(pairs: pd.DataFrame, rungs: pd.DataFrame, *, title: str = "") -> Figure
             "weak larger than strong; 95% Fieller intervals over seeds"
         )
     return fig
+
+
+def _size_axis(ax, frame: pd.DataFrame) -> None:
+    """A log axis of the strong models' sizes, ticked with their names (limits
+    set here: a panel whose PGRs are all undefined has no data to scale by)."""
+    sizes = frame.drop_duplicates("strong").sort_values("strong_params")
+    ax.set_xscale("log")
+    low, high = sizes.strong_params.min(), sizes.strong_params.max()
+    ax.set_xlim(low / 1.5, high * 1.5)
+    ax.set_xticks(
+        sizes.strong_params,
+        [f"{r.strong}\n{r.strong_params / 1e6:.0f}M" for r in sizes.itertuples()],
+    )
+    ax.minorticks_off()
 
 
 def _line(ax, group, column, color, label, style, marker, face) -> None:
@@ -465,7 +480,7 @@ def _line(ax, group, column, color, label, style, marker, face) -> None:
 class Settings:
     """The ``[experiment]`` keys of ``model_ladder``."""
 
-    tasks: tuple[str, ...] = ("larger_than", "safety")
+    tasks: tuple[str, ...] = ("larger_than", "sentiment")
     """Built-in tasks, one cache per rung each (``[cache]`` with its model and task
     replaced)."""
 
