@@ -444,8 +444,10 @@ def plot(pairs: pd.DataFrame, rungs: pd.DataFrame, *, title: str = "") -> Figure
             ax.legend(loc="best", fontsize=8)
         fig.suptitle(
             (title or "The model ladder")
-            + "\nsolid: weak probe; dashed: random flips at its accuracy; ringed: "
-            "weak larger than strong; 95% Fieller intervals over seeds"
+            + "\nsolid: the weak model's probe; dashed, hollow: random flips at its "
+            "accuracy;\nringed: weak larger than strong; bars: 95% Fieller "
+            "intervals over seeds",
+            fontsize=10,
         )
     return fig
 
