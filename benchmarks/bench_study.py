@@ -9,7 +9,7 @@ float16 cache, with the paper's protocol (Adam, lr 1e-3, batch 128, 200 epochs,
 early stopping). For every stage the floor is the time a plain jitted float32
 product of the stage's shapes would take for the training work alone:
 ``rows x d x P x epochs x 4`` flops at the rate of ``(x @ W, x.T @ G)`` with
-``x: (rows, d)``, ``W: (d, P)``, measured in this run. Target (issue 4): wall time
+``x: (rows, d)``, ``W: (d, P)``, measured in this run. Target: wall time
 within 1.5x of the summed floors, and compilations bounded by the number of
 stages, not conditions. Both are printed; nothing is asserted.
 
