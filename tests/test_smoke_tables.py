@@ -31,7 +31,12 @@ def smoke_tables(folder: Path) -> pd.DataFrame:
     frames = []
     for name in NAMES:
         result = run_experiment(
-            name, smoke=True, out=folder / name, cache=cache, progress=False
+            name,
+            smoke=True,
+            out=folder / name,
+            cache=cache,
+            cache_dir=folder / "caches",
+            progress=False,
         )
         for study, outcome in result.studies.items():
             table = outcome.table.copy()
