@@ -9,9 +9,11 @@ float16 cache, with the paper's protocol (Adam, lr 1e-3, batch 128, 200 epochs,
 early stopping). For every stage the floor is the time a plain jitted float32
 product of the stage's shapes would take for the training work alone:
 ``rows x d x P x epochs x 4`` flops at the rate of ``(x @ W, x.T @ G)`` with
-``x: (rows, d)``, ``W: (d, P)``, measured in this run. Target (issue 4): wall time
+``x: (rows, d)``, ``W: (d, P)``, measured in this run. Target: wall time
 within 1.5x of the summed floors, and compilations bounded by the number of
-stages, not conditions. Both are printed; nothing is asserted.
+stages, not conditions. Both are printed; nothing is asserted. ``compiles`` counts
+every XLA compilation in a stage (first uses of small eager operations included),
+``trainers`` the compiled trainer programs among them (one per chunk shape).
 
 Like the ``probe-lab`` command, the study runs with one JAX CPU device per core
 (``--devices 1`` for a single device); the baseline product runs on one device,
@@ -114,7 +116,7 @@ def main() -> None:
     )
     header = (
         f"{'stage':<24}{'probes':>8}{'rows':>8}{'GFLOP/s':>10}"
-        f"{'floor s':>10}{'wall s':>10}{'ratio':>8}{'compiles':>10}"
+        f"{'floor s':>10}{'wall s':>10}{'ratio':>8}{'compiles':>10}{'trainers':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -128,6 +130,7 @@ def main() -> None:
             f"{stage['stage']:<24}{stage['probes']:>8}{stage['rows']:>8}"
             f"{rate:>10.1f}{floor:>10.2f}{stage['seconds']:>10.2f}"
             f"{stage['seconds'] / floor:>8.2f}{stage['compilations']:>10}"
+            f"{stage['trainers']:>10}"
         )
     print("-" * len(header))
     stage_time = sum(s["seconds"] for s in result.stages)

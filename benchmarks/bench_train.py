@@ -36,7 +36,7 @@ Tables, each row ``what | time | rate | ratio``:
    time, iterations, speedup over scikit-learn, and test accuracy on the sampled
    probes beside scikit-learn's and the Adam paper protocol's (200 epochs, early
    stopping on the validation rows; run on the sampled probes only).
-6. The targets of issue 2 ("Performance") with the measured values: the trainer at
+6. The performance targets with the measured values: the trainer at
    >= 0.85 of the reference rate at P and at 4P; >= 100x the probe-epochs per second
    of the PyTorch loop; L-BFGS >= 30x faster than the scikit-learn loop with test
    accuracy within 0.5 point of it on every sampled probe; a second call with the
@@ -633,7 +633,7 @@ def print_report(res: dict[str, Any], der: dict[str, float]) -> None:
     )
     for title, make_rows in tables:
         print_table(title, COLUMNS, make_rows(res, der))
-    header = ("target (issue 2)", "measured", "result")
+    header = ("target", "measured", "result")
     print_table("6. Targets", header, summary_rows(der))
 
 

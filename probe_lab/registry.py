@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "METHOD_NAMES",
+    "REQUIRED",
     "Namespace",
     "NoSettings",
     "Plugin",
@@ -175,6 +176,18 @@ def _grid_points(values: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(values, p, strict=True)) for p in itertools.product(*axes)]
 
 
+class _Required:
+    """The declared default of a setting that must be given: its dataclass's
+    default factory builds a value its own checks refuse (an ensemble's members)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+"""The default :class:`SettingsPlugin` declares for a setting that must be given."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NoSettings:
     """The settings of a kind that has none of its own."""
@@ -186,7 +199,8 @@ class SettingsPlugin(Plugin):
 
     For kinds with typed settings of any type (an experiment kind's
     ``[experiment]`` keys, a supervisor kind's settings): the declared parameters
-    are the fields of :attr:`settings` with their defaults (each field needs one),
+    are the fields of :attr:`settings` with their defaults (each field needs one;
+    a default factory whose value the dataclass refuses declares :data:`REQUIRED`),
     so ``params`` is not given; ``ranges`` apply to the numeric ones and ``check``
     to a whole set of values, as for any :class:`Plugin`.
     """
@@ -212,7 +226,10 @@ class SettingsPlugin(Plugin):
             if field.default is not dataclasses.MISSING:
                 declared[field.name] = field.default
             elif field.default_factory is not dataclasses.MISSING:
-                declared[field.name] = field.default_factory()
+                try:
+                    declared[field.name] = field.default_factory()
+                except ValueError:  # a default that its own checks refuse
+                    declared[field.name] = REQUIRED
             else:
                 raise RegistryError(f"{where}: setting {field.name} needs a default")
         object.__setattr__(self, "params", declared)

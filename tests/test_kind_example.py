@@ -62,7 +62,7 @@ def test_the_documented_kind_is_typed_and_checked(noisy_probe):
         Supervisor(kind="noisy_probe", flip="a lot")
     with pytest.raises(StudyError, match=r"unknown keys \['depth'\] for kind"):
         Supervisor(kind="noisy_probe", depth=2)
-    with pytest.raises(StudyError, match=r"flip must lie in \[0, 0.5\)"):
+    with pytest.raises(StudyError, match=r"parameter flip must lie in \[0, 0.5\]"):
         Supervisor(kind="noisy_probe", flip=0.7)
     by_path = Supervisor(kind="noisy_probe:noisy_probe", k=2)
     assert by_path.kind_spec is SUPERVISORS.get("noisy_probe")

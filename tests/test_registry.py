@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from probe_lab.registry import (
+    REQUIRED,
     Namespace,
     Plugin,
     Registry,
@@ -113,3 +114,55 @@ def test_an_import_that_raises_is_one_line(tmp_path, monkeypatch):
             load_path(path, "loss method")
         assert len(str(info.value).splitlines()) == 1
         assert str(info.value).startswith(f"loss method {path!r}")
+
+
+def test_every_plugin_kind_is_on_the_one_spec():
+    from probe_lab.experiments import KINDS
+    from probe_lab.label_methods import LABEL_METHODS
+    from probe_lab.losses import LOSSES
+    from probe_lab.supervisors import SUPERVISORS
+    from probe_lab.supervisors.ensemble import EnsembleSettings
+
+    for registry in (LOSSES, LABEL_METHODS, SUPERVISORS, KINDS):
+        for name in registry:
+            spec = registry.get(name)
+            assert isinstance(spec, Plugin) and spec.name == name
+    probe = SUPERVISORS.get("probe")
+    assert isinstance(probe, SettingsPlugin)
+    assert probe.defaults == {"k": None, "cache": None, "layer": None, "soft": False}
+    # An ensemble's default members are refused by its own settings: it must give them.
+    assert SUPERVISORS.get("ensemble").settings is EnsembleSettings
+    assert SUPERVISORS.get("ensemble").defaults["params"] is REQUIRED
+
+
+def test_supervisor_kinds_take_ranges_and_a_check_of_their_values():
+    from probe_lab.study import StudyError, Supervisor
+    from probe_lab.supervisors import SUPERVISORS, WeakLabels, register_supervisor
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Settings:
+        low: float = 0.1
+        high: float = 0.9
+
+    def check(values):
+        if values["low"] >= values["high"]:
+            raise ValueError("low must be below high")
+
+    def label(sup, ctx):
+        return WeakLabels(targets=ctx.truth, hard=ctx.truth, weak_acc=1.0)
+
+    # A supervisor kind is its own namespace: it may take a method's name.
+    kind = register_supervisor(
+        "gce", settings=Settings, ranges={"low": (0, 1)}, check=check
+    )(label)
+    try:
+        assert SUPERVISORS.get("gce") is kind and kind.defaults["high"] == 0.9
+        assert Supervisor(kind="gce", low=0.2).low == 0.2
+        with pytest.raises(StudyError, match=r"parameter low must lie in \[0, 1\]"):
+            Supervisor(kind="gce", low=-1.0)
+        with pytest.raises(StudyError, match="'gce': low must be below high"):
+            Supervisor(kind="gce", low=0.95)
+        with pytest.raises(RegistryError, match="check_study is not callable"):
+            register_supervisor("bad", check_study=3)(label)
+    finally:
+        SUPERVISORS.unregister("gce")

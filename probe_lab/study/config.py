@@ -221,7 +221,7 @@ class StudyConfig:
                 f"one scale; they have {sorted(set(scales.values()))}"
             )
         for s in self.supervisors:
-            s.kind_spec.check(s, self.supervisors)
+            s.kind_spec.check_study(s, self.supervisors)
 
     @property
     def conditions(self) -> list[Condition]:

@@ -1,7 +1,10 @@
 """What every supervisor kind is made of: the spec, the Supervisor, what it sees.
 
-A **supervisor kind** (:class:`SupervisorKind`) is a name, a typed settings
-dataclass and a few pure functions, registered in :data:`SUPERVISORS`:
+A **supervisor kind** (:class:`SupervisorKind`) is a plug-in on the one spec
+(:class:`probe_lab.registry.SettingsPlugin`: a name, declared parameters with
+ranges, a check): a typed settings dataclass whose fields are its parameters and a
+few pure functions, registered in :data:`SUPERVISORS` (its own namespace: a kind is
+only ever named by a supervisor's ``kind``, so it may share a name with a method):
 
 * ``label(sup, ctx) -> WeakLabels``: the weak labels of one seed, from what the
   study has made so far (:class:`LabelContext`);
@@ -12,8 +15,12 @@ dataclass and a few pure functions, registered in :data:`SUPERVISORS`:
   (:class:`SeedAsk`; the strong rankings' fold probes);
 * ``feature_scale(sup) -> float | None``: the scale of the column it adds to the
   student's features (``WeakLabels.imitation``), None when it adds none;
-* ``check(sup, supervisors)``: refuse a bad setting when the study is configured
-  (``supervisors`` is empty when the :class:`Supervisor` is checked alone);
+* ``ranges`` and ``check(values)``: the plug-in spec every plug-in shares
+  (:class:`~probe_lab.registry.Plugin`), run on the settings when a
+  :class:`Supervisor` is made;
+* ``check_study(sup, supervisors)``: refuse what does not fit the study's other
+  supervisors when the study is configured (``supervisors`` is empty when the
+  :class:`Supervisor` is checked alone);
 * ``prepare(sup, data)``: check what it reads from the loaded caches, before
   anything trains;
 * ``default_name(sup)``: its name in the results when none is given.
@@ -31,14 +38,14 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from probe_lab import metrics
 from probe_lab.errors import StudyError
 from probe_lab.loader import ConfigError, from_mapping
-from probe_lab.registry import Registry, RegistryError
+from probe_lab.registry import Registry, RegistryError, SettingsPlugin
 
 __all__ = [
     "SUPERVISORS",
@@ -229,17 +236,28 @@ def _kind_name(sup: Supervisor) -> str:
     return sup.kind
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class SupervisorKind:
-    """A kind of supervisor: its settings, how it labels, and what it needs."""
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class SupervisorKind(SettingsPlugin):
+    """A kind of supervisor: its settings, how it labels, and what it needs.
 
-    name: str
+    A :class:`~probe_lab.registry.SettingsPlugin` like an experiment kind: its
+    declared parameters are the fields of :attr:`settings`, ``ranges`` bound the
+    numeric ones and ``check(values)`` refuses a whole set of values; both run
+    when a :class:`Supervisor` is made. What depends on the study's other
+    supervisors is :attr:`check_study`.
+    """
+
+    what: ClassVar[str] = "supervisor kind"
+
     label: Callable[[Supervisor, LabelContext], WeakLabels]
     settings: type = Params
-    """The typed settings dataclass (frozen, keyword-only) its keys parse into."""
+    """The typed settings dataclass (frozen, keyword-only, every field with a
+    default) its keys parse into."""
     probes: Callable[[Supervisor], tuple[WeakProbe, ...]] = _no_probes
     seed_probes: Callable[[Supervisor, SeedAsk], tuple[WeakProbe, ...]] = _no_probes
-    check: Callable[[Supervisor, Sequence[Supervisor]], None] = _no_check
+    check_study: Callable[[Supervisor, Sequence[Supervisor]], None] = _no_check
+    """``check_study(sup, supervisors)``: refuse what does not fit the study's
+    other supervisors (``supervisors`` is empty when the supervisor is made)."""
     prepare: Callable[[Supervisor, Any], None] = _no_prepare
     feature_scale: Callable[[Supervisor], float | None] = _no_feature
     default_name: Callable[[Supervisor], str] = _kind_name
@@ -247,6 +265,14 @@ class SupervisorKind:
     """Label after every kind without this flag (it reads ``ctx.made``)."""
     reference: bool = False
     """Its accuracy can be the one synthetic structures match (a probe)."""
+
+    def __post_init__(self) -> None:
+        for key in ("label", "probes", "seed_probes", "check_study", "prepare"):
+            if not callable(getattr(self, key)):
+                raise RegistryError(
+                    f"supervisor kind {self.name!r}: {key} is not callable"
+                )
+        super().__post_init__()
 
 
 def _as_kind(item: Any, name: str) -> SupervisorKind:
@@ -328,7 +354,13 @@ class Supervisor:
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "settings", settings)
-        spec.check(self, ())
+        try:
+            spec.check_settings(settings)
+            spec.check_study(self, ())
+        except StudyError:
+            raise
+        except ValueError as err:  # a range or the kind's check of its values
+            raise StudyError(f"{who}: {err}") from None
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("__") or key == "settings":

@@ -64,7 +64,7 @@ def _check(sup: Supervisor, supervisors: Sequence[Supervisor]) -> None:
 @register_supervisor(
     "imitation",
     settings=ImitationSettings,
-    check=_check,
+    check_study=_check,
     feature_scale=lambda sup: sup.settings.scale,
     after_others=True,
 )

@@ -54,7 +54,7 @@ def _probes(sup: Supervisor) -> tuple[WeakProbe, ...]:
     "mixture",
     settings=MixtureSettings,
     probes=_probes,
-    check=check_matched,
+    check_study=check_matched,
     default_name=lambda sup: f"mixture(M_{sup.settings.k},{sup.settings.level:g})",
 )
 def label(sup: Supervisor, ctx: LabelContext) -> WeakLabels:

@@ -96,5 +96,5 @@ def label(sup: Supervisor, ctx: LabelContext) -> WeakLabels:
 
 for _name in ("strong_unconfident", "strong_confident_correct"):
     register_supervisor(
-        _name, settings=Matched, check=check_matched, seed_probes=fold_probes
+        _name, settings=Matched, check_study=check_matched, seed_probes=fold_probes
     )(label)

@@ -319,4 +319,4 @@ def flips(
 
 
 for _name in ("random", "longest", "shortest"):
-    register_supervisor(_name, settings=Matched, check=check_matched)(flips)
+    register_supervisor(_name, settings=Matched, check_study=check_matched)(flips)
