@@ -187,3 +187,36 @@ def test_the_analysis_never_reads_the_held_out_tasks_targets():
     assert per2["combined"]["task0"] == pytest.approx(-per["combined"]["task0"])
     with pytest.raises(ValueError, match="at least 2"):
         pred.evaluate(frame[frame.task == "task0"], ["planted"])
+
+
+def test_the_sweep_recovers_a_planted_crossover():
+    """Gain log(n / n*) with n* = 3 k / (1 - 2 rho)^2: the measured crossover is
+    n* exactly (log interpolation), the fitted c is 3, and cells outside the sizes
+    are marked censored."""
+    from probe_lab.experiments.predictors import crossovers
+
+    rows = []
+    for acc in (0.7, 0.8, 0.9, 0.6):
+        for k in (2, 4):
+            nstar = float(pred.crossover(k, 1 - acc, c=3.0))
+            for n in (20, 40, 80, 160, 320):
+                rows.append(
+                    dict(
+                        task="t",
+                        supervisor=f"random@{acc:.2f}",
+                        student=k,
+                        labelled=n,
+                        gain=np.log(n / nstar),
+                        target_acc=acc,
+                    )
+                )
+    sweep = crossovers(pd.DataFrame(rows), ("random",))
+    exact = sweep[sweep.censored == ""]
+    assert len(exact) >= 4
+    theory = 3.0 * exact.theory_x
+    np.testing.assert_allclose(exact.measured, theory, rtol=1e-9)
+    assert sweep.c.iloc[0] == pytest.approx(3.0)
+    # accuracy 0.6, k = 4: n* = 300 lies inside; accuracy 0.6 k = 2 -> 150.
+    # accuracy 0.9, k = 2: n* = 9.4, below the smallest size.
+    below = sweep[(sweep.accuracy == 0.9) & (sweep.student == 2)]
+    assert below.censored.item() == "below"
