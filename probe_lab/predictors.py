@@ -253,11 +253,16 @@ def width(inputs: PredictorInput, params: Mapping[str, float]) -> float:
 def linear_cka(x: Any, y: Any) -> float:
     """Linear CKA (Kornblith et al. 2019) of two ``(n, d)`` feature sets of the
     same rows: ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` on centred
-    columns; 1 for a rotation or isotropic scaling of the same features."""
+    columns; 1 for a rotation or isotropic scaling of the same features. Wide
+    features (``d > n``, e.g. a bag of words) use the equal ``n x n`` Gram form."""
     xc = np.asarray(x, np.float64) - np.mean(x, axis=0)
     yc = np.asarray(y, np.float64) - np.mean(y, axis=0)
-    cross = np.linalg.norm(yc.T @ xc) ** 2
-    norm = np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
+    if max(xc.shape[1], yc.shape[1]) > xc.shape[0]:
+        gx, gy = xc @ xc.T, yc @ yc.T
+        cross, norm = np.sum(gx * gy), np.linalg.norm(gx) * np.linalg.norm(gy)
+    else:
+        cross = np.linalg.norm(yc.T @ xc) ** 2
+        norm = np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
     return float(cross / norm) if norm > 0 else math.nan
 
 

@@ -50,6 +50,8 @@ def test_cka_matches_the_kernel_form_and_is_one_for_a_rotation():
     assert pred.linear_cka(x, y) == pytest.approx(reference_cka(x, y), rel=1e-10)
     other = rng.normal(size=(200, 6))
     assert pred.linear_cka(x, other) < 0.2  # independent features: near 0
+    wide = np.c_[y, rng.normal(size=(200, 300))]  # d > n: the Gram form
+    assert pred.linear_cka(x, wide) == pytest.approx(reference_cka(x, wide), rel=1e-9)
 
 
 def test_simulatability_is_near_chance_for_random_flips_and_high_for_structure():
