@@ -448,7 +448,7 @@ class Settings:
     """Built-in tasks (``["all"]``: every one), one cache each; a run given
     ``--cache`` runs on that cache alone (held out by size instead of task)."""
 
-    sizes: tuple[int, ...] = (500, 1000, 2000)
+    sizes: tuple[int, ...] = (600, 800, 1000)
     """Rows per study (``max_rows``), one study per task and size."""
 
     accuracies: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 0.95)
