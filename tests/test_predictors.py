@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from probe_lab import predictors as pred
+from probe_lab import theory
 from probe_lab.registry import RegistryError
 
 
@@ -83,6 +84,16 @@ def test_projection_misfit_equals_a_loop_of_held_out_least_squares():
         coef = np.linalg.lstsq(design[which != f], weak[which != f], rcond=None)[0]
         held[which == f] = design[which == f] @ coef
     assert got == pytest.approx(np.mean((held - weak) ** 2), rel=1e-9)
+    # With a ridge: each fold's fit is theory.projection_student's.
+    ridged = pred.get_predictor("projection_misfit")(
+        pred.PredictorInput(features=x, weak=weak, hard=truth, k=3, seed=7),
+        folds=3,
+        ridge=2.0,
+    )
+    fits = np.stack([which != f for f in range(3)])
+    s = theory.projection_student(xs, np.stack([weak] * 3), fit_rows=fits, ridge=2.0)
+    held = np.where(~fits, s, 0.0).sum(axis=0)
+    assert ridged == pytest.approx(np.mean((held - weak) ** 2), rel=1e-9)
 
 
 def test_counting_predictors_and_the_noise_theory():
