@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +168,11 @@ def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame
         sup.kind_spec.prepare(sup, data)
     truth = train_ground_truth(config, data, log=log)
     labels = make_labels(config, data, truth)
+    start = time.perf_counter()
     frame = predictor_frame(config, data, labels, names)
+    ctx.log(
+        f"predictors: {len(frame)} conditions in {time.perf_counter() - start:.1f}s"
+    )
     scored = train_students(config, data, truth, labels, log=log)
     table = scored.table
     table["pgr"] = metrics.pgr(
