@@ -46,6 +46,7 @@ from probe_lab.experiments import (
     error_structures,
     linear_probe_w2s,
     methods,
+    predictors,
     sample_size,
     simulation_difficulty,
     task_suite,
@@ -493,6 +494,14 @@ def _kind_checks():
     sizes = pd.concat(
         [_summary(["M_2", "random"], labelled=n) for n in (50, 100)], ignore_index=True
     )
+    conditions = pd.DataFrame(
+        dict(
+            task=["a"] * 3 + ["b"] * 3,
+            pgr=np.nan,
+            gain=[0.1, 0.2, 0.0] * 2,
+            simulatability=[0.5, 0.6, 0.7] * 2,
+        )
+    )
     return {
         "error_structures": lambda: error_structures.check(
             _summary(["M_2", "random", "longest"]), "M_2"
@@ -509,6 +518,11 @@ def _kind_checks():
         "sample_size": lambda: sample_size.check(sizes, "M_2"),
         "task_suite": lambda: task_suite.check(
             _summary(["bow", "random@bow"]).assign(task="t")
+        ),
+        "predictors": lambda: predictors.check(
+            predictors.score(conditions, ["simulatability"], "task"),
+            pd.DataFrame(),
+            "task",
         ),
     }
 

@@ -56,6 +56,7 @@ __all__ = [
     "plot_predictor",
     "predictor_frame",
     "run",
+    "score",
     "supervisors",
 ]
 
@@ -237,7 +238,7 @@ def run(ctx: Context) -> Analysis:
     frame.to_csv(ctx.out / "conditions.csv", index=False)
     group = "task" if frame.task.nunique() > 1 else "rows"
     names = list(settings.predictors)
-    table = _score(frame, names, group)
+    table = score(frame, names, group)
     table.to_csv(ctx.out / "predictor_table.csv", index=False)
     (ctx.out / "predictor_table.md").write_text(_markdown(table, group))
     sweep = crossovers(frame, settings.structures)
@@ -249,7 +250,7 @@ def run(ctx: Context) -> Analysis:
     return Analysis(studies, check(table, sweep, group), figures)
 
 
-def _score(frame: pd.DataFrame, names: list[str], group: str) -> pd.DataFrame:
+def score(frame: pd.DataFrame, names: list[str], group: str) -> pd.DataFrame:
     """The summary table (an empty one when there is one group only), and the
     held-out combined score of every condition (column ``combined``)."""
     if frame[group].nunique() < 2:
