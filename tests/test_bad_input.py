@@ -48,6 +48,8 @@ from probe_lab.experiments import (
     error_structures,
     linear_probe_w2s,
     methods,
+    model_ladder,
+    predictors,
     sample_size,
     simulation_difficulty,
     task_suite,
@@ -504,6 +506,14 @@ def _kind_checks():
     sizes = pd.concat(
         [_summary(["M_2", "random"], labelled=n) for n in (50, 100)], ignore_index=True
     )
+    conditions = pd.DataFrame(
+        dict(
+            task=["a"] * 3 + ["b"] * 3,
+            pgr=np.nan,
+            gain=[0.1, 0.2, 0.0] * 2,
+            simulatability=[0.5, 0.6, 0.7] * 2,
+        )
+    )
     return {
         "error_structures": lambda: error_structures.check(
             _summary(["M_2", "random", "longest"]), "M_2"
@@ -520,6 +530,38 @@ def _kind_checks():
         "sample_size": lambda: sample_size.check(sizes, "M_2"),
         "task_suite": lambda: task_suite.check(
             _summary(["bow", "random@bow"]).assign(task="t")
+        ),
+        "model_ladder": lambda: model_ladder.check(
+            pd.DataFrame(
+                dict(
+                    task="t",
+                    weak="a",
+                    strong="b",
+                    weak_acc=0.8,
+                    ceiling_acc=0.805,
+                    pgr=np.nan,
+                    pgr_low=np.nan,
+                    pgr_high=np.nan,
+                    diff=np.nan,
+                    diff_high=np.nan,
+                    strong_params=1.0,
+                ),
+                index=[0],
+            ),
+            pd.DataFrame(
+                dict(
+                    task="t",
+                    rung=["a", "b"],
+                    ceiling=[0.8, 0.805],
+                    by_size=[0, 1],
+                    by_ceiling=[0, 1],
+                )
+            ),
+        ),
+        "predictors": lambda: predictors.check(
+            predictors.score(conditions, ["simulatability"], "task"),
+            pd.DataFrame(),
+            "task",
         ),
     }
 

@@ -483,7 +483,7 @@ def _bce(z, t):
 
 def _register_nan_losses():
     """Loss methods that go non-finite for probes with ``on = 1`` only, each a
-    case of issue 20 (the double ``where`` keeps the other probes' gradients
+    case a hostile user tried (the double ``where`` keeps the other probes' gradients
     finite)."""
     from probe_lab.losses import register_loss
 
