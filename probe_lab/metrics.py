@@ -546,11 +546,14 @@ def expected_calibration_error(
     shape = np.broadcast_shapes(p.shape, y.shape)
     use = _rows(rows, shape).astype(np.float64)
     p, y = np.broadcast_to(p, shape), np.broadcast_to(y, shape)
+    lost = (np.isnan(p) & (use > 0)).any(axis=-1)  # a NaN probability: no ECE
+    p = np.nan_to_num(p)
     which = np.minimum((p * bins).astype(np.int64), bins - 1)
     onehot = (which[..., None] == np.arange(bins)) * use[..., None]  # (..., n, B)
     count = onehot.sum(axis=-2)
     gap = np.abs(np.einsum("...nb,...n->...b", onehot, y - p))
-    return _out(gap.sum(axis=-1) / np.maximum(count.sum(axis=-1), 1))
+    ece = gap.sum(axis=-1) / np.maximum(count.sum(axis=-1), 1)
+    return _out(np.where(lost, np.nan, ece))
 
 
 def row_metrics(

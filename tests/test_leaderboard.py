@@ -196,7 +196,7 @@ def test_verdicts_under_each_early_stopping_rule():
     assert overall.loc["same", "survive_best_test"] == 0
     assert overall.loc["better", "wins_final"] == 0
     for rule in ("final", "best_test"):  # counts add up under every rule
-        counts = overall[[f"wins_{rule}", f"ties_{rule}", f"losses_{rule}"]].sum(1)
+        counts = overall[[f"wins_{rule}", f"ties_{rule}", f"losses_{rule}"]].sum(axis=1)
         assert (counts.drop("xent") == overall.cells.drop("xent")).all()
     # the pooled PGR under the final epoch: the ratio of summed gains with the
     # final accuracies, over the same kept cells

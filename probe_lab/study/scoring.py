@@ -141,7 +141,9 @@ def _test_columns(
     out = dict(n_test=test.sum(axis=1))
     out |= metrics.row_metrics(stage.proba, ref, data.truth, test)
     out["student_acc_final"] = test_curve[-1]
-    out["student_acc_best_test"] = np.nanmax(test_curve, axis=0)
+    scored = ~np.isnan(test_curve).all(axis=0)  # a failed probe has no epoch
+    best = np.where(np.isnan(test_curve), -np.inf, test_curve).max(axis=0)
+    out["student_acc_best_test"] = np.where(scored, best, np.nan)
     return pd.DataFrame(out)
 
 
