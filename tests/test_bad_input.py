@@ -470,8 +470,13 @@ def test_an_interrupted_run_resumes_by_study(caches, tmp_path, capsys, monkeypat
     assert run()[:2] == (0, 1)
     toml.write_text(SIMULATION + "lr = 0.002\n")  # config changed
     assert run()[:2] == (0, 2)
-    with h5py.File(cache, "r+") as f:  # same path, other content
+    with h5py.File(cache, "r+") as f:  # same path, a row changed behind its back
         f["features/layer_02"][0, 0] += 1
+    code, ran, seen = run()
+    assert (code, ran) == (2, 0) and "checksum" in seen.err  # refused, nothing run
+    with h5py.File(cache, "r+") as f:  # same path, other content (checksums match)
+        layers = [int(k) for k in json.loads(f.attrs[store.CHECKSUMS])]
+        f.attrs[store.CHECKSUMS] = store.feature_digests(f, layers)
     assert run()[:2] == (0, 2)
 
 
