@@ -130,11 +130,7 @@ def _tests(table: pd.DataFrame, ref: str, column: str) -> list[_Test]:
 def _verdicts(tests: list[_Test]) -> tuple[np.ndarray, list[bool | None]]:
     """Holm over the family of the experiment's directional tests; each held,
     not shown, or None (undefined PGR, or no interval)."""
-    p = np.array([t.diff.p_value for t in tests], np.float64)
-    finite = np.isfinite(p)
-    adjusted = np.full(len(p), np.nan)
-    if finite.any():
-        adjusted[finite] = metrics.holm(p[finite])
+    adjusted = metrics.holm([t.diff.p_value for t in tests])
     held = [
         shown(t.diff, a) if t.defined else None
         for t, a in zip(tests, adjusted, strict=True)

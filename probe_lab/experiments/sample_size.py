@@ -119,10 +119,7 @@ def _curve(table: pd.DataFrame, ref: str) -> _Curve:
         )
         pgrs = [seed_pgr(rows, supervisor=s) for s in ("random", ref)]
         defined[n] = not any(p.reason for p in pgrs)
-    p = np.array([diffs[n].p_value for n in sizes], np.float64)
-    adjusted = np.full(len(sizes), np.nan)
-    if np.isfinite(p).any():
-        adjusted[np.isfinite(p)] = metrics.holm(p[np.isfinite(p)])
+    adjusted = metrics.holm([diffs[n].p_value for n in sizes])
     beats = {
         n: shown(diffs[n], a) if defined[n] else None
         for n, a in zip(sizes, adjusted, strict=True)

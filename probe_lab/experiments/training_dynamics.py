@@ -88,10 +88,7 @@ def check(dyn: pd.DataFrame, ref: str) -> list[Finding]:
                 ),
             )
         )
-    p = np.array([t[2].p_value for t in tests], np.float64)
-    adjusted = np.full(len(p), np.nan)
-    if np.isfinite(p).any():
-        adjusted[np.isfinite(p)] = metrics.holm(p[np.isfinite(p)])
+    adjusted = metrics.holm([t[2].p_value for t in tests])
     return [
         Finding(
             claim=claim,

@@ -278,10 +278,7 @@ def check(table: pd.DataFrame) -> list[Finding]:
                 pgrs,
             )
         )
-    p = np.array([t[2].p_value for t in tests], np.float64)
-    adjusted = np.full(len(p), np.nan)
-    if np.isfinite(p).any():
-        adjusted[np.isfinite(p)] = metrics.holm(p[np.isfinite(p)])
+    adjusted = metrics.holm([t[2].p_value for t in tests])
     return [
         Finding(
             claim=claim,
