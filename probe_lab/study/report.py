@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probe_lab import metrics
 from probe_lab.study.result import ONE_SEED, StudyResult, failed_rows
 
 __all__ = ["method_pgr", "summary_markdown", "write_summary"]
@@ -27,39 +26,20 @@ def method_pgr(result: StudyResult, *, confidence: float = 0.95) -> pd.DataFrame
     """One row per (supervisor, student, method): mean accuracies over the seeds
     that trained finitely, PGR with Fieller's interval (``pgr_low``,
     ``pgr_high``; ``note`` says why an interval is missing), ``seeds`` and
-    ``failed`` (probes left out)."""
+    ``failed`` (probes left out). The numbers are the study summary's
+    (:meth:`StudyResult.summary`), with each condition's method name."""
+    summary = result.summary(confidence=confidence)
     table = result.table
-    failed = failed_rows(table)
-    rows = []
-    for key, every in table.groupby(KEYS, sort=False):
-        group = every[~failed.loc[every.index]]
-        fit = metrics.pgr_interval(
-            group.weak_acc.to_numpy(float),
-            group.student_acc.to_numpy(float),
-            group.ceiling_acc.to_numpy(float),
-            confidence=confidence,
-        )
-        note = str(fit.reason)
-        if len(group) == 1:
-            note = ONE_SEED
-        elif len(group) == 0:
-            note = "every seed failed"
-        rows.append(
-            dict(
-                zip(KEYS, key, strict=True),
-                method=every["method"].iloc[0] if "method" in every else key[2],
-                seeds=len(group),
-                failed=int(len(every) - len(group)),
-                weak_acc=group.weak_acc.mean(),
-                student_acc=group.student_acc.mean(),
-                ceiling_acc=group.ceiling_acc.mean(),
-                pgr=float(fit.pgr),
-                pgr_low=float(fit.low),
-                pgr_high=float(fit.high),
-                note=note,
-            )
-        )
-    return pd.DataFrame(rows)
+    if "method" in table:
+        methods = table.groupby(KEYS, sort=False)["method"].first().reset_index()
+        summary = summary.merge(methods, on=KEYS, how="left", sort=False)
+    else:
+        summary["method"] = summary["loss"]
+    # With fewer than two seeds the summary's ``interval`` says why there is none.
+    summary["note"] = summary.pgr_note.where(summary.seeds > 1, summary.interval)
+    columns = [*KEYS, "method", "seeds", "failed", "weak_acc", "student_acc"]
+    columns += ["ceiling_acc", "pgr", "pgr_low", "pgr_high", "note"]
+    return summary[columns]
 
 
 def _number(value: float, digits: int = 3) -> str:
