@@ -30,7 +30,14 @@ from activation_cache.store import (
     read_plan,
     read_state,
 )
-from activation_cache.tasks import TASK_INFO, TASKS, TaskError, load_task, task_cards
+from activation_cache.tasks import (
+    TASK_INFO,
+    TASKS,
+    TaskError,
+    load_task,
+    task_card_meta,
+    task_cards,
+)
 from activation_cache.throughput import Throughput
 
 __all__ = [
@@ -369,6 +376,10 @@ def describe_tasks() -> list[dict[str, object]]:
                 "layer": info.layer,
                 "position": info.position,
                 "rules": {f: card.get("rules", {}).get(f) for f in info.rules},
+                "ladder": {
+                    rung: entry.get("ceiling")
+                    for rung, entry in card.get("ladder", {}).items()
+                },
             }
         )
     return rows
@@ -389,7 +400,8 @@ def run_tasks(args: argparse.Namespace) -> int:
         f"{'bal':>5} {'bow%':>5} {'ceil%':>5} {'layer':>5} {'pos':<5} rules (acc%)"
     )
     lines = [head, "-" * len(head)]
-    for r in describe_tasks():
+    rows = describe_tasks()
+    for r in rows:
         rules = ", ".join(f"{f} {pct(a)}" for f, a in r["rules"].items()) or "-"
         lines.append(
             f"{r['task']:<14} {r['capability']:<22} {r['label']:<10} "
@@ -402,5 +414,29 @@ def run_tasks(args: argparse.Namespace) -> int:
         "MiniLM probe test accuracy at the layer shown (mean position); cards in "
         "docs/tasks.md"
     )
+    lines += _ladder_lines(rows)
     print("\n".join(lines))
     return 0
+
+
+def _ladder_lines(rows: list[dict[str, object]]) -> list[str]:
+    """The rung columns of the cards: each ladder rung's probe ceiling per task."""
+    from activation_cache.models import LADDER
+
+    if not any(r["ladder"] for r in rows):
+        return []
+    head = f"\n{'task':<14} " + " ".join(f"{rung:>9}" for rung in LADDER)
+    lines = [head, "-" * (len(head) - 1)]
+    for r in rows:
+        cells = (r["ladder"].get(rung) for rung in LADDER)
+        lines.append(
+            f"{r['task']:<14} "
+            + " ".join(f"{'-' if c is None else f'{100 * c:.1f}':>9}" for c in cells)
+        )
+    rows_measured = task_card_meta().get("ladder", {}).get("rows", "?")
+    lines.append(
+        "ladder ceilings: probe test accuracy (%) on each rung's best layer (chosen "
+        f"on validation rows, mean position) at {rows_measured} rows; probe-lab "
+        "models lists the rungs"
+    )
+    return lines

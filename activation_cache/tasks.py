@@ -46,6 +46,7 @@ __all__ = [
     "TaskInfo",
     "format_prompts",
     "load_task",
+    "task_card_meta",
     "task_cards",
     "task_fingerprint",
 ]
@@ -127,15 +128,29 @@ def task_cards() -> dict[str, dict[str, object]]:
     Written by ``benchmarks/task_cards.py --write``: per task, the rows measured, the
     bag-of-words probe's test accuracy (``bow_acc``), the best MiniLM layer
     (``best_layer``, mean position) and its probe's test accuracy (``ceiling``), and
-    each rule field's accuracy against the labels (``rules``).
+    each rule field's accuracy against the labels (``rules``); ``ladder`` holds
+    each ladder rung's ceiling, layer and extraction time where
+    ``benchmarks/ladder_cards.py --write`` measured them.
 
     Returns:
         Task name -> card numbers; empty if the file was never written.
     """
+    return _cards_file().get("tasks", {})
+
+
+def task_card_meta() -> dict[str, object]:
+    """How the cards were measured: the file's top-level entries other than
+    ``tasks`` (the MiniLM suite's extraction time; under ``ladder`` the rows, the
+    machine and each rung's summed extraction time over the suite, written by
+    ``benchmarks/ladder_cards.py --write``)."""
+    return {k: v for k, v in _cards_file().items() if k != "tasks"}
+
+
+def _cards_file() -> dict[str, object]:
     path = importlib.resources.files("activation_cache.suite") / "cards.json"
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))["tasks"]
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _parse_label(value: object, where: str) -> int:

@@ -171,6 +171,45 @@ def markdown(cards: dict) -> str:
                 for g in r["groups_bow"]
             )
             lines.append(f"\n`{name}` test accuracy by group (bow/MiniLM): {groups}")
+    if "ladder" in cards:
+        lines += ["", ladder_markdown(cards)]
+    return "\n".join(lines)
+
+
+def ladder_markdown(cards: dict) -> str:
+    """The rung columns (``benchmarks/ladder_cards.py --write``) as a markdown table:
+    each rung's ceiling (layer) per task and the suite's extraction time per rung."""
+    from activation_cache.models import LADDER
+
+    meta = cards["ladder"]
+    lines = [
+        "| task | " + " | ".join(f"`{r}` ({LADDER[r].params})" for r in LADDER) + " |",
+        "| --- |" + " ---: |" * len(LADDER),
+    ]
+    for name, card in cards["tasks"].items():
+        cells = []
+        for rung in LADDER:
+            e = card.get("ladder", {}).get(rung)
+            cell = "-" if e is None else f"{100 * e['ceiling']:.1f} ({e['layer']})"
+            cells.append(cell)
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    totals = meta["rungs"]
+    lines.append(
+        "| suite extraction | "
+        + " | ".join(
+            f"{totals[r]['extract_s']:.0f} s wall, {totals[r]['extract_cpu_s']:.0f} s "
+            f"CPU ({totals[r]['timed_tasks']} tasks, {totals[r]['rows']} rows)"
+            if r in totals and totals[r]["timed_tasks"]
+            else "-"
+            for r in LADDER
+        )
+        + " |"
+    )
+    lines.append(
+        f"\nCeilings: probe test accuracy (%) at each rung's best layer (in brackets), "
+        f"{meta['rows']} rows per task, mean position; extraction measured on "
+        f"{meta['machine']}."
+    )
     return "\n".join(lines)
 
 
@@ -204,15 +243,14 @@ def main() -> None:
         )
     print(json.dumps(results, indent=1))
     if args.write:
-        old = (
-            json.loads(CARDS.read_text(encoding="utf-8"))["tasks"]
-            if CARDS.exists()
-            else {}
-        )
+        saved = json.loads(CARDS.read_text(encoding="utf-8")) if CARDS.exists() else {}
+        old = saved.get("tasks", {})
         for name, r in results.items():  # a reused cache keeps its measured timing
             for key in ("extract_minilm_s", "extract_minilm_cpu_s", "extract_bow_s"):
                 if r[key] is None:
                     r[key] = old.get(name, {}).get(key)
+            if "ladder" in old.get(name, {}):  # benchmarks/ladder_cards.py's columns
+                r["ladder"] = old[name]["ladder"]
         results = dict(sorted({**old, **results}.items()))
         timed = [r for r in results.values() if r["extract_minilm_s"] is not None]
         CARDS.write_text(
@@ -229,6 +267,7 @@ def main() -> None:
                         sum(r["extract_minilm_cpu_s"] for r in timed), 1
                     ),
                     "tasks": results,
+                    **({"ladder": saved["ladder"]} if "ladder" in saved else {}),
                 },
                 indent=1,
             )
