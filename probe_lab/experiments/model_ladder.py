@@ -414,10 +414,12 @@ def _size_order(rungs: pd.DataFrame) -> Finding:
 
 
 def plot(pairs: pd.DataFrame, rungs: pd.DataFrame, *, title: str = "") -> Figure:
-    """Fig. 23's layout: PGR against the strong model's size (log), one line per
-    weak model (solid: its probe; dashed, hollow: random flips at its accuracy),
+    """Fig. 23's layout: PGR against the strong model's size (the strong models in
+    size order, evenly spaced: 110M and 135M would overlap on a log axis), one line
+    per weak model (solid: its probe; dashed, hollow: random flips at its accuracy),
     Fieller intervals over seeds; one panel per task, titled with the rungs in
-    ceiling order. A pair against size order (weak larger than strong) is ringed."""
+    ceiling order. A pair against size order (weak larger than strong) is ringed; a
+    panel with no defined PGR says why."""
     tasks = list(dict.fromkeys(pairs.task))
     names = list(LADDER)
     palette = dict(zip(names, plots.colors(len(names), "tab10"), strict=False))
@@ -426,6 +428,8 @@ def plot(pairs: pd.DataFrame, rungs: pd.DataFrame, *, title: str = "") -> Figure
         axes = plots.panels(fig, len(tasks), len(tasks)).reshape(-1)
         for ax, task in zip(axes, tasks, strict=True):
             frame = pairs[pairs.task == task]
+            where = _size_axis(ax, frame)
+            frame = frame.assign(x=frame.strong.map(where))
             for weak, group in frame.groupby("weak", sort=False):
                 group = group.sort_values("strong_params")
                 color = palette.get(weak, "0.3")
@@ -433,12 +437,17 @@ def plot(pairs: pd.DataFrame, rungs: pd.DataFrame, *, title: str = "") -> Figure
                 _line(ax, group, "random_pgr", color, None, "--", "o", "white")
                 swapped = group[~group.size_order]
                 ax.scatter(
-                    swapped.strong_params, swapped.pgr, s=180, facecolor="none",
+                    swapped.x, swapped.pgr, s=180, facecolor="none",
                     edgecolor="black", zorder=4,
                 )  # fmt: skip
             ax.axhline(0, color="0.5", lw=0.8)
-            _size_axis(ax, frame)
-            ax.set_xlabel("strong model parameters")
+            if frame.pgr.isna().all():
+                ax.text(
+                    0.5, 0.5, "no pair with a defined PGR: the weak\nprobe is within 0.02 of "
+                    "chance, or not\n0.02 below the study's ceiling (table)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=9,
+                )  # fmt: skip
+            ax.set_xlabel("strong model (by parameters)")
             ax.set_ylabel("PGR (largest student)")
             ranked = rungs[rungs.task == task]
             ax.set_title(
@@ -457,18 +466,19 @@ def plot(pairs: pd.DataFrame, rungs: pd.DataFrame, *, title: str = "") -> Figure
     return fig
 
 
-def _size_axis(ax, frame: pd.DataFrame) -> None:
-    """A log axis of the strong models' sizes, ticked with their names (limits
-    set here: a panel whose PGRs are all undefined has no data to scale by)."""
+def _size_axis(ax, frame: pd.DataFrame) -> dict[str, int]:
+    """The strong models in size order at evenly spaced positions, ticked with
+    their names and sizes (limits set here: a panel whose PGRs are all undefined
+    has no data to scale by). Returns strong model -> position."""
     sizes = frame.drop_duplicates("strong").sort_values("strong_params")
-    ax.set_xscale("log")
-    low, high = sizes.strong_params.min(), sizes.strong_params.max()
-    ax.set_xlim(low / 1.5, high * 1.5)
+    where = {name: i for i, name in enumerate(sizes.strong)}
+    ax.set_xlim(-0.5, len(where) - 0.5)
     ax.set_xticks(
-        sizes.strong_params,
+        list(where.values()),
         [f"{r.strong}\n{r.strong_params / 1e6:.0f}M" for r in sizes.itertuples()],
     )
     ax.minorticks_off()
+    return where
 
 
 def _line(ax, group, column, color, label, style, marker, face) -> None:
@@ -478,7 +488,7 @@ def _line(ax, group, column, color, label, style, marker, face) -> None:
     y = group[column].to_numpy()
     err = np.vstack([y - group[low].to_numpy(), group[high].to_numpy() - y])
     ax.errorbar(
-        group.strong_params, y, yerr=np.nan_to_num(np.abs(err)), color=color,
+        group.x, y, yerr=np.nan_to_num(np.abs(err)), color=color,
         linestyle=style, marker=marker, markerfacecolor=face, capsize=3, label=label,
     )  # fmt: skip
 
