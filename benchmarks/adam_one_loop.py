@@ -35,8 +35,8 @@ three loops unrolled twice 0.332 ms; table 2, 3.37 / 3.83 / 3.25 / 3.25 ms again
 at load 15-17) the best CPU time per step was 3.71 / 4.16 ms with three loops,
 4.24 / 4.43 ms with one loop unrolled twice and 4.01 / 4.31 ms with three loops
 unrolled twice: unrolling the real step costs more than the one loop saves (the
-update is about 0.3 ms of a 3.7 ms step), so the trainer keeps three loops. Table 2 shows
-whether that holds on another machine.
+update is about 0.3 ms of a 3.7 ms step), so the trainer keeps three loops. Table
+2 shows whether that holds on another machine.
 """
 
 from __future__ import annotations
