@@ -23,7 +23,10 @@ Tables, each row ``what | time | rate | ratio``:
    rows for early stopping, its rate shown without and with the per-epoch validation
    product (2*m*d*P). Each trainer measurement is interleaved with its reference
    product of the same shapes, ``--reps`` times after a first call, best kept, so a
-   change of load hits both.
+   change of load hits both. Each run also gets a row from the CPU time of all this
+   process's threads (best kept the same way; its ratio is the reference's CPU time
+   over the epoch's): on a shared machine the wall-clock epoch, a difference of two
+   best times, swings with the load far more than the CPU time does.
 3. A per-probe PyTorch Adam loop in the style of the paper's code (``Linear(d, 2)``,
    cross-entropy, Adam lr 1e-3, minibatches of 128 from a ``randperm`` per epoch, one
    probe after another) with one torch thread per core and with one thread (on a
@@ -147,6 +150,13 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def timed_both(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all threads of this process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def gflops(flops: float, seconds: float) -> float:
     return flops / seconds / 1e9
 
@@ -231,12 +241,17 @@ def time_run(
     fns["xla"](), fns["numpy"]()  # warm-up
     before = counter.count
     best = dict.fromkeys(fns, math.inf)
+    cpu = dict.fromkeys(fns, math.inf)
     for _ in range(reps):
-        best = {k: min(best[k], timed(fn)) for k, fn in fns.items()}
+        for k, fn in fns.items():
+            wall_s, cpu_s = timed_both(fn)
+            best[k], cpu[k] = min(best[k], wall_s), min(cpu[k], cpu_s)
     epoch = (best["e2"] - best["e1"]) / (e2 - e1)
     return {
         "probes": p,
         "epoch_s": epoch,
+        "epoch_cpu_s": (cpu["e2"] - cpu["e1"]) / (e2 - e1),
+        "xla_cpu_s": cpu["xla"],
         "fixed_s": best["e1"] - e1 * epoch,
         "compile_s": (first["e1"] + first["e2"] - best["e1"] - best["e2"]) / 2,
         "compiles_first": compiles_first,
@@ -426,6 +441,7 @@ def derive(res: dict[str, Any]) -> dict[str, float]:
         out[f"ref_rate_{key}"] = gflops(t["flops"], t["xla_s"])
         out[f"rate_{key}"] = gflops(t["flops"], t["epoch_s"])
         out[f"fraction_{key}"] = out[f"rate_{key}"] / out[f"ref_rate_{key}"]
+        out[f"fraction_cpu_{key}"] = t["xla_cpu_s"] / t["epoch_cpu_s"]
     # the protocol run also multiplies its validation rows once per epoch
     val_flops = 2.0 * m * d * p
     t = tr["protocol"]
@@ -499,6 +515,11 @@ def trainer_rows(res: dict[str, Any], der: dict[str, float]) -> list[tuple]:
         t, rate = res["trainer"][key], fmt_gf(der[f"rate_{key}"])
         ratio = f"{der[f'fraction_{key}']:.2f}"
         rows.append(row(f"{label}: per epoch", t["epoch_s"], rate, ratio))
+        rate = fmt_gf(gflops(t["flops"], t["epoch_cpu_s"]))
+        ratio = f"{der[f'fraction_cpu_{key}']:.2f}"
+        rows.append(
+            row("  CPU time of all threads, per epoch", t["epoch_cpu_s"], rate, ratio)
+        )
         if key == "protocol":
             rate, ratio = fmt_gf(der["rate_protocol_val"]), f"{der['fraction_val']:.2f}"
             rows.append(row("  counting the validation product", None, rate, ratio))
