@@ -443,8 +443,9 @@ def plot(pairs: pd.DataFrame, rungs: pd.DataFrame, *, title: str = "") -> Figure
             ax.axhline(0, color="0.5", lw=0.8)
             if frame.pgr.isna().all():
                 ax.text(
-                    0.5, 0.5, "no pair with a defined PGR: the weak\nprobe is within 0.02 of "
-                    "chance, or not\n0.02 below the study's ceiling (table)",
+                    0.5, 0.5, "no pair with a defined PGR: the weak\nprobe is "
+                    "within 0.02 of chance, or not\n0.02 below the study's ceiling "
+                    "(table)",
                     transform=ax.transAxes, ha="center", va="center", fontsize=9,
                 )  # fmt: skip
             ax.set_xlabel("strong model (by parameters)")
