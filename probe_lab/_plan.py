@@ -305,8 +305,8 @@ class Plan:
             for p in np.flatnonzero(failed >= 0):
                 curve[failed[p] - 1 :, p] = np.nan
         return Probes(
-            weights=jnp.asarray(weights),
-            bias=jnp.asarray(bias),
+            weights=jax.device_put(weights),
+            bias=jax.device_put(bias),
             best_epoch=best_epoch,
             failed_epoch=failed,
             history=history,
@@ -494,7 +494,7 @@ def check_eval_sets(
                 f"eval_sets[{name!r}] labels have shape {np.shape(pair[1])}; "
                 f"expected ({n},) or ({n_probes}, {n})"
             )
-        if not np.isin(ev_labels, (0, 1)).all():
+        if not ((ev_labels == 0) | (ev_labels == 1)).all():
             raise ValueError(f"eval_sets[{name!r}] labels must be 0 or 1")
         names.append(f"{name}_acc")
         rows_list.append(ev_rows)
@@ -800,7 +800,8 @@ MAX_SHAPES = 4
 
 
 def _width(n: int) -> int:
-    """Columns of a piece of ``n`` probes: 1, 2, 4, then multiples of 8."""
+    """The width class of a piece of ``n`` probes: 1, 2, 4, then multiples of 8
+    (pieces of one class share a chunk shape, padded to the class's widest)."""
     return 1 << (n - 1).bit_length() if n < 8 else -(-n // 8) * 8
 
 
@@ -833,7 +834,11 @@ def _pack(
         width = max(w for w, _ in classes)
         classes = {(width, int(sizes.max())): pieces}
     chunks = []
-    for (width, n_max), members in classes.items():
+    for (_, n_max), members in classes.items():
+        # The class pads to its widest piece, not to the rounded width: a padding
+        # column repeats the piece's widest-reaching probe, so in a piece of ten
+        # M_k probes six padding columns would run over every feature.
+        width = max(p.n_real for p in members)
         members = [
             dataclasses.replace(
                 p, probes=np.pad(p.probes, (0, width - p.n_real), mode="edge")

@@ -356,10 +356,12 @@ def check_method(
     Raises:
         LossMethodError: naming the method and what is wrong.
     """
-    logits = jnp.zeros(targets.shape, jnp.float32)
-    mask = jnp.ones(targets.shape, bool)
-    args = (logits, jnp.asarray(targets, jnp.float32), mask, jnp.float32(0.0))
-    values = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    # NumPy inputs: the check compiles one program (``_value_and_grad``), not a
+    # program per eager array creation.
+    logits = np.zeros(targets.shape, np.float32)
+    mask = np.ones(targets.shape, bool)
+    args = (logits, np.asarray(targets, np.float32), mask, np.float32(0.0))
+    values = {k: np.asarray(v, np.float32) for k, v in params.items()}
     where = f"loss method {method.name!r}"
     try:
         shape = jax.eval_shape(functools.partial(_call_on, method), *args, values)

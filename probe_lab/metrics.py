@@ -70,7 +70,7 @@ def _hard(values: Any) -> np.ndarray:
                 "got values outside [0, 1] (logits? apply a sigmoid first)"
             )
         return positive(array)
-    if not np.isin(array, (0, 1)).all():
+    if not ((array == 0) | (array == 1)).all():
         raise ValueError("integer predictions and labels must be 0 or 1")
     return array.astype(bool)
 
@@ -508,11 +508,23 @@ def auroc(scores: Any, labels: Any, rows: Any = None) -> Any:
     y = _hard(labels)
     shape = np.broadcast_shapes(s.shape, y.shape)
     use = _rows(rows, shape) & np.isfinite(np.broadcast_to(s, shape))
-    s = np.where(use, np.broadcast_to(s, shape), np.nan)
-    ranks = stats.rankdata(s, axis=-1, nan_policy="omit")
     pos = np.broadcast_to(y, shape) & use
     n1, n0 = pos.sum(axis=-1), (use & ~pos).sum(axis=-1)
-    rank_sum = np.where(pos, ranks, 0.0).sum(axis=-1)
+    # Ranked only among each score vector's used rows: vectors that use the same
+    # rows (a seed's test rows) are ranked together on those columns alone.
+    n = shape[-1] if shape else 1
+    s2 = np.broadcast_to(s, shape).reshape(-1, n)
+    use2, pos2 = use.reshape(-1, n), pos.reshape(-1, n)
+    _, first, which = np.unique(
+        np.packbits(use2, axis=1), axis=0, return_index=True, return_inverse=True
+    )
+    rank_sum = np.zeros(s2.shape[0])
+    for i, row in enumerate(first):
+        members = np.flatnonzero(which.reshape(-1) == i)
+        cols = np.flatnonzero(use2[row])
+        ranks = stats.rankdata(s2[members][:, cols], axis=-1)
+        rank_sum[members] = (ranks * pos2[members][:, cols]).sum(axis=-1)
+    rank_sum = rank_sum.reshape(shape[:-1])
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
     return _out(np.where((n1 > 0) & (n0 > 0), out, np.nan))
@@ -544,14 +556,24 @@ def expected_calibration_error(
         raise ValueError(f"bins must be at least 1, got {bins}")
     y = _hard(labels).astype(np.float64)
     shape = np.broadcast_shapes(p.shape, y.shape)
-    use = _rows(rows, shape).astype(np.float64)
+    use = _rows(rows, shape)
     p, y = np.broadcast_to(p, shape), np.broadcast_to(y, shape)
-    lost = (np.isnan(p) & (use > 0)).any(axis=-1)  # a NaN probability: no ECE
-    p = np.nan_to_num(p)
-    which = np.minimum((p * bins).astype(np.int64), bins - 1)
-    onehot = (which[..., None] == np.arange(bins)) * use[..., None]  # (..., n, B)
-    count = onehot.sum(axis=-2)
-    gap = np.abs(np.einsum("...nb,...n->...b", onehot, y - p))
+    lost = (np.isnan(p) & use).any(axis=-1)  # a NaN probability: no ECE
+    # Per score vector and bin: the used rows' count and summed (label - p), one
+    # bincount over (vector, bin) indices of the used entries alone.
+    n = shape[-1] if shape else 1
+    vectors = int(np.prod(shape[:-1], dtype=np.int64))
+    vector, row = np.nonzero(use.reshape(-1, n))
+    p_used = np.nan_to_num(p.reshape(-1, n)[vector, row])
+    y_used = y.reshape(-1, n)[vector, row]
+    index = vector * bins + np.minimum((p_used * bins).astype(np.int64), bins - 1)
+
+    def per_bin(weights: np.ndarray | None) -> np.ndarray:
+        total = np.bincount(index, weights, minlength=vectors * bins)
+        return total.reshape((*shape[:-1], bins))
+
+    count = per_bin(None)
+    gap = np.abs(per_bin(y_used - p_used))
     ece = gap.sum(axis=-1) / np.maximum(count.sum(axis=-1), 1)
     return _out(np.where(lost, np.nan, ece))
 

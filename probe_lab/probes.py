@@ -152,4 +152,4 @@ def _as_features(features: Any, d: int | None = None) -> jax.Array:
         raise ValueError(
             f"features have {x.shape[1]} columns but the probes were trained on {d}"
         )
-    return jnp.asarray(x)
+    return x if isinstance(x, jax.Array) else jax.device_put(x)

@@ -32,9 +32,12 @@ probe's probabilities as the (approximately) realizable target.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "TheoremCheck",
@@ -147,15 +150,30 @@ def projection_student(
     design = _design(x)
     penalty = np.sqrt(ridge) * np.eye(x.shape[1], x.shape[1] + 1)
     out = np.empty_like(w2)
-    patterns, which = np.unique(rows, axis=0, return_inverse=True)
-    for i, pattern in enumerate(patterns):
+    # Unique row sets, compared as packed bits (a sort of the bool rows
+    # themselves compares them byte by byte: seconds at (2,000, 20,000)).
+    _, first, which = np.unique(
+        np.packbits(rows, axis=1), axis=0, return_index=True, return_inverse=True
+    )
+    patterns = rows[first]
+
+    def solve(i: int) -> None:
         probes = np.flatnonzero(which.reshape(-1) == i)
-        lhs, rhs = design[pattern], w2[probes][:, pattern].T
+        lhs, rhs = design[patterns[i]], w2[probes][:, patterns[i]].T
         if ridge > 0:
             lhs = np.concatenate([lhs, penalty])
             rhs = np.concatenate([rhs, np.zeros((x.shape[1], probes.size))])
         coef = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
         out[probes] = (design @ coef).T
+
+    # One solve per row set, in parallel threads of one BLAS thread each: the
+    # solves are independent, while a multithreaded BLAS synchronizes its threads
+    # inside every solve (on cores shared with other jobs, 20x slower per solve).
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        ThreadPoolExecutor(max_workers=min(len(patterns), os.cpu_count() or 1)) as pool,
+    ):
+        list(pool.map(solve, range(len(patterns))))
     return out[0] if single else out
 
 

@@ -120,7 +120,7 @@ def train_probes(
         n_devices=jax.device_count(),
     )
     _check_methods(plan, int(config.batch_size))
-    key = jax.random.key(key) if isinstance(key, int | np.integer) else key
+    key = _key(key) if isinstance(key, int | np.integer) else key
     bar = tqdm(
         total=plan.n_probes, disable=not progress, unit="probe", desc="train_probes"
     )
@@ -130,6 +130,15 @@ def train_probes(
         outputs = _fit_adam(plan, config, key, bar)
     bar.close()
     return _report_failures(plan.assemble(outputs, config), config)
+
+
+def _key(seed: int) -> jax.Array:
+    """``jax.random.key(seed)``, built from NumPy where that is the same key
+    (threefry's data for a seed in [0, 2**31) is ``[0, seed]``): the eager seeding
+    would compile two small programs on first use."""
+    if 0 <= seed < 2**31 and jax.config.jax_default_prng_impl == "threefry2x32":
+        return jax.random.wrap_key_data(np.array([0, seed], np.uint32))
+    return jax.random.key(seed)
 
 
 def _report_failures(probes: Probes, config: TrainConfig) -> Probes:

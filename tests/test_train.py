@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import make_problem
 
-from probe_lab import TrainConfig, train_probes
-from probe_lab.train import _train_round
+from probe_lab import TrainConfig, _plan, train_probes
+from probe_lab.train import _key, _train_round, compiled_trainers
 
 FAST = TrainConfig(epochs=6, batch_size=32)
 
@@ -259,6 +259,48 @@ def test_second_call_with_same_shapes_compiles_nothing(problem, compiles):
         probes = train_probes(x, 1 - y, train, val, config=FAST, key=7)
         probes.predict_proba(x)
     assert seen == []
+
+
+def test_new_shapes_compile_only_their_trainer(compiles):
+    # Everything around the trainer runs from NumPy or in programs compiled once
+    # per process: a call with new shapes (n, d, P) compiles its trainer alone.
+    x, y, _ = make_problem(n=200, d=10, n_probes=3, seed=1)
+    train, val = split(200)
+    train_probes(x, y, train, val, config=FAST, key=1)
+    x, y, _ = make_problem(n=232, d=13, n_probes=5, seed=2)
+    train, val = split(232)
+    before = compiled_trainers()
+    with compiles() as seen:
+        train_probes(x, y, train, val, config=FAST, key=2)
+    assert len(seen) == compiled_trainers() - before == 1
+
+
+@pytest.mark.parametrize("seed", [0, 5, 2**31 - 1, 2**31, -3])
+def test_integer_seed_gives_jax_random_key(seed):
+    got, want = _key(seed), jax.random.key(seed)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(want))
+
+
+def test_a_class_of_pieces_pads_only_to_its_widest_piece(problem):
+    # Ten M_k probes in one piece: ten columns, not the class's rounded sixteen
+    # (a padding column would repeat the widest probe and multiply every feature).
+    x, _, _ = problem
+    y = np.stack([x[:, 0] > 0] * 10).astype(np.float32)
+    mask = np.arange(12) < np.arange(1, 11)[:, None]
+    plan = _plan.make_plan(
+        x,
+        y,
+        train_rows=None,
+        val_rows=None,
+        feature_mask=mask,
+        groups=None,
+        eval_sets=None,
+        config=FAST,
+    )
+    (chunk,) = plan.chunks
+    assert chunk.shape[1] == 10
+    assert max(hi for _, _, _, hi in chunk.blocks) == 10
 
 
 def test_many_chunks_compile_once(problem):

@@ -101,16 +101,18 @@ def _fit_columns(stage: Trained, labelled: np.ndarray) -> pd.DataFrame:
     label method left on the labelled rows (1 without one).
     """
     probes = stage.probes
-    proba = np.clip(stage.proba.astype(np.float64), 1e-7, 1 - 1e-7)
-    weak = np.stack([p.weak for p in probes]).astype(np.float64)
     ref = np.stack([p.reference for p in probes]).astype(bool)
     count = np.maximum(labelled.sum(axis=1), 1)
+    # The cross-entropy on the labelled entries alone, summed per probe.
+    probe, row = np.nonzero(labelled)
+    proba = np.clip(stage.proba[probe, row].astype(np.float64), 1e-7, 1 - 1e-7)
+    weak = np.stack([p.weak for p in probes])[probe, row].astype(np.float64)
     xent = -(weak * np.log(proba) + (1 - weak) * np.log1p(-proba))
-    ones = np.ones(proba.shape[1])
+    ones = np.ones(stage.proba.shape[1])
     weights = np.stack([ones if p.weight is None else p.weight for p in probes])
     out = dict(
-        misfit=((metrics.positive(proba) != ref) & labelled).sum(axis=1) / count,
-        misfit_xent=(xent * labelled).sum(axis=1) / count,
+        misfit=((metrics.positive(stage.proba) != ref) & labelled).sum(axis=1) / count,
+        misfit_xent=np.bincount(probe, xent, minlength=len(probes)) / count,
         kept=(weights * labelled).sum(axis=1) / count,
     )
     names = sorted({k for p in probes if p.condition for k in p.condition.params})
