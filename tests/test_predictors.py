@@ -96,6 +96,51 @@ def test_projection_misfit_equals_a_loop_of_held_out_least_squares():
     assert ridged == pytest.approx(np.mean((held - weak) ** 2), rel=1e-9)
 
 
+@pytest.mark.parametrize("d", [6, 150])  # narrow, and wider than a fold's rows
+def test_weak_probe_predictions_equal_sklearns_ridge_classifier_cv(d):
+    """Each fold's held-out predictions equal scikit-learn's RidgeClassifierCV
+    (the same L2 grid, leave-one-out selection) fit on that fold's rows."""
+    from sklearn.linear_model import RidgeClassifierCV
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(180, d)) * rng.uniform(0.2, 3.0, size=d)
+    truth = (x[:, :3].sum(axis=1) + rng.normal(size=180) > 0).astype(np.int8)
+    got = pred.weak_probe_predictions(x, truth, folds=3, seed=5)
+    which = np.random.default_rng(5).permutation(180) % 3
+    expected = np.empty(180, np.int64)
+    chosen = set()
+    for f in range(3):
+        fit = which != f
+        ref = RidgeClassifierCV(alphas=pred.WEAK_PROBE_L2).fit(x[fit], truth[fit])
+        expected[~fit] = ref.predict(x[~fit])
+        chosen.add(ref.alpha_)
+    np.testing.assert_array_equal(got, expected)
+    assert len(chosen & {pred.WEAK_PROBE_L2[0], pred.WEAK_PROBE_L2[-1]}) < 3
+
+
+def test_weak_probe_accuracy_reads_the_weak_models_features_only():
+    rng, x, truth = problem(n=600, d=12)
+    spec = pred.get_predictor("weak_probe_accuracy")
+    assert spec.reads_truth
+    hard = truth.copy()  # the weak labels do not enter it
+    # The weak model sees the truth's feature: high accuracy; noise: chance.
+    informative = np.c_[x[:, :1], rng.normal(size=(600, 20))]
+    noise = rng.normal(size=(600, 20))
+    good = spec(inputs(x, truth, hard, weak_features=informative))
+    bad = spec(inputs(x, truth, hard, weak_features=noise))
+    assert good > 0.85 and abs(bad - 0.5) < 0.08
+    assert good == spec(inputs(x, truth, 1 - hard, weak_features=informative))
+    held = pred.weak_probe_predictions(
+        (informative - informative.mean(0)) / informative.std(0),
+        truth,
+        folds=3,
+        seed=0,
+    )
+    assert good == pytest.approx(np.mean(held == truth))
+    # No features of its own (synthetic flips, rule fields): not applicable.
+    assert math.isnan(spec(inputs(x, truth, hard)))
+
+
 def test_counting_predictors_and_the_noise_theory():
     _, x, truth = problem(n=400, d=8)
     hard = truth.copy()
@@ -109,6 +154,7 @@ def test_counting_predictors_and_the_noise_theory():
     assert values["n_over_d"] == 50.0 and values["width"] == 4.0
     assert values["noise_theory"] == pytest.approx(400 * (1 - 2 * rho) ** 2 / 4)
     assert math.isnan(values["cka"])  # no weak features
+    assert math.isnan(values["weak_probe_accuracy"])
     assert pred.crossover(8, 0.25, c=2.0) == pytest.approx(2 * 8 / 0.25)
     assert np.isinf(pred.crossover(8, 0.5))
 
