@@ -501,7 +501,8 @@ def evaluate(
 
     Returns:
         One row per (target, predictor): ``spearman``, ``low``, ``high``, the
-        number of tasks scored and the per-task values.
+        number of tasks scored, the conditions where the predictor is defined
+        (and the target finite) and the per-task values.
     """
     if frame[group].nunique() < 2:
         raise ValueError(
@@ -529,6 +530,9 @@ def evaluate(
                     low=float(low),
                     high=float(high),
                     tasks=int(np.isfinite(v).sum()),
+                    conditions=int(
+                        usable[name].notna().sum() if name in names else len(usable)
+                    ),
                     per_task="; ".join(
                         f"{t} {x:+.2f}" for t, x in zip(tasks, v, strict=True)
                     ),

@@ -279,3 +279,85 @@ def test_the_sweep_recovers_a_planted_crossover():
     # accuracy 0.9, k = 2: n* = 9.4, below the smallest size.
     below = sweep[(sweep.accuracy == 0.9) & (sweep.student == 2)]
     assert below.censored.item() == "below"
+
+
+LADDER_TOML = """
+[experiment]
+name = "ladder_predictors"
+figure = "predictors"
+kind = "predictors"
+tasks = ["sentiment", "cities"]
+sizes = [240]
+accuracies = [0.7]
+structures = ["random"]
+weak_k = 2
+bow = false
+ladder = ["minilm-l3", "mpnet"]
+ladder_build = []
+
+[cache]
+model = "minilm"
+size = 240
+
+[study]
+students = [2, "all"]
+losses = ["xent"]
+seeds = 2
+dynamics = false
+
+[study.train]
+epochs = 5
+batch_size = 64
+"""
+
+
+@pytest.mark.slow
+def test_a_ladder_rung_supervises_with_its_own_features(tmp_path):
+    """``ladder``: a rung's cache of the same rows (found under its model_ladder
+    name in the cache folder) at the layer choose_layer picks is a natural
+    supervisor whose CKA and linear-probe quality are computed; a rung without a
+    cache (and not in ``ladder_build``) is skipped and listed."""
+    import dataclasses
+
+    from cache_fixtures import write_cache_file
+
+    from probe_lab.experiments import load_experiment, run_experiment
+
+    toml = tmp_path / "ladder.toml"
+    toml.write_text(LADDER_TOML)
+    spec = load_experiment(toml).cache
+    folder = tmp_path / "caches"
+    folder.mkdir()
+    n, d = 240, 8
+    labels = (np.arange(n) % 2).astype(np.int8)
+    signed = (2.0 * labels - 1.0)[:, None]
+    for t, task in enumerate(["sentiment", "cities"]):
+        ids = [f"{task}-{i:04d}" for i in range(n)]
+        for j, (model, signal) in enumerate((("minilm", 2.0), ("minilm-l3", 1.0))):
+            rng = np.random.default_rng(10 * t + j)
+            noise = rng.normal(size=(n, d))
+            direction = rng.normal(size=d) / np.sqrt(d)
+            features = {
+                0: noise.astype(np.float32),  # layer 0: no signal
+                1: (noise + signal * signed * direction).astype(np.float32),
+            }
+            name = dataclasses.replace(spec, model=model, task=task).filename()
+            write_cache_file(folder / name, ids, features, labels=labels)
+    result = run_experiment(
+        toml, out=tmp_path / "out", cache_dir=folder, progress=False
+    )
+    rungs = pd.read_csv(result.out / "ladder_rungs.csv")
+    used = rungs[rungs.rung == "minilm-l3"]
+    assert list(used.layer) == [1, 1] and (used.ceiling > 0.65).all()
+    assert rungs[rungs.rung == "mpnet"].skipped.str.startswith("no mpnet-").all()
+    frame = pd.read_csv(result.out / "conditions.csv")
+    assert set(frame.supervisor) == {"random@0.70", "M_2", "minilm-l3"}
+    natural = frame[frame.supervisor.isin(["M_2", "minilm-l3"])]
+    assert natural[["cka", "weak_probe_accuracy"]].notna().all().all()
+    synthetic = frame[frame.supervisor == "random@0.70"]
+    assert synthetic[["cka", "weak_probe_accuracy"]].isna().all().all()
+    rung = frame[frame.supervisor == "minilm-l3"].set_index("task")
+    ceiling = used.set_index("task").ceiling
+    assert (abs(rung.weak_probe_accuracy.groupby("task").mean() - ceiling) < 0.12).all()
+    # The two models' features share one direction of 8: CKA well below 1.
+    assert (rung.cka < 0.5).all()
