@@ -202,17 +202,20 @@ def predictor_frame(
     return pd.DataFrame(rows)
 
 
-def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame]:
+def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame, dict]:
     """One study run stage by stage (the study's own functions), with the
     predictors computed between the weak labels and the students; saved (and
-    reused) as :meth:`Context.run_study` does, predictors beside it."""
+    reused) as :meth:`Context.run_study` does, predictors beside it. Also
+    returns the study's times (wall, predictors; NaN when reused)."""
     names = ctx.config.settings.predictors
     key, _ = study_key(config)
     folder = ctx.out / "studies" / key[:16]
     saved = None if ctx.fresh else load_saved(folder, key)
     if saved is not None and (folder / "predictors.csv").is_file():
         ctx.reused.append(folder)
-        return saved, pd.read_csv(folder / "predictors.csv")
+        times = dict(study=key[:16], wall_s=math.nan, predictors_s=math.nan)
+        return saved, pd.read_csv(folder / "predictors.csv"), times
+    begin = time.perf_counter()
     log = print if ctx.progress else (lambda *_a, **_k: None)
     data = load_study_data(config, weak_probes(config).values(), config.other_caches)
     for sup in config.supervisors:
@@ -221,9 +224,8 @@ def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame
     labels = make_labels(config, data, truth)
     start = time.perf_counter()
     frame = predictor_frame(config, data, labels, names)
-    ctx.log(
-        f"predictors: {len(frame)} conditions in {time.perf_counter() - start:.1f}s"
-    )
+    predictors_s = time.perf_counter() - start
+    ctx.log(f"predictors: {len(frame)} conditions in {predictors_s:.1f}s")
     scored = train_students(config, data, truth, labels, log=log)
     table = scored.table
     table["pgr"] = metrics.pgr(
@@ -240,7 +242,33 @@ def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame
     )
     save_study(result, folder, key)
     frame.to_csv(folder / "predictors.csv", index=False)
-    return result, frame
+    times = dict(
+        study=key[:16],
+        wall_s=time.perf_counter() - begin,
+        predictors_s=predictors_s,
+    )
+    return result, frame, times
+
+
+def _runtime(result: StudyResult, task: str, rows: int, times: dict) -> dict:
+    """One study's runtime row: its students, its wall time, the predictors' and
+    the training stages' seconds, and the students' training work in flops
+    (``mean rows x d x probes x epochs x 4`` per student stage, the quantity
+    ``benchmarks/bench_study.py`` turns into a floor at a measured product
+    rate; ``benchmarks/bench_predictors.py`` does so for a run)."""
+    stages = result.stages
+    students = [s for s in stages if s["stage"].startswith("students")]
+    return dict(
+        task=task,
+        rows=rows,
+        **times,
+        students=len(result.table),
+        training_s=sum(s["seconds"] for s in stages),
+        students_s=sum(s["seconds"] for s in students),
+        student_flops=sum(
+            4.0 * s["mean_rows"] * s["d"] * s["probes"] * s["epochs"] for s in students
+        ),
+    )
 
 
 def conditions(tables: pd.DataFrame, frames: pd.DataFrame) -> pd.DataFrame:
@@ -265,7 +293,7 @@ def run(ctx: Context) -> Analysis:
     """Every (task, size) study; predictors scored; figures and table written."""
     settings = ctx.config.settings
     studies: dict[str, StudyResult] = {}
-    tables, frames, rungs = [], [], []
+    tables, frames, rungs, runtime = [], [], [], []
     for task, cache in _task_caches(ctx).items():
         bow = None
         if settings.bow:
@@ -277,19 +305,21 @@ def run(ctx: Context) -> Analysis:
             config = dataclasses.replace(
                 ctx.config.study_config(cache, sups), max_rows=size
             )
-            result, frame = _study(ctx, config)
+            result, frame, times = _study(ctx, config)
             rows = result.fingerprints["rows"]
             label = f"{task}, {rows} rows"
             if label in studies:  # a size beyond the cache: the whole cache, once
                 continue
             ctx.log(f"{label}: {len(result.table)} students")
             studies[label] = result
+            runtime.append(_runtime(result, task, rows, times))
             tables.append(result.table.assign(task=task, rows=rows))
             frames.append(frame.assign(task=task, rows=rows))
     frame = conditions(pd.concat(tables), pd.concat(frames))
     frame.to_csv(ctx.out / "conditions.csv", index=False)
     if rungs:
         pd.DataFrame(rungs).to_csv(ctx.out / "ladder_rungs.csv", index=False)
+    pd.DataFrame(runtime).to_csv(ctx.out / "runtime.csv", index=False)
     group = "task" if frame.task.nunique() > 1 else "rows"
     names = list(settings.predictors)
     table = score(frame, names, group)
