@@ -305,11 +305,13 @@ def weak_probe_predictions(
     ``RidgeClassifierCV`` with ``cv=None``); each row predicted by the fit that
     left its fold out.
 
-    One SVD of the centred fit rows, ``Xc = U S V^T``, serves every L2 value:
-    the fitted values are ``mean + U diag(s^2 / (s^2 + l2)) U^T yc`` and the
-    hat matrix's diagonal ``1/n + sum_j U_ij^2 s_j^2 / (s_j^2 + l2)``, so the
-    leave-one-out residual is ``(y_i - fitted_i) / (1 - H_ii)``; wide features
-    (``d > n``) cost ``n^2 d``.
+    One decomposition of the centred fit rows, ``Xc = U S V^T``, serves every L2
+    value: the fitted values are ``mean + U diag(s^2 / (s^2 + l2)) U^T yc`` and
+    the hat matrix's diagonal ``1/n + sum_j U_ij^2 s_j^2 / (s_j^2 + l2)``, so the
+    leave-one-out residual is ``(y_i - fitted_i) / (1 - H_ii)``. Wide features
+    (``d > n``, a bag of words, a larger model) take ``U`` and ``s^2`` from the
+    eigendecomposition of the ``n x n`` Gram matrix ``Xc Xc^T`` and predict
+    through it (``Xc^T U diag(1 / (s^2 + l2)) U^T yc`` is the weight vector).
 
     Args:
         x: ``(n, d)`` features.
@@ -328,8 +330,14 @@ def weak_probe_predictions(
     for fit in _folds(target.size, folds, seed):
         mean_x, mean_y = x[fit].mean(axis=0), target[fit].mean()
         xc, yc = x[fit] - mean_x, target[fit] - mean_y
-        u, s, vt = np.linalg.svd(xc, full_matrices=False)
-        shrink = s**2 / (s**2 + grid[:, None])  # (L, r)
+        if xc.shape[1] > xc.shape[0]:
+            s2, u = np.linalg.eigh(xc @ xc.T)
+            keep = s2 > s2.max() * 1e-10  # centring leaves one zero direction
+            s2, u = s2[keep], u[:, keep]
+        else:
+            u, s, _ = np.linalg.svd(xc, full_matrices=False)
+            s2 = s**2
+        shrink = s2 / (s2 + grid[:, None])  # (L, r)
         uy = u.T @ yc
         fitted = mean_y + (shrink * uy) @ u.T  # (L, n_fit)
         hat = 1.0 / fit.sum() + shrink @ (u**2).T  # (L, n_fit)
@@ -337,9 +345,7 @@ def weak_probe_predictions(
             loo = (target[fit] - fitted) / (1.0 - hat)
         error = np.where(hat < 1.0 - 1e-12, loo**2, np.inf).mean(axis=1)
         best = int(np.argmin(error))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inverse = np.where(s > 0, s / (s**2 + grid[best]), 0.0)
-        coef = vt.T @ (inverse * uy)
+        coef = xc.T @ (u @ (uy / (s2 + grid[best])))
         out[~fit] = ((x[~fit] - mean_x) @ coef + mean_y > 0).astype(np.int8)
     return out
 
