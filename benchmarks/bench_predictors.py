@@ -11,7 +11,9 @@ training rows per probe, the stage's feature width, its probes and configured
 epochs) at the rate of a plain jitted float32 ``(x @ W, x.T @ G)`` of the stage's
 shapes, measured here and now (so run it on the machine, and under the load, of
 the run). Students per second are given for the whole run's wall time and for
-the students' stages alone. Nothing is asserted.
+the students' stages alone; ``compiles``: the trainer programs the students'
+stage compiled (0: it reused an earlier study's, same shapes). Nothing is
+asserted.
 """
 
 from __future__ import annotations
@@ -39,29 +41,26 @@ def main() -> None:
     wall = json.loads((args.run / "experiment.json").read_text())["seconds"]
     header = (
         f"{'study':<26}{'students':>9}{'wall s':>9}{'pred s':>8}{'train s':>9}"
-        f"{'stud s':>8}{'GFLOP/s':>9}{'floor s':>10}{'ratio':>10}"
+        f"{'stud s':>8}{'GFLOP/s':>9}{'floor s':>10}{'ratio':>10}{'compiles':>10}"
     )
     print(header)
     print("-" * len(header))
     floors = []
     for r in runtime.itertuples():
-        stages = json.loads(
-            (args.run / "studies" / r.study / "stages.json").read_text()
-        )
-        floor = 0.0
-        for s in stages:
+        folder = args.run / "studies" / str(r.study)
+        floor, compiles = 0.0, 0
+        for s in json.loads((folder / "stages.json").read_text()):
             if s["stage"] != "students":
                 continue
-            rate = product_rate(s["rows"], s["d"], s["probes"])
-            floor += (
-                4 * s["mean_rows"] * s["d"] * s["probes"] * s["epochs"] / rate / 1e9
-            )
+            flops = 4 * s["mean_rows"] * s["d"] * s["probes"] * s["epochs"]
+            floor += flops / product_rate(s["rows"], s["d"], s["probes"]) / 1e9
+            compiles += s["trainers"]
         floors.append(floor)
         print(
             f"{f'{r.task}, {r.rows} rows':<26}{r.students:>9}{r.wall_s:>9.1f}"
             f"{r.predictors_s:>8.1f}{r.training_s:>9.1f}{r.students_s:>8.1f}"
             f"{r.student_flops / floor / 1e9:>9.1f}{floor:>10.3g}"
-            f"{r.students_s / floor:>10.3g}"
+            f"{r.students_s / floor:>10.3g}{compiles:>10}"
         )
     print("-" * len(header))
     students, floor = int(runtime.students.sum()), sum(floors)
