@@ -9,10 +9,10 @@ the strong model itself, the task's rule fields, a bag-of-words probe and, with
 features of the same rows, :func:`probe_lab.experiments.model_ladder.choose_layer`).
 Between the weak labels and the students, every predictor of
 :mod:`probe_lab.predictors` is computed from the labelled rows alone (never test
-rows). Then, per predictor,
-the Spearman rank correlation with PGR and with gain out of sample (leave one task
-out, bootstrap over tasks), a ridge model on the predictors' ranks evaluated the
-same way, a figure per predictor and a summary table.
+rows). Then, per predictor, the Spearman rank correlation with PGR and with gain
+out of sample (leave one task out, bootstrap over tasks), a ridge model on the
+predictors' ranks evaluated the same way, a figure per predictor and a summary
+table.
 
 The noise-rate sweep is the synthetic part of the same studies: accuracy and
 structure (supervisors), n (sizes) and k (widths) vary; the measured crossover
@@ -120,7 +120,9 @@ def _ladder(ctx: Context, task: str) -> tuple[dict[str, tuple[str, int]], list]:
         if ctx.cache_given:
             records.append(dict(task=task, rung=rung, skipped="--cache given"))
             continue
-        rung_spec = dataclasses.replace(spec, model=rung, task=task)
+        # Without [experiment] tasks the study's cache is [cache]'s own task.
+        source = task if settings.tasks else spec.task
+        rung_spec = dataclasses.replace(spec, model=rung, task=source)
         path = Path(ctx.cache_dir) / rung_spec.filename()
         if rung not in settings.ladder_build and not is_complete(path):
             ctx.log(f"{task}: ladder rung {rung} skipped (no complete {path})")
