@@ -28,6 +28,10 @@ Built-ins (docs/predictors.md gives the formulas):
 * ``n_over_d`` and ``width``: labelled rows per strong feature, the student's k;
 * ``cka``: linear CKA between the weak model's and the strong model's features
   on the labelled rows (NaN for a supervisor without features of its own);
+* ``weak_probe_accuracy`` (reads truth): the cross-fitted accuracy, on the
+  labelled rows, of a ridge probe on the weak model's own features predicting the
+  ground truth (the weak model's linear-probe quality on the task; NaN for a
+  supervisor without features of its own: synthetic flips, rule fields);
 * ``noise_theory`` (reads truth): ``n (1 - 2 rho)^2 / k``, the condition's
   distance past the symmetric-flip crossover ``n* = c k / (1 - 2 rho)^2``
   (:func:`crossover`).
@@ -52,6 +56,7 @@ from probe_lab.registry import Plugin, Registry, RegistryError
 
 __all__ = [
     "PREDICTORS",
+    "WEAK_PROBE_L2",
     "Predictor",
     "PredictorInput",
     "compute",
@@ -62,6 +67,7 @@ __all__ = [
     "linear_cka",
     "register_predictor",
     "spearman",
+    "weak_probe_predictions",
 ]
 
 
@@ -284,6 +290,88 @@ def cka(inputs: PredictorInput, params: Mapping[str, float]) -> float:
     return linear_cka(inputs.weak_features, inputs.features)
 
 
+WEAK_PROBE_L2 = tuple(float(x) for x in np.geomspace(1e-2, 1e5, 15))
+"""The L2 strengths :func:`weak_probe_predictions` chooses among (on z-scored
+features, whose Gram matrix has eigenvalues of order the number of rows)."""
+
+
+def weak_probe_predictions(
+    x: np.ndarray, y: np.ndarray, *, folds: int, seed: int, l2=WEAK_PROBE_L2
+) -> np.ndarray:
+    """Held-out 0/1 predictions of a cross-fitted ridge classifier of ``y`` on
+    ``x``: on each fold's fit rows, least squares of the +-1 targets with an
+    unpenalized intercept, its L2 strength chosen from ``l2`` by the exact
+    leave-one-out squared error on those rows alone (scikit-learn's
+    ``RidgeClassifierCV`` with ``cv=None``); each row predicted by the fit that
+    left its fold out.
+
+    One decomposition of the centred fit rows, ``Xc = U S V^T``, serves every L2
+    value: the fitted values are ``mean + U diag(s^2 / (s^2 + l2)) U^T yc`` and
+    the hat matrix's diagonal ``1/n + sum_j U_ij^2 s_j^2 / (s_j^2 + l2)``, so the
+    leave-one-out residual is ``(y_i - fitted_i) / (1 - H_ii)``. Wide features
+    (``d > n``, a bag of words, a larger model) take ``U`` and ``s^2`` from the
+    eigendecomposition of the ``n x n`` Gram matrix ``Xc Xc^T`` and predict
+    through it (``Xc^T U diag(1 / (s^2 + l2)) U^T yc`` is the weight vector).
+
+    Args:
+        x: ``(n, d)`` features.
+        y: ``(n,)`` 0/1 targets.
+        folds: cross-fitting folds (each row held out once).
+        seed: the folds' permutation seed.
+        l2: the L2 strengths tried.
+
+    Returns:
+        ``(n,)`` int8 held-out predictions.
+    """
+    x = np.asarray(x, np.float64)
+    target = 2.0 * np.asarray(y, np.float64) - 1.0
+    grid = np.asarray(l2, np.float64)
+    out = np.empty(target.size, np.int8)
+    for fit in _folds(target.size, folds, seed):
+        mean_x, mean_y = x[fit].mean(axis=0), target[fit].mean()
+        xc, yc = x[fit] - mean_x, target[fit] - mean_y
+        if xc.shape[1] > xc.shape[0]:
+            s2, u = np.linalg.eigh(xc @ xc.T)
+            keep = s2 > s2.max() * 1e-10  # centring leaves one zero direction
+            s2, u = s2[keep], u[:, keep]
+        else:
+            u, s, _ = np.linalg.svd(xc, full_matrices=False)
+            s2 = s**2
+        shrink = s2 / (s2 + grid[:, None])  # (L, r)
+        uy = u.T @ yc
+        fitted = mean_y + (shrink * uy) @ u.T  # (L, n_fit)
+        hat = 1.0 / fit.sum() + shrink @ (u**2).T  # (L, n_fit)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loo = (target[fit] - fitted) / (1.0 - hat)
+        error = np.where(hat < 1.0 - 1e-12, loo**2, np.inf).mean(axis=1)
+        best = int(np.argmin(error))
+        coef = xc.T @ (u @ (uy / (s2 + grid[best])))
+        out[~fit] = ((x[~fit] - mean_x) @ coef + mean_y > 0).astype(np.int8)
+    return out
+
+
+@register_predictor(
+    "weak_probe_accuracy",
+    params={"folds": 3.0},
+    ranges={"folds": (2, 20)},
+    reads_truth=True,
+)
+def weak_probe_accuracy(inputs: PredictorInput, params: Mapping[str, float]) -> float:
+    """The weak model's linear-probe quality on the task: the cross-fitted
+    accuracy, on the labelled rows, of a ridge classifier on the weak model's own
+    (z-scored) features predicting the ground truth
+    (:func:`weak_probe_predictions`, L2 chosen by leave-one-out inside each fold).
+    NaN for a supervisor without features of its own (synthetic flips, rule
+    fields) or a labelled set of one class."""
+    if inputs.weak_features is None or np.all(inputs.truth == inputs.truth[0]):
+        return math.nan
+    x = _standardized(inputs.weak_features)
+    held = weak_probe_predictions(
+        x, inputs.truth, folds=int(params["folds"]), seed=inputs.seed
+    )
+    return float(np.mean(held == inputs.truth))
+
+
 def crossover(k: Any, rho: Any, c: float = 1.0) -> np.ndarray:
     """The symmetric-flip theory's crossover ``n* = c k / (1 - 2 rho)^2``: the
     labelled rows past which a k-feature student of labels flipped at rate rho
@@ -419,7 +507,8 @@ def evaluate(
 
     Returns:
         One row per (target, predictor): ``spearman``, ``low``, ``high``, the
-        number of tasks scored and the per-task values.
+        number of tasks scored, the conditions where the predictor is defined
+        (and the target finite) and the per-task values.
     """
     if frame[group].nunique() < 2:
         raise ValueError(
@@ -447,6 +536,9 @@ def evaluate(
                     low=float(low),
                     high=float(high),
                     tasks=int(np.isfinite(v).sum()),
+                    conditions=int(
+                        usable[name].notna().sum() if name in names else len(usable)
+                    ),
                     per_task="; ".join(
                         f"{t} {x:+.2f}" for t, x in zip(tasks, v, strict=True)
                     ),

@@ -96,6 +96,51 @@ def test_projection_misfit_equals_a_loop_of_held_out_least_squares():
     assert ridged == pytest.approx(np.mean((held - weak) ** 2), rel=1e-9)
 
 
+@pytest.mark.parametrize("d", [6, 150])  # narrow, and wider than a fold's rows
+def test_weak_probe_predictions_equal_sklearns_ridge_classifier_cv(d):
+    """Each fold's held-out predictions equal scikit-learn's RidgeClassifierCV
+    (the same L2 grid, leave-one-out selection) fit on that fold's rows."""
+    from sklearn.linear_model import RidgeClassifierCV
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(180, d)) * rng.uniform(0.2, 3.0, size=d)
+    truth = (x[:, :3].sum(axis=1) + rng.normal(size=180) > 0).astype(np.int8)
+    got = pred.weak_probe_predictions(x, truth, folds=3, seed=5)
+    which = np.random.default_rng(5).permutation(180) % 3
+    expected = np.empty(180, np.int64)
+    chosen = set()
+    for f in range(3):
+        fit = which != f
+        ref = RidgeClassifierCV(alphas=pred.WEAK_PROBE_L2).fit(x[fit], truth[fit])
+        expected[~fit] = ref.predict(x[~fit])
+        chosen.add(ref.alpha_)
+    np.testing.assert_array_equal(got, expected)
+    assert len(chosen & {pred.WEAK_PROBE_L2[0], pred.WEAK_PROBE_L2[-1]}) < 3
+
+
+def test_weak_probe_accuracy_reads_the_weak_models_features_only():
+    rng, x, truth = problem(n=600, d=12)
+    spec = pred.get_predictor("weak_probe_accuracy")
+    assert spec.reads_truth
+    hard = truth.copy()  # the weak labels do not enter it
+    # The weak model sees the truth's feature: high accuracy; noise: chance.
+    informative = np.c_[x[:, :1], rng.normal(size=(600, 20))]
+    noise = rng.normal(size=(600, 20))
+    good = spec(inputs(x, truth, hard, weak_features=informative))
+    bad = spec(inputs(x, truth, hard, weak_features=noise))
+    assert good > 0.85 and abs(bad - 0.5) < 0.08
+    assert good == spec(inputs(x, truth, 1 - hard, weak_features=informative))
+    held = pred.weak_probe_predictions(
+        (informative - informative.mean(0)) / informative.std(0),
+        truth,
+        folds=3,
+        seed=0,
+    )
+    assert good == pytest.approx(np.mean(held == truth))
+    # No features of its own (synthetic flips, rule fields): not applicable.
+    assert math.isnan(spec(inputs(x, truth, hard)))
+
+
 def test_counting_predictors_and_the_noise_theory():
     _, x, truth = problem(n=400, d=8)
     hard = truth.copy()
@@ -109,6 +154,7 @@ def test_counting_predictors_and_the_noise_theory():
     assert values["n_over_d"] == 50.0 and values["width"] == 4.0
     assert values["noise_theory"] == pytest.approx(400 * (1 - 2 * rho) ** 2 / 4)
     assert math.isnan(values["cka"])  # no weak features
+    assert math.isnan(values["weak_probe_accuracy"])
     assert pred.crossover(8, 0.25, c=2.0) == pytest.approx(2 * 8 / 0.25)
     assert np.isinf(pred.crossover(8, 0.5))
 
@@ -233,3 +279,85 @@ def test_the_sweep_recovers_a_planted_crossover():
     # accuracy 0.9, k = 2: n* = 9.4, below the smallest size.
     below = sweep[(sweep.accuracy == 0.9) & (sweep.student == 2)]
     assert below.censored.item() == "below"
+
+
+LADDER_TOML = """
+[experiment]
+name = "ladder_predictors"
+figure = "predictors"
+kind = "predictors"
+tasks = ["sentiment", "cities"]
+sizes = [240]
+accuracies = [0.7]
+structures = ["random"]
+weak_k = 2
+bow = false
+ladder = ["minilm-l3", "mpnet"]
+ladder_build = []
+
+[cache]
+model = "minilm"
+size = 240
+
+[study]
+students = [2, "all"]
+losses = ["xent"]
+seeds = 2
+dynamics = false
+
+[study.train]
+epochs = 5
+batch_size = 64
+"""
+
+
+@pytest.mark.slow
+def test_a_ladder_rung_supervises_with_its_own_features(tmp_path):
+    """``ladder``: a rung's cache of the same rows (found under its model_ladder
+    name in the cache folder) at the layer choose_layer picks is a natural
+    supervisor whose CKA and linear-probe quality are computed; a rung without a
+    cache (and not in ``ladder_build``) is skipped and listed."""
+    import dataclasses
+
+    from cache_fixtures import write_cache_file
+
+    from probe_lab.experiments import load_experiment, run_experiment
+
+    toml = tmp_path / "ladder.toml"
+    toml.write_text(LADDER_TOML)
+    spec = load_experiment(toml).cache
+    folder = tmp_path / "caches"
+    folder.mkdir()
+    n, d = 240, 8
+    labels = (np.arange(n) % 2).astype(np.int8)
+    signed = (2.0 * labels - 1.0)[:, None]
+    for t, task in enumerate(["sentiment", "cities"]):
+        ids = [f"{task}-{i:04d}" for i in range(n)]
+        for j, (model, signal) in enumerate((("minilm", 2.0), ("minilm-l3", 1.0))):
+            rng = np.random.default_rng(10 * t + j)
+            noise = rng.normal(size=(n, d))
+            direction = rng.normal(size=d) / np.sqrt(d)
+            features = {
+                0: noise.astype(np.float32),  # layer 0: no signal
+                1: (noise + signal * signed * direction).astype(np.float32),
+            }
+            name = dataclasses.replace(spec, model=model, task=task).filename()
+            write_cache_file(folder / name, ids, features, labels=labels)
+    result = run_experiment(
+        toml, out=tmp_path / "out", cache_dir=folder, progress=False
+    )
+    rungs = pd.read_csv(result.out / "ladder_rungs.csv")
+    used = rungs[rungs.rung == "minilm-l3"]
+    assert list(used.layer) == [1, 1] and (used.ceiling > 0.65).all()
+    assert rungs[rungs.rung == "mpnet"].skipped.str.startswith("no mpnet-").all()
+    frame = pd.read_csv(result.out / "conditions.csv")
+    assert set(frame.supervisor) == {"random@0.70", "M_2", "minilm-l3"}
+    natural = frame[frame.supervisor.isin(["M_2", "minilm-l3"])]
+    assert natural[["cka", "weak_probe_accuracy"]].notna().all().all()
+    synthetic = frame[frame.supervisor == "random@0.70"]
+    assert synthetic[["cka", "weak_probe_accuracy"]].isna().all().all()
+    rung = frame[frame.supervisor == "minilm-l3"].set_index("task")
+    ceiling = used.set_index("task").ceiling
+    assert (abs(rung.weak_probe_accuracy.groupby("task").mean() - ceiling) < 0.12).all()
+    # The two models' features share one direction of 8: CKA well below 1.
+    assert (rung.cka < 0.5).all()

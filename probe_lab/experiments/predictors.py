@@ -4,12 +4,15 @@ Conditions: tasks x supervisors x sizes x student widths x seeds. Per task and
 size, one study (the study's own stages: ground truth, weak labels, students, in
 batched calls) whose supervisors are synthetic flips at several accuracies, random
 (unsimulatable) and structured (``longest``), and natural ones: an M_k probe of
-the strong model itself, the task's rule fields and a bag-of-words probe. Between
-the weak labels and the students, every predictor of :mod:`probe_lab.predictors`
-is computed from the labelled rows alone (never test rows). Then, per predictor,
-the Spearman rank correlation with PGR and with gain out of sample (leave one task
-out, bootstrap over tasks), a ridge model on the predictors' ranks evaluated the
-same way, a figure per predictor and a summary table.
+the strong model itself, the task's rule fields, a bag-of-words probe and, with
+``ladder``, each named model-ladder rung's best-layer probe (another real model's
+features of the same rows, :func:`probe_lab.experiments.model_ladder.choose_layer`).
+Between the weak labels and the students, every predictor of
+:mod:`probe_lab.predictors` is computed from the labelled rows alone (never test
+rows). Then, per predictor, the Spearman rank correlation with PGR and with gain
+out of sample (leave one task out, bootstrap over tasks), a ridge model on the
+predictors' ranks evaluated the same way, a figure per predictor and a summary
+table.
 
 The noise-rate sweep is the synthetic part of the same studies: accuracy and
 structure (supervisors), n (sizes) and k (widths) vary; the measured crossover
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +33,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from activation_cache import TASK_INFO, TASKS, open_cache
+from activation_cache.models import LADDER
 from probe_lab import metrics, plots
 from probe_lab import predictors as pred
 from probe_lab.experiments.base import Analysis, Context, Finding, fmt, judged
-from probe_lab.experiments.caches import bow_cache, build_cache
-from probe_lab.experiments.config import register_kind
+from probe_lab.experiments.caches import bow_cache, build_cache, is_complete
+from probe_lab.experiments.config import ExperimentError, register_kind
+from probe_lab.experiments.model_ladder import choose_layer
 from probe_lab.experiments.saved import load_saved, save_study, study_key
 from probe_lab.study import (
     StudyConfig,
@@ -70,10 +76,16 @@ CLAIM = (
 
 
 def supervisors(
-    settings: Settings, *, bow: str | None, rules: tuple[str, ...]
+    settings: Settings,
+    *,
+    bow: str | None,
+    rules: tuple[str, ...],
+    ladder: Mapping[str, tuple[str, int]] | None = None,
 ) -> list[Supervisor]:
     """Synthetic flips (each structure at each accuracy, named
-    ``<structure>@<accuracy>``) and the natural supervisors of one task."""
+    ``<structure>@<accuracy>``) and the natural supervisors of one task
+    (``ladder``: rung -> (its cache, its layer), each a probe named by the
+    rung)."""
     out = [
         Supervisor(kind=structure, accuracy=acc, name=f"{structure}@{acc:.2f}")
         for structure in settings.structures
@@ -83,7 +95,47 @@ def supervisors(
     out += [Supervisor(kind="column", field=f, name=f) for f in rules]
     if bow is not None:
         out.append(Supervisor(kind="probe", cache=bow, name="bow"))
+    out += [
+        Supervisor(kind="probe", cache=cache, layer=layer, name=rung)
+        for rung, (cache, layer) in (ladder or {}).items()
+    ]
     return out
+
+
+def _ladder(ctx: Context, task: str) -> tuple[dict[str, tuple[str, int]], list]:
+    """Each ``ladder`` rung's cache of the task's rows (``[cache]`` with the model
+    replaced, so the ids join) and its best layer (:func:`choose_layer`: 2-fold
+    ground-truth probes on every stored layer); a missing cache is extracted for
+    a rung in ``ladder_build``, else the rung is skipped on this task. Returns
+    ``{rung: (cache, layer)}`` and one record per rung (layer, ceiling, or why
+    it was skipped)."""
+    settings, spec = ctx.config.settings, ctx.config.cache
+    found, records = {}, []
+    for rung in settings.ladder:
+        if rung == spec.model:
+            raise ExperimentError(
+                f"[experiment] ladder names {rung!r}, the strong model itself; name "
+                "other rungs (its own probe is M_k)"
+            )
+        if ctx.cache_given:
+            records.append(dict(task=task, rung=rung, skipped="--cache given"))
+            continue
+        # Without [experiment] tasks the study's cache is [cache]'s own task.
+        source = task if settings.tasks else spec.task
+        rung_spec = dataclasses.replace(spec, model=rung, task=source)
+        path = Path(ctx.cache_dir) / rung_spec.filename()
+        if rung not in settings.ladder_build and not is_complete(path):
+            ctx.log(f"{task}: ladder rung {rung} skipped (no complete {path})")
+            records.append(dict(task=task, rung=rung, skipped=f"no {path.name}"))
+            continue
+        path = build_cache(rung_spec, ctx.cache_dir, progress=ctx.progress)
+        layer, ceiling = choose_layer(path)
+        ctx.log(f"{task}: ladder rung {rung}, layer {layer}, 2-fold {ceiling:.3f}")
+        found[rung] = (str(path), layer)
+        records.append(
+            dict(task=task, rung=rung, layer=layer, ceiling=ceiling, cache=path.name)
+        )
+    return found, records
 
 
 def _rules(task: str, cache: Path) -> tuple[str, ...]:
@@ -152,17 +204,20 @@ def predictor_frame(
     return pd.DataFrame(rows)
 
 
-def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame]:
+def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame, dict]:
     """One study run stage by stage (the study's own functions), with the
     predictors computed between the weak labels and the students; saved (and
-    reused) as :meth:`Context.run_study` does, predictors beside it."""
+    reused) as :meth:`Context.run_study` does, predictors beside it. Also
+    returns the study's times (wall, predictors; NaN when reused)."""
     names = ctx.config.settings.predictors
     key, _ = study_key(config)
     folder = ctx.out / "studies" / key[:16]
     saved = None if ctx.fresh else load_saved(folder, key)
     if saved is not None and (folder / "predictors.csv").is_file():
         ctx.reused.append(folder)
-        return saved, pd.read_csv(folder / "predictors.csv")
+        times = dict(study=key[:16], wall_s=math.nan, predictors_s=math.nan)
+        return saved, pd.read_csv(folder / "predictors.csv"), times
+    begin = time.perf_counter()
     log = print if ctx.progress else (lambda *_a, **_k: None)
     data = load_study_data(config, weak_probes(config).values(), config.other_caches)
     for sup in config.supervisors:
@@ -171,9 +226,8 @@ def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame
     labels = make_labels(config, data, truth)
     start = time.perf_counter()
     frame = predictor_frame(config, data, labels, names)
-    ctx.log(
-        f"predictors: {len(frame)} conditions in {time.perf_counter() - start:.1f}s"
-    )
+    predictors_s = time.perf_counter() - start
+    ctx.log(f"predictors: {len(frame)} conditions in {predictors_s:.1f}s")
     scored = train_students(config, data, truth, labels, log=log)
     table = scored.table
     table["pgr"] = metrics.pgr(
@@ -190,7 +244,33 @@ def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame
     )
     save_study(result, folder, key)
     frame.to_csv(folder / "predictors.csv", index=False)
-    return result, frame
+    times = dict(
+        study=key[:16],
+        wall_s=time.perf_counter() - begin,
+        predictors_s=predictors_s,
+    )
+    return result, frame, times
+
+
+def _runtime(result: StudyResult, task: str, rows: int, times: dict) -> dict:
+    """One study's runtime row: its students, its wall time, the predictors' and
+    the training stages' seconds, and the students' training work in flops
+    (``mean rows x d x probes x epochs x 4`` per student stage, the quantity
+    ``benchmarks/bench_study.py`` turns into a floor at a measured product
+    rate; ``benchmarks/bench_predictors.py`` does so for a run)."""
+    stages = result.stages
+    students = [s for s in stages if s["stage"].startswith("students")]
+    return dict(
+        task=task,
+        rows=rows,
+        **times,
+        students=len(result.table),
+        training_s=sum(s["seconds"] for s in stages),
+        students_s=sum(s["seconds"] for s in students),
+        student_flops=sum(
+            4.0 * s["mean_rows"] * s["d"] * s["probes"] * s["epochs"] for s in students
+        ),
+    )
 
 
 def conditions(tables: pd.DataFrame, frames: pd.DataFrame) -> pd.DataFrame:
@@ -215,27 +295,33 @@ def run(ctx: Context) -> Analysis:
     """Every (task, size) study; predictors scored; figures and table written."""
     settings = ctx.config.settings
     studies: dict[str, StudyResult] = {}
-    tables, frames = [], []
+    tables, frames, rungs, runtime = [], [], [], []
     for task, cache in _task_caches(ctx).items():
         bow = None
         if settings.bow:
             bow = str(bow_cache(cache, ctx.cache_dir, progress=ctx.progress))
-        sups = supervisors(settings, bow=bow, rules=_rules(task, cache))
+        ladder, records = _ladder(ctx, task)
+        rungs += records
+        sups = supervisors(settings, bow=bow, rules=_rules(task, cache), ladder=ladder)
         for size in settings.sizes:
             config = dataclasses.replace(
                 ctx.config.study_config(cache, sups), max_rows=size
             )
-            result, frame = _study(ctx, config)
+            result, frame, times = _study(ctx, config)
             rows = result.fingerprints["rows"]
             label = f"{task}, {rows} rows"
             if label in studies:  # a size beyond the cache: the whole cache, once
                 continue
             ctx.log(f"{label}: {len(result.table)} students")
             studies[label] = result
+            runtime.append(_runtime(result, task, rows, times))
             tables.append(result.table.assign(task=task, rows=rows))
             frames.append(frame.assign(task=task, rows=rows))
     frame = conditions(pd.concat(tables), pd.concat(frames))
     frame.to_csv(ctx.out / "conditions.csv", index=False)
+    if rungs:
+        pd.DataFrame(rungs).to_csv(ctx.out / "ladder_rungs.csv", index=False)
+    pd.DataFrame(runtime).to_csv(ctx.out / "runtime.csv", index=False)
     group = "task" if frame.task.nunique() > 1 else "rows"
     names = list(settings.predictors)
     table = score(frame, names, group)
@@ -273,17 +359,20 @@ def _markdown(table: pd.DataFrame, group: str) -> str:
         f"Out-of-sample Spearman correlation (leave one {group} out; mean over "
         f"held-out {group}s, 95% bootstrap interval over {group}s). direction: the "
         "sign the predictor's correlation takes (learned on the training "
-        f"{group}s for each held-out one).",
+        f"{group}s for each held-out one). conditions: those where the predictor "
+        "is defined and the target finite (NaN, e.g. CKA of a synthetic "
+        "supervisor: left out of its correlations; the combined model counts it "
+        "at its median rank).",
         "",
         "| target | predictor | reads truth | direction | Spearman | 95% interval "
-        f"| {group}s |",
-        "|---|---|---|---|---|---|---|",
+        f"| {group}s | conditions |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
         lines.append(
             f"| {r.target} | {r.predictor} | {r.reads_truth} "
             f"| {fmt(r.direction, 0, signed=True)} | {fmt(r.spearman, 2)} "
-            f"| [{fmt(r.low, 2)}, {fmt(r.high, 2)}] | {r.tasks} |"
+            f"| [{fmt(r.low, 2)}, {fmt(r.high, 2)}] | {r.tasks} | {r.conditions} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -471,6 +560,19 @@ class Settings:
     bow: bool = True
     """Add a bag-of-words probe supervisor (a cache built from the task's texts)."""
 
+    ladder: tuple[str, ...] = ()
+    """Model-ladder rungs (``probe-lab models``) whose best-layer probe is a
+    natural supervisor of the strong model (``[cache]``'s): per task, the rung's
+    cache of the same rows (``[cache]`` with the model replaced) and the layer
+    where its 2-fold ground-truth probe is most accurate; named by the rung.
+    Skipped with ``--cache`` (no cache of those rows to build from)."""
+
+    ladder_build: tuple[str, ...] = ("minilm-l3",)
+    """The ``ladder`` rungs whose missing caches are extracted (MiniLM-L3: about
+    a minute per 1,000-row task on 2 cores); every other rung supervises only on
+    the tasks whose cache is already complete in the cache folder (a skip is
+    logged and listed in ``ladder_rungs.csv``)."""
+
     predictors: tuple[str, ...] = tuple(pred.PREDICTORS.names())
     """Predictor names or import paths ``"module:function"``."""
 
@@ -486,6 +588,13 @@ def _check_settings(values) -> None:
     for acc in values["accuracies"]:
         if not 0.5 < acc <= 1:
             raise ValueError(f"[experiment] accuracies must lie in (0.5, 1], got {acc}")
+    for key in ("ladder", "ladder_build"):
+        rungs = list(values[key])
+        if sorted(set(rungs) - set(LADDER)) or len(set(rungs)) != len(rungs):
+            raise ValueError(
+                f"[experiment] {key} must name distinct rungs of the model ladder "
+                f"({', '.join(LADDER)}; `probe-lab models` lists them); got {rungs}"
+            )
     if values["tasks"] and list(values["tasks"]) != ["all"]:
         unknown = sorted(set(values["tasks"]) - set(TASKS))
         if unknown:
@@ -500,7 +609,12 @@ KIND = register_kind(
     ranges={"weak_k": (1, math.inf), "sizes": (50, math.inf)},
     check=_check_settings,
     supervisor_sets=lambda config: [
-        supervisors(config.settings, bow="<bow>.h5", rules=("rule",))
+        supervisors(
+            config.settings,
+            bow="<bow>.h5",
+            rules=("rule",),
+            ladder={r: (f"<{r}>.h5", 0) for r in config.settings.ladder},
+        )
     ],
 )
 """The experiment kind."""
