@@ -377,3 +377,24 @@ def test_tasks_command_lists_every_task_with_its_card(capsys):
         assert 0 <= card["bow_acc"] <= 1 and 0 <= card["ceiling"] <= 1
         assert card["rows"] >= 4000
         assert f"{100 * card['ceiling']:.1f}" in out
+
+
+def test_tasks_command_prints_each_ladder_rungs_ceiling(capsys):
+    """The cards' rung columns (benchmarks/ladder_cards.py --write) reach `probe-lab
+    tasks`: every task has the measured encoder rungs, and each ceiling is printed in
+    its task's row, in the ladder's order ('-' where a rung was not measured)."""
+    from activation_cache import task_cards
+    from activation_cache.models import LADDER
+    from probe_lab.cli import main
+
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for name, card in task_cards().items():
+        ladder = card["ladder"]
+        assert {"minilm-l3", "minilm", "mpnet"} <= set(ladder), name
+        expected = [
+            f"{100 * ladder[r]['ceiling']:.1f}" if r in ladder else "-" for r in LADDER
+        ]
+        # the main table's row comes first; the ladder table's row is the last
+        ladder_row = [line for line in out.splitlines() if line.startswith(f"{name} ")]
+        assert ladder_row[-1].split()[1:] == expected, name
