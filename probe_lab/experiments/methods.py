@@ -95,7 +95,7 @@ def check(board: Leaderboard) -> list[Finding]:
     top = board.overall.iloc[0]
     findings.append(
         Finding(
-            claim="(No claim in advance) the highest mean PGR over all cells.",
+            claim="(No claim in advance) the highest pooled PGR over all kept cells.",
             measured=f"{top.method}: PGR {fmt(top.pgr, 2)} [{fmt(top.pgr_low, 2)}, "
             f"{fmt(top.pgr_high, 2)}], wins / ties / losses vs {board.baseline} "
             f"{top.wins:.0f} / {top.ties:.0f} / {top.losses:.0f}",
@@ -124,7 +124,8 @@ def _survival(board: Leaderboard, row: pd.Series) -> str:
 
 
 def plot(board, *, title: str = "") -> Figure:
-    """Mean PGR per method with its interval over seeds: one panel for all tasks
+    """Pooled PGR per method (summed gains over summed gaps of the kept cells) with
+    Fieller's interval over seeds: one panel for all tasks
     (the leaderboard's order, best on top), one per task; the baseline's PGR as a
     dashed line. ``board`` is a :class:`probe_lab.leaderboard.Leaderboard`."""
     methods = list(board.overall.method)
@@ -157,7 +158,7 @@ def plot(board, *, title: str = "") -> Figure:
                 ecolor="0.5",
                 capsize=3,
             )
-            ax.scatter(frame.pgr, y, c=colors, zorder=3, s=30, label="mean PGR")
+            ax.scatter(frame.pgr, y, c=colors, zorder=3, s=30, label="pooled PGR")
             base = frame.pgr.get(board.baseline, np.nan)
             if np.isfinite(base):
                 ax.axvline(
@@ -168,7 +169,8 @@ def plot(board, *, title: str = "") -> Figure:
                 ax.text(
                     0.5,
                     0.5,
-                    "no cell with a gap",
+                    "no cell kept: the supervisor is\nwithin noise of chance, or the "
+                    "gap\nis not above noise (the cell rule)",
                     transform=ax.transAxes,
                     ha="center",
                     va="center",
@@ -180,7 +182,10 @@ def plot(board, *, title: str = "") -> Figure:
             ax.set_ylabel("method")
         axes[0].legend(loc="lower right")
         level = f"{board.confidence:.0%}"
-        fig.suptitle(title or f"Methods ranked by PGR ({level} t-intervals over seeds)")
+        fig.suptitle(
+            title
+            or f"Methods ranked by pooled PGR ({level} Fieller intervals over seeds)"
+        )
     return fig
 
 
