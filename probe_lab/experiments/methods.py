@@ -65,7 +65,8 @@ def run(ctx: Context) -> Analysis:
     )
     board = rank_methods(table)
     board.save(ctx.out)
-    fig = plot(board, title=ctx.title)
+    level = f"{board.confidence:.0%}"
+    fig = plot(board, title=f"{ctx.title}; pooled PGR, Fieller {level}")
     return Analysis(studies, check(board), [ctx.save(fig)])
 
 
