@@ -355,8 +355,9 @@ def describe_tasks() -> list[dict[str, object]]:
     Returns:
         Rows with ``task``, ``capability``, ``label``, ``default_rows``,
         ``largest``, ``balance`` (share of label 1 at the default size),
-        ``bow_acc``, ``ceiling``, ``layer``, ``position`` and ``rules`` (field ->
-        accuracy); card numbers are None where no card was measured.
+        ``bow_acc``, ``ceiling``, ``layer``, ``position``, ``rules`` (field ->
+        accuracy) and ``ladder`` (rung -> its probe ceiling, where measured); card
+        numbers are None where no card was measured.
     """
     cards = task_cards()
     rows = []
