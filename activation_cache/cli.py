@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from activation_cache.extract import extract
-from activation_cache.models import register_models
+from activation_cache.models import LADDER, register_models
 from activation_cache.settings import (
     AUTOCAST,
     CAPTURE,
@@ -422,8 +422,6 @@ def run_tasks(args: argparse.Namespace) -> int:
 
 def _ladder_lines(rows: list[dict[str, object]]) -> list[str]:
     """The rung columns of the cards: each ladder rung's probe ceiling per task."""
-    from activation_cache.models import LADDER
-
     if not any(r["ladder"] for r in rows):
         return []
     head = f"\n{'task':<14} " + " ".join(f"{rung:>9}" for rung in LADDER)

@@ -39,6 +39,7 @@ from activation_cache import (
     extract,
     open_cache,
 )
+from activation_cache.models import LADDER
 from probe_lab import TrainConfig, train_probes
 
 CARDS = Path(__file__).resolve().parents[1] / "activation_cache/suite/cards.json"
@@ -179,8 +180,6 @@ def markdown(cards: dict) -> str:
 def ladder_markdown(cards: dict) -> str:
     """The rung columns (``benchmarks/ladder_cards.py --write``) as a markdown table:
     each rung's ceiling (layer) per task and the suite's extraction time per rung."""
-    from activation_cache.models import LADDER
-
     meta = cards["ladder"]
     lines = [
         "| task | " + " | ".join(f"`{r}` ({LADDER[r].params})" for r in LADDER) + " |",
