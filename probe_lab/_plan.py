@@ -159,6 +159,7 @@ class Plan:
     has_val: bool
     chunks: list[Chunk]
     eval_width: int = 0  # most eval rows of any piece (each piece pads to it)
+    eval_bits: np.ndarray | None = None  # (P, ceil(m / 8)) packed rows in any set
 
     @property
     def n_probes(self) -> int:
@@ -214,7 +215,8 @@ class Plan:
         # Each piece is evaluated on its own probes' rows only (seeds that resample
         # the split have disjoint validation and test rows), padded to eval_width.
         width = self.eval_width
-        used = [_piece_eval_rows(self.eval_rows, p) for p in chunk.pieces]
+        bits = _eval_bits(self.eval_rows) if self.eval_bits is None else self.eval_bits
+        used = [_piece_eval_rows(bits, self.eval_index.size, p) for p in chunk.pieces]
 
         def padded(array: np.ndarray, piece: Piece, at: np.ndarray) -> np.ndarray:
             out = np.zeros((*array.shape[:-2], width, piece.probes.size), array.dtype)
@@ -241,7 +243,8 @@ class Plan:
         if self.weights is None or not self.has_val:
             val_weight = np.ones((len(chunk.pieces), 1, 1), np.float32)
         else:  # (G, w, C): each validation row's weight, 0 elsewhere
-            stacked = evals(self.weights[None, :, self.eval_index])[0]
+            at_eval = np.take(self.weights, self.eval_index, axis=1)[None]
+            stacked = evals(at_eval)[0]
             val_weight = np.where(rows[0], stacked, 0.0).astype(np.float32)
         return {
             "val_weight": val_weight,
@@ -498,14 +501,21 @@ def check_eval_sets(
             raise ValueError(f"eval_sets[{name!r}] labels must be 0 or 1")
         names.append(f"{name}_acc")
         rows_list.append(ev_rows)
-        labels_list.append(np.broadcast_to(ev_labels.astype(bool), (n_probes, n)))
+        labels_list.append(ev_labels.astype(bool))  # (1, n) or (P, n)
     if not rows_list:
         empty = np.zeros((0, n_probes, 0), bool)
         return names, np.zeros(0, np.int32), empty, empty
     union = np.logical_or.reduce([r.any(axis=0) for r in rows_list])
     index = np.flatnonzero(union).astype(np.int32)
-    rows = np.stack([r[:, index] for r in rows_list])
-    labels = np.stack([lab[:, index] for lab in labels_list])
+    # np.take keeps (P, m) C-ordered (``r[:, index]`` is laid out (m, P): 4x
+    # slower to make, and every later cut of a piece's probes strides through it).
+    rows = np.stack([np.take(r, index, axis=1) for r in rows_list])
+    labels = np.stack(  # cut before broadcasting: one row per set, not P
+        [
+            np.broadcast_to(np.take(lab, index, axis=1), (n_probes, index.size))
+            for lab in labels_list
+        ]
+    )
     return names, index, rows, labels
 
 
@@ -729,6 +739,7 @@ def make_plan(
     )
     fmask = inputs.feature_mask
     d = fmask.shape[1]
+    bits = _eval_bits(inputs.eval_rows)
     chunks = _pack(
         pieces,
         np.array([r.size for r in row_sets]),
@@ -757,20 +768,28 @@ def make_plan(
         eval_names=inputs.eval_names,
         has_val=inputs.has_val,
         chunks=chunks,
-        eval_width=_eval_width(inputs.eval_rows, chunks),
+        eval_width=_eval_width(bits, inputs.eval_index.size, chunks),
+        eval_bits=bits,
     )
 
 
-def _piece_eval_rows(eval_rows: np.ndarray, piece: Piece) -> np.ndarray:
-    """Indices (into the plan's evaluation rows) that any probe of ``piece``
-    evaluates on, in any set."""
-    return np.flatnonzero(eval_rows[:, piece.probes].any(axis=(0, 1)))
+def _eval_bits(eval_rows: np.ndarray) -> np.ndarray:
+    """``(P, ceil(m / 8))`` uint8: each probe's evaluation rows in any set, packed
+    (a piece's union is then an OR over a few bytes per row, not over bools)."""
+    return np.packbits(eval_rows.any(axis=0), axis=1)
 
 
-def _eval_width(eval_rows: np.ndarray, chunks: list[Chunk]) -> int:
+def _piece_eval_rows(bits: np.ndarray, m: int, piece: Piece) -> np.ndarray:
+    """Indices (into the plan's ``m`` evaluation rows) that any probe of
+    ``piece`` evaluates on, in any set."""
+    union = np.bitwise_or.reduce(bits[piece.probes], axis=0)
+    return np.flatnonzero(np.unpackbits(union, count=m))
+
+
+def _eval_width(bits: np.ndarray, m: int, chunks: list[Chunk]) -> int:
     """The most evaluation rows any piece needs (the union of its probes')."""
     widths = [
-        _piece_eval_rows(eval_rows, piece).size
+        _piece_eval_rows(bits, m, piece).size
         for chunk in chunks
         for piece in chunk.pieces
     ]

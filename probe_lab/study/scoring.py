@@ -90,6 +90,10 @@ def curves(stage: Trained, data: StudyData) -> dict[str, np.ndarray]:
     return out
 
 
+FIT_BLOCK = 64
+"""Probes per block in :func:`_fit_columns`."""
+
+
 def _fit_columns(stage: Trained, labelled: np.ndarray) -> pd.DataFrame:
     """Method parameters, kept rows, and the student's misfit to its weak labels.
 
@@ -101,20 +105,25 @@ def _fit_columns(stage: Trained, labelled: np.ndarray) -> pd.DataFrame:
     label method left on the labelled rows (1 without one).
     """
     probes = stage.probes
-    ref = np.stack([p.reference for p in probes]).astype(bool)
     count = np.maximum(labelled.sum(axis=1), 1)
-    # The cross-entropy on the labelled entries alone, summed per probe.
-    probe, row = np.nonzero(labelled)
-    proba = np.clip(stage.proba[probe, row].astype(np.float64), 1e-7, 1 - 1e-7)
-    weak = np.stack([p.weak for p in probes])[probe, row].astype(np.float64)
-    xent = -(weak * np.log(proba) + (1 - weak) * np.log1p(-proba))
-    ones = np.ones(stage.proba.shape[1])
-    weights = np.stack([ones if p.weight is None else p.weight for p in probes])
-    out = dict(
-        misfit=((metrics.positive(stage.proba) != ref) & labelled).sum(axis=1) / count,
-        misfit_xent=np.bincount(probe, xent, minlength=len(probes)) / count,
-        kept=(weights * labelled).sum(axis=1) / count,
-    )
+    wrong, xent, kept = (np.zeros(len(probes)) for _ in range(3))
+    # Blocks of probes keep the temporaries in cache; per probe the sums run over
+    # the same entries in the same order as on the whole array.
+    for start in range(0, len(probes), FIT_BLOCK):
+        at = slice(start, start + FIT_BLOCK)
+        part, rows, proba = probes[at], labelled[at], stage.proba[at]
+        ref = np.stack([p.reference for p in part]).astype(bool)
+        wrong[at] = ((metrics.positive(proba) != ref) & rows).sum(axis=1)
+        # The cross-entropy on the labelled entries alone, summed per probe.
+        probe, row = np.nonzero(rows)
+        p1 = np.clip(proba[probe, row].astype(np.float64), 1e-7, 1 - 1e-7)
+        weak = np.stack([p.weak for p in part])[probe, row].astype(np.float64)
+        entries = -(weak * np.log(p1) + (1 - weak) * np.log1p(-p1))
+        xent[at] = np.bincount(probe, entries, minlength=len(part))
+        for i, p in enumerate(part):
+            weight = 1.0 if p.weight is None else np.asarray(p.weight, np.float64)
+            kept[start + i] = (weight * rows[i]).sum()
+    out = dict(misfit=wrong / count, misfit_xent=xent / count, kept=kept / count)
     names = sorted({k for p in probes if p.condition for k in p.condition.params})
     for name in names:
         out[f"param_{name}"] = [
