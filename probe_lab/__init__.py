@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # for type checkers and editors; at run time: __getattr__
     from probe_lab import metrics, theory
     from probe_lab.config import TrainConfig
-    from probe_lab.devices import use_cpu_cores
+    from probe_lab.devices import use_compile_cache, use_cpu_cores
     from probe_lab.label_methods import LabelMethod, register_label_method
     from probe_lab.leaderboard import Leaderboard, rank_methods
     from probe_lab.losses import LossMethod, register_loss
@@ -43,6 +43,7 @@ _HOMES = {
     "run_study": "probe_lab.study",
     "theory": "probe_lab.theory",
     "train_probes": "probe_lab.train",
+    "use_compile_cache": "probe_lab.devices",
     "use_cpu_cores": "probe_lab.devices",
 }
 """Each public name -> the module defining it."""
@@ -67,6 +68,7 @@ __all__ = [
     "run_study",
     "theory",
     "train_probes",
+    "use_compile_cache",
     "use_cpu_cores",
 ]
 

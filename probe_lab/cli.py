@@ -244,9 +244,10 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("study", "run", "demo"):
-        from probe_lab.devices import use_cpu_cores
+        from probe_lab.devices import use_compile_cache, use_cpu_cores
 
         use_cpu_cores()
+        use_compile_cache()
     try:
         return int(args.func(args))
     except (ValueError, RuntimeError, OSError, KeyError) as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,11 @@ import numpy as np
 import pytest
 
 from probe_lab._jax import count_compilations as count_compiles
+
+# The probe-lab command keeps compiled programs on disk; tests that run it (in
+# this process or a child) must compile as a fresh machine would, so that
+# compilation counts mean the same on every run of the suite.
+os.environ["PROBE_LAB_COMPILE_CACHE"] = "off"
 
 ROOT = Path(__file__).resolve().parents[1]
 _SCRATCH = {".pytest_cache", "__pycache__", ".hypothesis", ".coverage", ".ruff_cache"}

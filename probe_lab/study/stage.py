@@ -3,7 +3,8 @@
 A :class:`StageProbe` says what one probe trains on (targets, rows, features, loss
 condition); :func:`train_stage` trains a list of them and returns
 :class:`Trained`: their probabilities on every row and a record (probes, rows,
-width, seconds, compilations).
+width, seconds, compilations and their seconds, programs loaded from the on-disk
+compile cache).
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ def train_stage(
         eval_rows=int((test | val_rows).any(0).sum()),
         seconds=seconds,
         compilations=len(compiles),
+        compile_seconds=float(sum(compiles)),
+        loaded=len(compiles.loaded),  # programs from the on-disk compile cache
         trainers=compiled_trainers() - trainers,
         failed=int(np.sum(np.asarray(trained.failed_epoch) >= 0)),
     )
