@@ -540,25 +540,58 @@ def epoch_order(
     return (jnp.sort(keys) & low).astype(jnp.int32)
 
 
-def evaluate(carry: Carry, c: ChunkInputs, xe: jax.Array, s: Settings) -> jax.Array:
+def eval_counts(c: ChunkInputs) -> jax.Array:
+    """``(S, G, C)`` int32: each probe's rows in each evaluation set (at least 1).
+
+    Constant through training: :func:`train_chunk` counts once, outside the epoch
+    loop, where XLA would recount every epoch (on CPU a bool reduction over the
+    rows axis cost 6x the rest of the tally).
+    """
+    return jnp.maximum(c.eval_rows.sum(axis=2, dtype=jnp.int32), 1)
+
+
+def eval_rows_by_block(xe: jax.Array, s: Settings) -> tuple[jax.Array, ...] | None:
+    """Each block's features of the evaluation rows, ``(G, m, hi - lo)``, cut once
+    per chunk (inside the epoch loop XLA copies every block's slice each epoch:
+    on CPU that was 40% of the evaluation); ``None`` where the cuts would take
+    more than twice the memory of ``xe`` (then :func:`evaluate` cuts them)."""
+    if len(s.blocks) == 1 or sum(hi - lo for *_, lo, hi in s.blocks) > 2 * xe.shape[-1]:
+        return None
+    return tuple(xe[..., ls] for ls in s.local)
+
+
+def evaluate(
+    carry: Carry,
+    c: ChunkInputs,
+    xe: jax.Array,
+    s: Settings,
+    counts: jax.Array | None = None,
+    by_block: tuple[jax.Array, ...] | None = None,
+) -> jax.Array:
     """Accuracy ``(S, G, C)`` of every probe on every evaluation set.
 
     Each piece is scored on its own evaluation rows ``xe (G, m, span)`` (raw,
     gathered once per chunk at ``c.eval_index``: seeds that resample the split have
     disjoint ones), with the standardization folded into the weights: one batched
-    product per block, ``(G, m, hi - lo) @ (G, hi - lo, c)``.
+    product per block, ``(G, m, hi - lo) @ (G, hi - lo, c)``. ``counts``:
+    :func:`eval_counts` of ``c``, ``by_block``: :func:`eval_rows_by_block` of
+    ``xe`` (each computed here when not given).
     """
     logits, b_raw = [], carry.b
-    for wj, cs, fs, ls in zip(carry.w, s.cols, s.feats, s.local, strict=True):
+    for j, (wj, cs, fs, ls) in enumerate(
+        zip(carry.w, s.cols, s.feats, s.local, strict=True)
+    ):
         w_raw = wj / c.scale[:, None, fs]
         b_raw = b_raw.at[:, cs].add(-jnp.einsum("gd,gcd->gc", c.mean[:, fs], w_raw))
+        xj = xe[..., ls] if by_block is None else by_block[j]
         if xe.shape[0] == 1:  # a plain product: no batch dimension for XLA
-            logits.append((xe[0, :, ls] @ w_raw[0].T)[None])
+            logits.append((xj[0] @ w_raw[0].T)[None])
         else:
-            logits.append(jnp.einsum("gmd,gcd->gmc", xe[..., ls], w_raw))
+            logits.append(jnp.einsum("gmd,gcd->gmc", xj, w_raw))
     logits = jnp.concatenate(logits, axis=-1) + b_raw[:, None, :]  # (G, m, C)
     hits = positive_logit(logits)[None] == c.eval_labels  # (S, G, m, C)
-    accs = (hits & c.eval_rows).sum(axis=2) / jnp.maximum(c.eval_rows.sum(axis=2), 1)
+    counts = eval_counts(c) if counts is None else counts
+    accs = (hits & c.eval_rows).sum(axis=2, dtype=jnp.int32) / counts
     if s.weighted and s.has_val:  # validation agreement weighted by row weights
         w = c.val_weight  # (G, m, C)
         val = (hits[0] * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1e-12)
@@ -647,6 +680,8 @@ def train_chunk(
         total_steps=total_steps,
     )
     xe = x[c.eval_index, s.span].astype(jnp.float32)  # (G, m, span), raw
+    counts = eval_counts(c)
+    by_block = eval_rows_by_block(xe, s)
 
     def maybe_step(carry: Carry, batch: tuple[jax.Array, jax.Array]):
         # Steps past every piece's last batch of the epoch skip all work.
@@ -676,7 +711,7 @@ def train_chunk(
         # needs no guard (a conditional costs a copy of the carry per step on CPU).
         carry, losses = jax.lax.scan(maybe_step if s.ragged else step, carry, batches)
         carry = mark_failed(carry, epoch, s)
-        record = {"eval_acc": evaluate(carry, c, xe, s)}
+        record = {"eval_acc": evaluate(carry, c, xe, s, counts, by_block)}
         if s.record_loss:
             record["train_loss"] = losses.sum(0) / row_total
         if s.has_val:
