@@ -69,6 +69,7 @@ def test_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
         assert compile_cache_dir() is None
 
 
+@pytest.mark.subprocess
 def test_a_second_process_loads_compiled_programs_from_the_cache(tmp_path):
     """The second run of the same training compiles nothing: every program comes
     from the folder the first run filled (every program is kept here, however
