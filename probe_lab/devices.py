@@ -112,5 +112,10 @@ def use_compile_cache() -> Path | None:
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_BYTES)
+    try:  # JAX evicts under a file lock (filelock, a dependency)
+        import filelock  # noqa: F401
+
+        jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_BYTES)
+    except (ImportError, AttributeError):  # no lock, or an older JAX: no limit
+        pass
     return path
