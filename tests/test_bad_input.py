@@ -960,7 +960,10 @@ def test_ctrl_c_inside_a_gc_callback_still_stops_the_command(
         gc.callbacks.append(callback)
         try:
             gc.collect()
-            for _ in range(100):  # the rest of the work: must not run to the end
+            # The rest of the work, which must not run to the end: 5 s, so that
+            # a timer thread starved on a loaded machine still lands (in 50 ms
+            # on an idle one).
+            for _ in range(500):
                 time.sleep(0.01)
         finally:
             gc.callbacks.remove(callback)
