@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_study import product_rate
 
 from probe_lab import use_cpu_cores
+from probe_lab.study.stage import training_flops
 
 
 def main() -> None:
@@ -52,8 +53,8 @@ def main() -> None:
         for s in json.loads((folder / "stages.json").read_text()):
             if s["stage"] != "students":
                 continue
-            flops = 4 * s["mean_rows"] * s["d"] * s["probes"] * s["epochs"]
-            floor += flops / product_rate(s["rows"], s["d"], s["probes"]) / 1e9
+            rate = product_rate(s["rows"], s["d"], s["probes"])
+            floor += training_flops(s) / rate / 1e9
             compiles += s["trainers"]
         floors.append(floor)
         print(

@@ -46,6 +46,7 @@ from conftest import write_synthetic_cache
 
 from probe_lab import TrainConfig, use_compile_cache, use_cpu_cores
 from probe_lab.study import StudyConfig, Supervisor, run_study
+from probe_lab.study.stage import training_flops
 
 STRUCTURES = (
     "random",
@@ -144,8 +145,7 @@ def main() -> None:
     rates = [max(r, product_rate(*sh)) for r, sh in zip(first, shapes, strict=True)]
     total_floor = 0.0
     for stage, rate in zip(result.stages, rates, strict=True):
-        flops = 4 * stage["mean_rows"] * stage["d"] * stage["probes"] * stage["epochs"]
-        floor = flops / rate / 1e9
+        floor = training_flops(stage) / rate / 1e9
         total_floor += floor
         print(
             f"{stage['stage']:<24}{stage['probes']:>8}{stage['rows']:>8}"

@@ -17,6 +17,7 @@ row set (:func:`standardization`), pieces (:func:`make_pieces`) and packing
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,12 +159,33 @@ class Plan:
     eval_names: list[str]
     has_val: bool
     chunks: list[Chunk]
-    eval_width: int = 0  # most eval rows of any piece (each piece pads to it)
-    eval_bits: np.ndarray | None = None  # (P, ceil(m / 8)) packed rows in any set
 
     @property
     def n_probes(self) -> int:
         return int(self.targets.shape[0])
+
+    @functools.cached_property
+    def eval_bits(self) -> np.ndarray:
+        """``(P, ceil(m / 8))`` uint8: each probe's evaluation rows in any set,
+        packed (a piece's union is then an OR over a few bytes per row, not over
+        bools)."""
+        return np.packbits(self.eval_rows.any(axis=0), axis=1)
+
+    def piece_eval_rows(self, piece: Piece) -> np.ndarray:
+        """Indices (into the ``m`` evaluation rows) that any probe of ``piece``
+        evaluates on, in any set."""
+        union = np.bitwise_or.reduce(self.eval_bits[piece.probes], axis=0)
+        return np.flatnonzero(np.unpackbits(union, count=self.eval_index.size))
+
+    @functools.cached_property
+    def eval_width(self) -> int:
+        """The most evaluation rows any piece needs (each piece pads to it)."""
+        widths = [
+            self.piece_eval_rows(piece).size
+            for chunk in self.chunks
+            for piece in chunk.pieces
+        ]
+        return max(widths, default=0)
 
     def chunk_inputs(self, chunk: Chunk) -> ChunkInputs:
         def stack(fn):
@@ -215,8 +237,7 @@ class Plan:
         # Each piece is evaluated on its own probes' rows only (seeds that resample
         # the split have disjoint validation and test rows), padded to eval_width.
         width = self.eval_width
-        bits = _eval_bits(self.eval_rows) if self.eval_bits is None else self.eval_bits
-        used = [_piece_eval_rows(bits, self.eval_index.size, p) for p in chunk.pieces]
+        used = [self.piece_eval_rows(p) for p in chunk.pieces]
 
         def padded(array: np.ndarray, piece: Piece, at: np.ndarray) -> np.ndarray:
             out = np.zeros((*array.shape[:-2], width, piece.probes.size), array.dtype)
@@ -739,7 +760,6 @@ def make_plan(
     )
     fmask = inputs.feature_mask
     d = fmask.shape[1]
-    bits = _eval_bits(inputs.eval_rows)
     chunks = _pack(
         pieces,
         np.array([r.size for r in row_sets]),
@@ -768,32 +788,7 @@ def make_plan(
         eval_names=inputs.eval_names,
         has_val=inputs.has_val,
         chunks=chunks,
-        eval_width=_eval_width(bits, inputs.eval_index.size, chunks),
-        eval_bits=bits,
     )
-
-
-def _eval_bits(eval_rows: np.ndarray) -> np.ndarray:
-    """``(P, ceil(m / 8))`` uint8: each probe's evaluation rows in any set, packed
-    (a piece's union is then an OR over a few bytes per row, not over bools)."""
-    return np.packbits(eval_rows.any(axis=0), axis=1)
-
-
-def _piece_eval_rows(bits: np.ndarray, m: int, piece: Piece) -> np.ndarray:
-    """Indices (into the plan's ``m`` evaluation rows) that any probe of
-    ``piece`` evaluates on, in any set."""
-    union = np.bitwise_or.reduce(bits[piece.probes], axis=0)
-    return np.flatnonzero(np.unpackbits(union, count=m))
-
-
-def _eval_width(bits: np.ndarray, m: int, chunks: list[Chunk]) -> int:
-    """The most evaluation rows any piece needs (the union of its probes')."""
-    widths = [
-        _piece_eval_rows(bits, m, piece).size
-        for chunk in chunks
-        for piece in chunk.pieces
-    ]
-    return max(widths, default=0)
 
 
 # ----------------------------------------------------------------------- packing

@@ -51,6 +51,7 @@ from probe_lab.study import (
     weak_probes,
 )
 from probe_lab.study.data import load_study_data
+from probe_lab.study.stage import training_flops
 
 __all__ = [
     "CLAIM",
@@ -255,9 +256,8 @@ def _study(ctx: Context, config: StudyConfig) -> tuple[StudyResult, pd.DataFrame
 def _runtime(result: StudyResult, task: str, rows: int, times: dict) -> dict:
     """One study's runtime row: its students, its wall time, the predictors' and
     the training stages' seconds, and the students' training work in flops
-    (``mean rows x d x probes x epochs x 4`` per student stage, the quantity
-    ``benchmarks/bench_study.py`` turns into a floor at a measured product
-    rate; ``benchmarks/bench_predictors.py`` does so for a run)."""
+    (:func:`~probe_lab.study.stage.training_flops` of each student stage;
+    ``benchmarks/bench_predictors.py`` turns it into a floor for a run)."""
     stages = result.stages
     students = [s for s in stages if s["stage"].startswith("students")]
     return dict(
@@ -267,9 +267,7 @@ def _runtime(result: StudyResult, task: str, rows: int, times: dict) -> dict:
         students=len(result.table),
         training_s=sum(s["seconds"] for s in stages),
         students_s=sum(s["seconds"] for s in students),
-        student_flops=sum(
-            4.0 * s["mean_rows"] * s["d"] * s["probes"] * s["epochs"] for s in students
-        ),
+        student_flops=sum(training_flops(s) for s in students),
     )
 
 

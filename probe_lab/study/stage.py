@@ -28,7 +28,7 @@ from probe_lab.study.config import StudyConfig
 from probe_lab.study.data import StudyData
 from probe_lab.train import compiled_trainers, train_probes
 
-__all__ = ["StageProbe", "Trained", "train_stage"]
+__all__ = ["StageProbe", "Trained", "train_stage", "training_flops"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +174,13 @@ def train_stage(
         failed=int(np.sum(np.asarray(trained.failed_epoch) >= 0)),
     )
     return Trained(probes, trained, proba, record)
+
+
+def training_flops(record: dict[str, Any]) -> float:
+    """A stage record's training work in flops: ``mean rows x d x probes x epochs
+    x 4`` (each step's forward and backward products, evaluation left out): what
+    ``benchmarks/bench_study.py`` turns into a floor at a measured product rate."""
+    return 4.0 * record["mean_rows"] * record["d"] * record["probes"] * record["epochs"]
 
 
 def _per_probe_params(
