@@ -99,3 +99,23 @@ def test_held_out_slack_shrinks_with_fitted_rows():
         slack.append(np.abs(check.slack_test).mean())
     assert slack[0] > slack[1] > slack[2]
     assert slack[2] < 0.1 * slack[0]
+
+
+def test_least_squares_matches_lstsq_and_falls_back_when_ill_conditioned():
+    """The Cholesky path agrees with the SVD-based lstsq to rounding on columns of
+    very different scales; a rank-deficient or nearly collinear design takes
+    lstsq's own (minimum-norm) solution."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((500, 12)) * np.logspace(0, -4, 12)
+    design = np.concatenate([x, np.ones((500, 1))], axis=1)
+    rhs = rng.random((500, 3))
+    ref = np.linalg.lstsq(design, rhs, rcond=None)[0]
+    got = theory.least_squares(design, rhs)
+    np.testing.assert_allclose(design @ got, design @ ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, ref, rtol=1e-9)
+    for second in (design[:, 0], design[:, 0] + 1e-7 * rng.standard_normal(500)):
+        bad = design.copy()
+        bad[:, 1] = second
+        np.testing.assert_array_equal(
+            theory.least_squares(bad, rhs), np.linalg.lstsq(bad, rhs, rcond=None)[0]
+        )

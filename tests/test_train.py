@@ -670,3 +670,25 @@ def test_weights_that_overflow_are_failed(problem):
     with pytest.warns(NonFiniteTrainingWarning):
         probes = train_probes(x, y, config=TrainConfig(epochs=2, lr=lr))
     np.testing.assert_array_equal(probes.failed_epoch, [-1, 1, -1, -1, -1, -1])
+
+
+@pytest.mark.parametrize("share", [0.3, 0.95])
+def test_eval_sets_are_cut_to_rows_that_hold_every_set(share):
+    """The plan keeps each set's rows and labels on ``eval_index``: the union of
+    the sets' rows (a sparse union) or all rows (a union of nearly all), and no
+    row of any set is lost either way."""
+    rng = np.random.default_rng(0)
+    n_probes, n = 6, 400
+    y = (rng.random((n_probes, n)) < 0.5).astype(np.float32)
+    val = rng.random((n_probes, n)) < share / 2
+    test = rng.random(n) < share / 2
+    labels = rng.random(n) < 0.5
+    names, index, rows, got = _plan.check_eval_sets(y, val, {"test": (test, labels)})
+    assert names == ["val_agreement", "test_acc"]
+    union = val.any(axis=0) | test
+    assert index.size == (n if share > 0.9 else union.sum())
+    assert set(np.flatnonzero(union)) <= set(index)
+    np.testing.assert_array_equal(rows[0], val[:, index])
+    np.testing.assert_array_equal(rows[1], np.broadcast_to(test[index], rows[1].shape))
+    np.testing.assert_array_equal(got[0], (y > 0.5)[:, index])
+    np.testing.assert_array_equal(got[1], np.broadcast_to(labels[index], got[1].shape))
