@@ -231,6 +231,6 @@ for name in "${order[@]}"; do
 done
 for name in "${order[@]}"; do
     [ -f "$tmp/$name.out" ] || continue
-    grep -E '^result:|^wall / floor|^FAILED|^total' "$tmp/$name.out" | sed 's/^/  /'
+    grep -E '^result:|^wall / floor|^products-only bound|^FAILED|^total' "$tmp/$name.out" | sed 's/^/  /'
 done
 exit $failed

@@ -12,6 +12,7 @@ parameters once when no per-epoch record was kept.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -270,15 +271,18 @@ def score_students(
     table.insert(
         4, "method", [p.condition.method if p.condition else p.loss for p in probes]
     )
-    table = pd.concat(
-        [
-            table,
-            _fit_columns(stage, labelled),
-            _test_columns(stage, data, test, curves_["test_acc"]),
-            _theorem_columns(stage, entries, ceiling, data, (labelled, test)),
-        ],
-        axis=1,
-    )
+    # The theorem's columns and the others are independent NumPy work: side by
+    # side on two threads (NumPy lets go of the GIL in its array loops), the
+    # columns take about the time of the theorem's alone.
+    with ThreadPoolExecutor(max_workers=1) as side:
+        others = side.submit(
+            lambda: (
+                _fit_columns(stage, labelled),
+                _test_columns(stage, data, test, curves_["test_acc"]),
+            )
+        )
+        theorem = _theorem_columns(stage, entries, ceiling, data, (labelled, test))
+        table = pd.concat([table, *others.result(), theorem], axis=1)
     nan = np.full((epochs, n_probes), np.nan)
 
     def per_row(curve: np.ndarray) -> np.ndarray:  # (E, P) -> probe-major rows
