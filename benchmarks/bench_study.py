@@ -120,7 +120,7 @@ def products_seconds(
     total = 0.0
     for chunks in by_shape.values():
         s = _adam.Settings.of(config, plan, chunks[0])
-        n_pieces, width = len(chunks[0].pieces), chunks[0].pieces[0].probes.size
+        n_pieces = len(chunks[0].pieces)
         steps = -(-chunks[0].n_max // s.batch_size)
         span = s.span.stop - s.span.start
         shape = (len(devices), batches, n_pieces, s.batch_size, span)
@@ -129,7 +129,7 @@ def products_seconds(
             jax.sharding.NamedSharding(mesh, spec("chunk")),
         )
 
-        def one(xb, s=s, steps=steps, n_pieces=n_pieces, width=width):
+        def one(xb, s=s, steps=steps, n_pieces=n_pieces):
             xb = xb[0]
             w0 = tuple(
                 jnp.zeros((n_pieces, c1 - c0, hi - lo), jnp.float32)

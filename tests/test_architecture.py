@@ -7,6 +7,7 @@ import fails here even where no test happens to execute it.
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,11 @@ MAX_LINES = 80
 LONG_ALLOWED: dict[str, str] = {}
 
 
-def modules(package: str) -> dict[str, Path]:
-    """Dotted module name -> file, for every module of a package."""
+def modules(package: str, root: Path = ROOT) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of a package under ``root``."""
     out = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
-        parts = path.relative_to(ROOT).with_suffix("").parts
+    for path in sorted((root / package).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
         out[".".join(parts)] = path
@@ -198,10 +199,10 @@ def test_the_study_draws_no_figure():
             assert "probe_lab.plots" not in closure(edges, name), name
 
 
-def private_imports(package: str) -> list[str]:
+def private_imports(package: str, root: Path = ROOT) -> list[str]:
     """``from module import _name`` of a name that is not a module, where
     ``module`` is another module of the project."""
-    mods = modules(package)
+    mods = modules(package, root)
     out = []
     for name, path in mods.items():
         for node in ast.walk(ast.parse(path.read_text())):
@@ -218,16 +219,16 @@ def private_imports(package: str) -> list[str]:
     return out
 
 
-def test_private_imports_are_found():
-    planted = ROOT / "probe_lab" / "_planted_for_test.py"
+def test_private_imports_are_found(tmp_path):
+    # A copy of the package with one planted module: planting it in the real
+    # package raced the test below when the two ran in parallel workers.
+    shutil.copytree(ROOT / "probe_lab", tmp_path / "probe_lab")
+    planted = tmp_path / "probe_lab" / "_planted_for_test.py"
     planted.write_text("from probe_lab.train import _train_round\n")
-    try:
-        found = private_imports("probe_lab")
-    finally:
-        planted.unlink()
-    assert "probe_lab._planted_for_test: from probe_lab.train import _train_round" in (
-        found
-    )
+    found = private_imports("probe_lab", tmp_path)
+    assert found == [
+        "probe_lab._planted_for_test: from probe_lab.train import _train_round"
+    ]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
