@@ -159,8 +159,9 @@ def _variants(k: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     xe = x[c.eval_index, span]
     counts = _adam.eval_counts(c)
     by_block = _adam.eval_rows_by_block(xe, s)
+    bits = _adam.eval_bits(c)
     evaluate = jax.jit(
-        lambda carry, c, xe: _adam.evaluate(carry, c, xe, s, counts, by_block)
+        lambda carry, c, xe: _adam.evaluate(carry, c, xe, s, counts, by_block, bits)
     )
     calls["evaluation"] = functools_partial(evaluate, carry0, c, xe)
     key = jax.random.key(0)

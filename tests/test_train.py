@@ -692,3 +692,31 @@ def test_eval_sets_are_cut_to_rows_that_hold_every_set(share):
     np.testing.assert_array_equal(rows[1], np.broadcast_to(test[index], rows[1].shape))
     np.testing.assert_array_equal(got[0], (y > 0.5)[:, index])
     np.testing.assert_array_equal(got[1], np.broadcast_to(labels[index], got[1].shape))
+
+
+def test_packed_hit_counts_equal_the_boolean_tally():
+    """With PACKED_FROM or more evaluation sets the trainer counts each set's hits
+    in 32-row words; the counts equal the boolean tally and a NumPy count, also
+    for a row count that is not a multiple of 32."""
+    from types import SimpleNamespace
+
+    from probe_lab import _adam
+
+    rng = np.random.default_rng(0)
+    sets, pieces, m, width = _adam.PACKED_FROM + 2, 3, 77, 5
+    c = SimpleNamespace(
+        eval_rows=jnp.asarray(rng.random((sets, pieces, m, width)) < 0.7),
+        eval_labels=jnp.asarray(rng.random((sets, pieces, m, width)) < 0.5),
+    )
+    predicted = rng.random((pieces, m, width)) < 0.5
+    bits = _adam.eval_bits(c)
+    assert bits is not None and bits[0].shape == (sets, pieces, 3, width)
+    packed = np.asarray(_adam._hit_counts(jnp.asarray(predicted), c, bits))
+    plain = np.asarray(_adam._hit_counts(jnp.asarray(predicted), c, None))
+    expected = (
+        (predicted[None] == np.asarray(c.eval_labels)) & np.asarray(c.eval_rows)
+    ).sum(axis=2)
+    np.testing.assert_array_equal(packed, expected)
+    np.testing.assert_array_equal(plain, expected)
+    two = SimpleNamespace(eval_rows=c.eval_rows[:2], eval_labels=c.eval_labels[:2])
+    assert _adam.eval_bits(two) is None  # below PACKED_FROM: the boolean tally
