@@ -727,9 +727,7 @@ def train_chunk(
         total_steps=total_steps,
     )
     xe = x[c.eval_index, s.span].astype(jnp.float32)  # (G, m, span), raw
-    counts = eval_counts(c)
-    by_block = eval_rows_by_block(xe, s)
-    bits = eval_bits(c)
+    counts, by_block, bits = eval_counts(c), eval_rows_by_block(xe, s), eval_bits(c)
 
     def maybe_step(carry: Carry, batch: tuple[jax.Array, jax.Array]):
         # Steps past every piece's last batch of the epoch skip all work.
