@@ -157,11 +157,9 @@ def _variants(k: dict[str, Any]) -> dict[str, Callable[[], Any]]:
         for kind in ("products", "gather", "loss", "adam")
     }
     xe = x[c.eval_index, span]
-    counts = _adam.eval_counts(c)
-    by_block = _adam.eval_rows_by_block(xe, s)
-    bits = _adam.eval_bits(c)
+    constants = _adam.eval_constants(c, xe, s)
     evaluate = jax.jit(
-        lambda carry, c, xe: _adam.evaluate(carry, c, xe, s, counts, by_block, bits)
+        lambda carry, c, xe: _adam.evaluate(carry, c, xe, s, **constants)
     )
     calls["evaluation"] = functools_partial(evaluate, carry0, c, xe)
     key = jax.random.key(0)

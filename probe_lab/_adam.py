@@ -578,7 +578,7 @@ def _pack_rows(b: jax.Array) -> jax.Array:
     return (b.astype(jnp.uint32) << shift).sum(axis=-2, dtype=jnp.uint32)
 
 
-def eval_bits(c: ChunkInputs) -> tuple[jax.Array, jax.Array] | None:
+def eval_label_bits(c: ChunkInputs) -> tuple[jax.Array, jax.Array] | None:
     """Each evaluation set's rows whose label is 1, and those whose label is 0,
     packed 32 rows to a word, ``(S, G, ceil(m / 32), C)`` each; ``None`` below
     :data:`PACKED_FROM` sets. Constant through training: :func:`train_chunk` packs
@@ -587,6 +587,17 @@ def eval_bits(c: ChunkInputs) -> tuple[jax.Array, jax.Array] | None:
         return None
     rows, labels = c.eval_rows, c.eval_labels
     return _pack_rows(rows & labels), _pack_rows(rows & ~labels)
+
+
+def eval_constants(c: ChunkInputs, xe: jax.Array, s: Settings) -> dict[str, Any]:
+    """What :func:`evaluate` needs of a chunk that training never changes, made
+    once per chunk: ``counts``, ``by_block`` and ``bits`` (its keyword
+    arguments)."""
+    return dict(
+        counts=eval_counts(c),
+        by_block=eval_rows_by_block(xe, s),
+        bits=eval_label_bits(c),
+    )
 
 
 def _hit_counts(
@@ -619,8 +630,8 @@ def evaluate(
     disjoint ones), with the standardization folded into the weights: one batched
     product per block, ``(G, m, hi - lo) @ (G, hi - lo, c)``. ``counts``:
     :func:`eval_counts` of ``c``, ``by_block``: :func:`eval_rows_by_block` of
-    ``xe``, ``bits``: :func:`eval_bits` of ``c`` (each computed here when not
-    given).
+    ``xe``, ``bits``: :func:`eval_label_bits` of ``c`` (each computed here when
+    not given; :func:`eval_constants` makes all three).
     """
     logits, b_raw = [], carry.b
     for j, (wj, cs, fs, ls) in enumerate(
@@ -636,7 +647,7 @@ def evaluate(
     logits = jnp.concatenate(logits, axis=-1) + b_raw[:, None, :]  # (G, m, C)
     predicted = positive_logit(logits)
     counts = eval_counts(c) if counts is None else counts
-    bits = eval_bits(c) if bits is None else bits
+    bits = eval_label_bits(c) if bits is None else bits
     accs = _hit_counts(predicted, c, bits) / counts
     if s.weighted and s.has_val:  # validation agreement weighted by row weights
         w = c.val_weight  # (G, m, C)
@@ -727,7 +738,7 @@ def train_chunk(
         total_steps=total_steps,
     )
     xe = x[c.eval_index, s.span].astype(jnp.float32)  # (G, m, span), raw
-    counts, by_block, bits = eval_counts(c), eval_rows_by_block(xe, s), eval_bits(c)
+    constants = eval_constants(c, xe, s)
 
     def maybe_step(carry: Carry, batch: tuple[jax.Array, jax.Array]):
         # Steps past every piece's last batch of the epoch skip all work.
@@ -757,7 +768,7 @@ def train_chunk(
         # needs no guard (a conditional costs a copy of the carry per step on CPU).
         carry, losses = jax.lax.scan(maybe_step if s.ragged else step, carry, batches)
         carry = mark_failed(carry, epoch, s)
-        record = {"eval_acc": evaluate(carry, c, xe, s, counts, by_block, bits)}
+        record = {"eval_acc": evaluate(carry, c, xe, s, **constants)}
         if s.record_loss:
             record["train_loss"] = losses.sum(0) / row_total
         if s.has_val:

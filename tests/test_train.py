@@ -709,7 +709,7 @@ def test_packed_hit_counts_equal_the_boolean_tally():
         eval_labels=jnp.asarray(rng.random((sets, pieces, m, width)) < 0.5),
     )
     predicted = rng.random((pieces, m, width)) < 0.5
-    bits = _adam.eval_bits(c)
+    bits = _adam.eval_label_bits(c)
     assert bits is not None and bits[0].shape == (sets, pieces, 3, width)
     packed = np.asarray(_adam._hit_counts(jnp.asarray(predicted), c, bits))
     plain = np.asarray(_adam._hit_counts(jnp.asarray(predicted), c, None))
@@ -719,4 +719,4 @@ def test_packed_hit_counts_equal_the_boolean_tally():
     np.testing.assert_array_equal(packed, expected)
     np.testing.assert_array_equal(plain, expected)
     two = SimpleNamespace(eval_rows=c.eval_rows[:2], eval_labels=c.eval_labels[:2])
-    assert _adam.eval_bits(two) is None  # below PACKED_FROM: the boolean tally
+    assert _adam.eval_label_bits(two) is None  # below PACKED_FROM: the boolean tally
